@@ -1,0 +1,5 @@
+"""``python -m smartsvc`` is the ``smartsvc`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,94 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Mapping
+
+from flask import Flask, request
+from flask_limiter import Limiter
+
+from .bootstrap import build_container
+from .config import Settings, ensure_secret_key, load_settings
+from .http.api import Api
+from .http.registry import register_blueprints
+from .http.requests import install_request_hooks
+from .logging_setup import configure_logging
+
+API_VERSION = "1.0.0"
+
+
+def create_app(settings: Settings | None = None, environ: Mapping[str, str] | None = None) -> Flask:
+    """Build a fresh app: settings, container, Celery, rate limits, the API.
+
+    ``settings`` wins over ``environ`` (tests pass their own); with neither,
+    the process environment is read. Nothing connects until first use.
+    """
+    settings = ensure_secret_key(settings or load_settings(environ))
+    configure_logging(settings.log_level, settings.log_json)
+
+    app = Flask("smartsvc")
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="smartsvc",
+        API_VERSION=API_VERSION,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="v1/openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        API_SPEC_OPTIONS=_spec_options(),
+        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_STORAGE_URI=settings.rate_limit_storage_url,
+        RATELIMIT_DEFAULT=settings.rate_limit,
+        JSON_SORT_KEYS=False,
+    )
+    container = build_container(settings)
+    app.extensions["smartsvc"] = container
+
+    from workers.celery_app import init_celery, wake_relay
+
+    celery = init_celery(app)
+    container.database.outbox_notifier = lambda: wake_relay(celery)
+
+    install_request_hooks(app)
+    Limiter(key_func=_rate_limit_key, app=app, default_limits=[settings.rate_limit],
+            storage_uri=settings.rate_limit_storage_url)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    api = Api(app)
+    register_blueprints(api)
+    from .cli.flask_commands import register_flask_commands
+
+    register_flask_commands(app)
+    return app
+
+
+def _rate_limit_key() -> str:
+    """Callers are counted by credential (hashed), anonymous ones by address."""
+    header = request.headers.get("Authorization")
+    if header:
+        return "cred:" + hashlib.sha256(header.encode()).hexdigest()[:32]
+    return "addr:" + (request.remote_addr or "unknown")
+
+
+def _spec_options() -> dict[str, Any]:
+    return {
+        "info": {
+            "description": (
+                "Context-aware smart-service backend: products users own, where they are and what "
+                "the world offers, turned into few, relevant, proactive suggestions. Errors are "
+                "application/problem+json (RFC 9457)."
+            )
+        },
+        "servers": [{"url": "/"}],
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key (ssk_…) or a user access token (sat_…).",
+                }
+            }
+        },
+    }

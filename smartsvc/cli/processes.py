@@ -1,0 +1,80 @@
+"""Serving the API with gunicorn, and running API + worker + beat together."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+
+class _Gunicorn(BaseApplication):
+    """gunicorn driven from code; each worker process builds its own app."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from ..app import create_app
+
+        return create_app()
+
+
+def serve_api(host: str, port: int, workers: int) -> None:
+    """Serve the API with ``workers`` gunicorn processes (blocks)."""
+    _Gunicorn({
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": 4,
+        "timeout": 60,
+        "graceful_timeout": 20,
+        "accesslog": None,
+        "max_requests": 10000,
+        "max_requests_jitter": 1000,
+    }).run()
+
+
+def run_all(host: str, port: int) -> int:
+    """Start API, worker and beat as child processes; stop all when one ends."""
+    python = sys.executable
+    commands = {
+        "api": [python, "-m", "smartsvc", "api", "--host", host, "--port", str(port), "--workers", "2"],
+        "worker": [python, "-m", "smartsvc", "worker", "--concurrency", "2"],
+        "beat": [python, "-m", "smartsvc", "beat"],
+    }
+    children = {name: subprocess.Popen(argv) for name, argv in commands.items()}
+    stopping = False
+
+    def _stop(*_args: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    exit_code = 0
+    while not stopping:
+        for name, child in children.items():
+            if child.poll() is not None:
+                print(f"smartsvc {name} exited with {child.returncode}; stopping", file=sys.stderr)
+                exit_code = child.returncode or 1
+                stopping = True
+        time.sleep(0.5)
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return exit_code

@@ -1,0 +1,197 @@
+"""Settings read from ``SMARTSVC_*`` environment variables.
+
+With nothing set, everything runs on embedded defaults under ``./var/``:
+a SQLite database in WAL mode, kombu's filesystem broker (no server, works
+across processes) and the ``log`` push provider. Production sets at least
+``SMARTSVC_DATABASE_URL`` (PostgreSQL + PostGIS) and ``SMARTSVC_BROKER_URL``
+(Redis). Invalid values fail at start with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+PREFIX = "SMARTSVC_"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the environment variable."""
+
+
+def _as_int(name: str, raw: str, minimum: int, maximum: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not an integer") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{PREFIX}{name}={value} must be between {minimum} and {maximum}")
+    return value
+
+
+def _as_bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{PREFIX}{name}={raw!r} is not a boolean (use 1/0, true/false)")
+
+
+def _check_database_url(url: str) -> str:
+    if not (url.startswith("sqlite") or url.startswith("postgresql")):
+        raise ConfigError(
+            f"{PREFIX}DATABASE_URL={url!r} is not supported: use sqlite:///PATH "
+            "or postgresql+psycopg://USER:PASSWORD@HOST/DB"
+        )
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        # psycopg 3 is the only PostgreSQL driver we ship.
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _check_broker_url(url: str) -> str:
+    if url.split("://", 1)[0] not in {"redis", "rediss", "filesystem", "memory"}:
+        raise ConfigError(
+            f"{PREFIX}BROKER_URL={url!r} is not supported: use redis://HOST:PORT/DB "
+            "or filesystem:// (embedded)"
+        )
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service, with its embedded default."""
+
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    broker_url: str = "filesystem://"
+    secret_key: str = ""
+    access_token_ttl_s: int = 3600
+    max_body_bytes: int = 1_048_576
+    rate_limit: str = "1200/minute"
+    rate_limit_storage_url: str = "memory://"
+    push_provider: str = "log"
+    log_level: str = "INFO"
+    log_json: bool = True
+    outbox_relay_interval_s: int = 2
+    outbox_batch_size: int = 500
+    task_soft_time_limit_s: int = 60
+    max_devices_per_user: int = 20
+    max_products_per_user: int = 50
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is the embedded SQLite one."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def broker_data_dir(self) -> Path:
+        """Folder of the embedded filesystem broker."""
+        return self.var_dir / "broker"
+
+    @property
+    def pushes_log_path(self) -> Path:
+        """Where the ``log`` push provider writes one JSON line per push."""
+        return self.var_dir / "pushes.jsonl"
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some settings changed (tests build their own)."""
+        return dataclasses.replace(self, **changes)
+
+
+_PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "VAR_DIR": ("var_dir", lambda n, v: Path(v)),
+    "DATABASE_URL": ("database_url", lambda n, v: _check_database_url(v)),
+    "BROKER_URL": ("broker_url", lambda n, v: _check_broker_url(v)),
+    "SECRET_KEY": ("secret_key", lambda n, v: v),
+    "ACCESS_TOKEN_TTL_S": ("access_token_ttl_s", lambda n, v: _as_int(n, v, 60, 86400 * 30)),
+    "MAX_BODY_BYTES": ("max_body_bytes", lambda n, v: _as_int(n, v, 1024, 1 << 30)),
+    "RATE_LIMIT": ("rate_limit", lambda n, v: _check_rate_limit(v)),
+    "RATE_LIMIT_STORAGE_URL": ("rate_limit_storage_url", lambda n, v: v),
+    "PUSH_PROVIDER": ("push_provider", lambda n, v: _check_choice(n, v, {"log"})),
+    "LOG_LEVEL": ("log_level", lambda n, v: _check_choice(n, v.upper(), {"DEBUG", "INFO", "WARNING", "ERROR"})),
+    "LOG_JSON": ("log_json", _as_bool),
+    "OUTBOX_RELAY_INTERVAL_S": ("outbox_relay_interval_s", lambda n, v: _as_int(n, v, 1, 3600)),
+    "OUTBOX_BATCH_SIZE": ("outbox_batch_size", lambda n, v: _as_int(n, v, 1, 100_000)),
+    "TASK_SOFT_TIME_LIMIT_S": ("task_soft_time_limit_s", lambda n, v: _as_int(n, v, 1, 86400)),
+    "MAX_DEVICES_PER_USER": ("max_devices_per_user", lambda n, v: _as_int(n, v, 1, 1000)),
+    "MAX_PRODUCTS_PER_USER": ("max_products_per_user", lambda n, v: _as_int(n, v, 1, 10_000)),
+}
+
+
+def _check_choice(name: str, value: str, choices: set[str]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{PREFIX}{name}={value!r} must be one of {sorted(choices)}")
+    return value
+
+
+def _check_rate_limit(value: str) -> str:
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"{PREFIX}RATE_LIMIT={value!r} is not a rate limit such as '600/minute'"
+        ) from None
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from the environment (``os.environ`` by default).
+
+    Unknown ``SMARTSVC_*`` variables are rejected so that a typo in a
+    variable name is not silently ignored.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(PREFIX):
+            continue
+        name = key[len(PREFIX):]
+        if name not in _PARSERS:
+            if name in _PASSTHROUGH:
+                continue
+            raise ConfigError(f"{key} is not a known setting (known: {', '.join(sorted(_PARSERS))})")
+        attr, parse = _PARSERS[name]
+        values[attr] = parse(name, raw)
+    settings = Settings(**values)
+    if not settings.database_url:
+        path = (settings.var_dir / "smartsvc.db").resolve()
+        settings = settings.replace(database_url=f"sqlite:///{path}")
+    return settings
+
+
+# Variables read by other parts (delivery, geodata) that later issues own;
+# accepted here so the strict check above does not refuse them.
+_PASSTHROUGH = {"WEBHOOK_ALLOW_PRIVATE", "WEBHOOK_ALLOW_HTTP", "ENV"}
+
+
+def ensure_secret_key(settings: Settings) -> Settings:
+    """Return settings with a secret key, creating ``var/secret_key`` once.
+
+    Production sets ``SMARTSVC_SECRET_KEY``; the embedded default keeps a
+    generated key on disk so tokens survive restarts and are shared by the
+    API and worker processes.
+    """
+    if settings.secret_key:
+        if len(settings.secret_key) < 32:
+            raise ConfigError(f"{PREFIX}SECRET_KEY must be at least 32 characters")
+        return settings
+    path = settings.var_dir / "secret_key"
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process of this service created it first
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+    return settings.replace(secret_key=path.read_text().strip())

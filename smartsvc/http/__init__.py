@@ -1,0 +1,1 @@
+"""The HTTP layer: thin flask-smorest views over the use cases."""

@@ -1,0 +1,70 @@
+"""``Idempotency-Key`` on creating POSTs: a repeat within 24 h gets the first answer."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from typing import Any, Callable
+
+from flask import Response, current_app, json, request
+from flask_smorest import Blueprint
+
+from ..errors import InvalidInput
+from ..services import idempotency
+from .api import current_principal
+
+HEADER = "Idempotency-Key"
+_MAX_KEY_LENGTH = 200
+
+Replay = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def idempotent(*, secret_fields: tuple[str, ...] = (), replay: Replay | None = None) -> Callable[..., Any]:
+    """Make a creating view idempotent per caller and key.
+
+    ``secret_fields`` are never stored; ``replay`` fills them in again on a
+    repeat (e.g. a fresh access token for the same user).
+    """
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            key = request.headers.get(HEADER)
+            if key is None:
+                return view(*args, **kwargs)
+            if not key or len(key) > _MAX_KEY_LENGTH or not key.isprintable():
+                raise InvalidInput(HEADER, f"must be 1–{_MAX_KEY_LENGTH} printable characters")
+            database = current_app.extensions["smartsvc"].database
+            principal = current_principal()
+            request_hash = hashlib.sha256(request.get_data()).hexdigest()
+            record = idempotency.find_record(database, principal.ident, key)
+            if record is not None:
+                if record.request_hash != request_hash or record.path != request.path:
+                    raise InvalidInput(HEADER, "was already used with a different request")
+                body = replay(dict(record.response_body)) if replay else record.response_body
+                response = Response(json.dumps(body), status=record.status_code, mimetype="application/json")
+                response.headers["Idempotent-Replayed"] = "true"
+                return response
+            response = view(*args, **kwargs)
+            if isinstance(response, Response) and 200 <= response.status_code < 300:
+                body = response.get_json(silent=True) or {}
+                stored = {k: v for k, v in body.items() if k not in secret_fields}
+                idempotency.save_record(
+                    database, principal=principal.ident, key=key, method=request.method,
+                    path=request.path, request_hash=request_hash, status_code=response.status_code,
+                    body=stored, user_id=principal.user_id,
+                )
+            return response
+
+        return Blueprint.doc(parameters=[IDEMPOTENCY_PARAMETER])(wrapper)
+
+    return decorator
+
+
+IDEMPOTENCY_PARAMETER = {
+    "in": "header",
+    "name": HEADER,
+    "required": False,
+    "schema": {"type": "string", "maxLength": _MAX_KEY_LENGTH},
+    "description": "Repeat a create safely: the same key within 24 h returns the first result.",
+}

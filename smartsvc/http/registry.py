@@ -1,0 +1,13 @@
+"""Every blueprint of the public API, in the order the docs list them."""
+
+from __future__ import annotations
+
+from .api import Api
+
+
+def register_blueprints(api: Api) -> None:
+    """Register all resources on ``api`` (imported here, not at module load)."""
+    from . import consents, devices, health, keys, products, users
+
+    for module in (health, users, consents, devices, products, keys):
+        api.register_blueprint(module.blp)

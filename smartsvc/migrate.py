@@ -1,0 +1,43 @@
+"""Run Alembic migrations programmatically (no alembic.ini needed at run time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from .db import Database
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config() -> Config:
+    """An Alembic config pointing at the packaged migrations."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def upgrade(database: Database, revision: str = "head") -> None:
+    """Migrate the database to ``revision`` (PostGIS is enabled on PostgreSQL)."""
+    config = alembic_config()
+    with database.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # PostgreSQL serialises concurrent migrators (several API processes starting at once).
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(748213)")
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def current_revision(database: Database) -> str | None:
+    """The revision the database is at (None when never migrated)."""
+    with database.engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    """The newest revision shipped with this code."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()

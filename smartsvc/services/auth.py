@@ -1,0 +1,69 @@
+"""Who is calling: resolve a bearer credential into a :class:`Principal`."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from ..credentials import ACCESS_TOKEN_PREFIX, AccessTokens, InvalidToken, hash_api_key
+from ..db import Database
+from ..errors import Unauthorized
+from ..models import ApiKey, User
+from ..timeutil import utcnow
+
+USER_ROLE = "user"
+# Writing last_used_at on every request would turn reads into writes.
+_LAST_USED_RESOLUTION = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: an API key with a role, or a user."""
+
+    role: str
+    key_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+
+    @property
+    def ident(self) -> str:
+        """A stable string naming the caller (idempotency keys, rate limits)."""
+        return f"user:{self.user_id}" if self.user_id else f"key:{self.key_id}"
+
+
+def authenticate(database: Database, tokens: AccessTokens, credential: str) -> Principal:
+    """The principal behind a bearer credential, or :class:`Unauthorized`."""
+    if credential.startswith(ACCESS_TOKEN_PREFIX):
+        return _authenticate_user(database, tokens, credential)
+    return _authenticate_key(database, credential)
+
+
+def _authenticate_user(database: Database, tokens: AccessTokens, token: str) -> Principal:
+    try:
+        claims = tokens.verify(token)
+    except InvalidToken as exc:
+        raise Unauthorized(str(exc)) from None
+    with database.session() as session:
+        generation = session.scalar(select(User.token_generation).where(User.id == claims.user_id))
+    if generation is None or generation != claims.generation:
+        raise Unauthorized("access token is no longer valid")
+    return Principal(role=USER_ROLE, user_id=claims.user_id)
+
+
+def _authenticate_key(database: Database, plaintext: str) -> Principal:
+    if len(plaintext) > 200:
+        raise Unauthorized("credential is invalid")
+    key_hash = hash_api_key(plaintext)
+    with database.session() as session:
+        key = session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+    if key is None or key.revoked_at is not None:
+        raise Unauthorized("credential is invalid or revoked")
+    now = utcnow()
+    if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
+        with database.unit_of_work() as uow:
+            assert uow.session is not None
+            uow.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+            uow.commit()
+    return Principal(role=key.role, key_id=key.id)

@@ -1,0 +1,90 @@
+"""Consent per purpose, off until granted, with the history of every change."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..db import Database
+from ..errors import Forbidden, InvalidInput
+from ..models import CONSENT_PURPOSES, Consent, ConsentEvent
+from ..timeutil import utcnow
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    """A purpose, whether it is granted now, and its change history."""
+
+    purpose: str
+    granted: bool
+    changed_at: datetime | None
+    history: list[ConsentEvent]
+
+
+def set_consent(database: Database, user_id: uuid.UUID, purpose: str, granted: bool) -> ConsentState:
+    """Grant or withdraw one purpose; every change is kept in the history."""
+    if purpose not in CONSENT_PURPOSES:
+        raise InvalidInput("purpose", f"must be one of {', '.join(CONSENT_PURPOSES)}")
+    now = utcnow()
+    with database.unit_of_work() as uow:
+        session = uow.session
+        assert session is not None
+        consent = session.get(Consent, (user_id, purpose))
+        if consent is None:
+            consent = Consent(user_id=user_id, purpose=purpose, granted=granted, changed_at=now)
+            session.add(consent)
+            changed = True
+        else:
+            changed = consent.granted != granted
+            if changed:
+                consent.granted = granted
+                consent.changed_at = now
+        if changed:
+            session.add(ConsentEvent(user_id=user_id, purpose=purpose, granted=granted, at=now))
+        uow.commit()
+    return next(state for state in list_consents(database, user_id) if state.purpose == purpose)
+
+
+def list_consents(database: Database, user_id: uuid.UUID) -> list[ConsentState]:
+    """Every purpose (ungranted ones included) with its history, oldest first."""
+    with database.session() as session:
+        current = {c.purpose: c for c in session.scalars(select(Consent).where(Consent.user_id == user_id))}
+        events = list(
+            session.scalars(
+                select(ConsentEvent).where(ConsentEvent.user_id == user_id).order_by(ConsentEvent.id)
+            )
+        )
+    states = []
+    for purpose in CONSENT_PURPOSES:
+        consent = current.get(purpose)
+        states.append(
+            ConsentState(
+                purpose=purpose,
+                granted=bool(consent and consent.granted),
+                changed_at=consent.changed_at if consent else None,
+                history=[e for e in events if e.purpose == purpose],
+            )
+        )
+    return states
+
+
+def has_consent(session: Session, user_id: uuid.UUID, purpose: str) -> bool:
+    """True when ``purpose`` is granted for the user now."""
+    return bool(
+        session.scalar(
+            select(Consent.granted).where(Consent.user_id == user_id, Consent.purpose == purpose)
+        )
+    )
+
+
+def require_consent(session: Session, user_id: uuid.UUID, purpose: str) -> None:
+    """403 naming the purpose unless it is granted; nothing is stored then."""
+    if not has_consent(session, user_id, purpose):
+        raise Forbidden(
+            f"consent '{purpose}' is not granted; grant it with PUT /v1/me/consents/{purpose}",
+            errors={"consent": [f"'{purpose}' not granted"]},
+        )

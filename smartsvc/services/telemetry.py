@@ -1,0 +1,99 @@
+"""Telemetry: store a reading (consent ``telemetry``), then fold it in a worker."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from ..db import Database
+from ..errors import InvalidInput, NotFound
+from ..models import OwnedProduct, TelemetryReading
+from ..timeutil import utcnow
+from . import outbox
+from .consents import require_consent
+from .pagination import Page, keyset_page
+
+PROCESS_TASK = "smartsvc.telemetry.process"
+
+
+def record_reading(
+    database: Database, user_id: uuid.UUID, product_id: uuid.UUID, values: dict[str, Any]
+) -> TelemetryReading:
+    """Store a reading and enqueue its processing in the same transaction.
+
+    Refused with 403 (nothing stored) without the ``telemetry`` consent.
+    """
+    measurements = {k: v for k, v in values.items() if k in TelemetryReading.MEASUREMENTS and v is not None}
+    if not measurements:
+        raise InvalidInput(
+            "body", f"send at least one measurement: {', '.join(TelemetryReading.MEASUREMENTS)}"
+        )
+    with database.unit_of_work() as uow:
+        session = uow.session
+        assert session is not None
+        product = session.scalar(
+            select(OwnedProduct.id).where(OwnedProduct.id == product_id, OwnedProduct.user_id == user_id)
+        )
+        if product is None:
+            raise NotFound(f"product {product_id} does not exist")
+        require_consent(session, user_id, "telemetry")
+        reading = TelemetryReading(user_id=user_id, product_id=product_id, at=values["at"], **measurements)
+        session.add(reading)
+        session.flush()
+        outbox.enqueue(
+            uow, PROCESS_TASK, {"reading_id": str(reading.id)},
+            ordering_key=f"user:{user_id}", user_id=user_id,
+        )
+        uow.commit()
+    return reading
+
+
+def list_readings(
+    database: Database, user_id: uuid.UUID, product_id: uuid.UUID, *, limit: int, cursor: uuid.UUID | None
+) -> Page[TelemetryReading]:
+    """The product's readings in the order they were received."""
+    with database.session() as session:
+        owned = session.scalar(
+            select(OwnedProduct.id).where(OwnedProduct.id == product_id, OwnedProduct.user_id == user_id)
+        )
+        if owned is None:
+            raise NotFound(f"product {product_id} does not exist")
+        query = select(TelemetryReading).where(TelemetryReading.product_id == product_id)
+        return keyset_page(session, query, TelemetryReading.id, limit=limit, after=cursor)
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def process_reading(database: Database, reading_id: uuid.UUID, outbox_id: int | None = None) -> bool:
+    """Fold a reading into its product's ``latest_telemetry`` (newest ``at`` wins).
+
+    Idempotent: a reading already processed, or processed twice
+    concurrently, leaves the same state. Returns False when there was
+    nothing to do (unknown or already processed reading).
+    """
+    with database.unit_of_work() as uow:
+        session = uow.session
+        assert session is not None
+        outbox.complete(session, outbox_id)
+        reading = session.get(TelemetryReading, reading_id)
+        product = session.get(OwnedProduct, reading.product_id) if reading is not None else None
+        if reading is None or product is None or reading.processed_at is not None:
+            uow.commit()  # nothing (left) to do: the message is still done
+            return False
+        latest = dict(product.latest_telemetry or {})
+        for name in TelemetryReading.MEASUREMENTS:
+            value = getattr(reading, name)
+            if value is None:
+                continue
+            current = latest.get(name)
+            if current is None or datetime.fromisoformat(current["at"]) <= reading.at:
+                latest[name] = {"value": _json_value(value), "at": reading.at.isoformat()}
+        product.latest_telemetry = latest
+        reading.processed_at = utcnow()
+        uow.commit()
+    return True

@@ -1,0 +1,92 @@
+"""The Celery app, built by a factory around a Flask app.
+
+Tasks are ``@shared_task`` in :mod:`workers.tasks` and run inside the Flask
+app context, so they reach the same container (database, settings) as the
+API. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_process_init
+from flask import Flask
+
+from smartsvc.config import Settings
+
+log = logging.getLogger(__name__)
+
+QUEUE = "smartsvc"
+RELAY_TASK = "smartsvc.outbox.relay"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from the service settings."""
+    config: dict[str, Any] = {
+        "broker_url": settings.broker_url,
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_default_queue": QUEUE,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_soft_time_limit_s + 30,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
+        "beat_schedule": {
+            "outbox-relay": {"task": RELAY_TASK, "schedule": timedelta(seconds=settings.outbox_relay_interval_s)},
+            "maintenance-purge": {"task": "smartsvc.maintenance.purge", "schedule": timedelta(hours=1)},
+        },
+    }
+    if settings.broker_url.startswith("filesystem"):
+        folder = settings.broker_data_dir.resolve()
+        for sub in ("queue", "processed", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        config["broker_transport_options"] = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+            "polling_interval": 0.1,
+        }
+        config["worker_enable_remote_control"] = False
+    else:
+        config["broker_transport_options"] = {"visibility_timeout": 3600}
+    return config
+
+
+def init_celery(app: Flask) -> Celery:
+    """Create the Celery app for ``app`` and store it in ``app.extensions``."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    settings: Settings = app.extensions["smartsvc"].settings
+    celery = Celery(app.name, task_cls=FlaskTask)
+    celery.config_from_object(celery_config(settings))
+    celery.set_default()
+    from . import tasks  # noqa: F401  (registers the shared tasks)
+
+    def _dispose_after_fork(**_kwargs: Any) -> None:
+        # A forked child must not reuse the parent's connections.
+        app.extensions["smartsvc"].database.dispose()
+
+    worker_process_init.connect(_dispose_after_fork, weak=False)
+    app.extensions["celery"] = celery
+    return celery
+
+
+def wake_relay(celery: Celery) -> None:
+    """Ask a worker to relay the outbox now (best effort: beat runs it anyway)."""
+    try:
+        celery.send_task(RELAY_TASK, retry=False, ignore_result=True)
+    except Exception as exc:  # broker down: the scheduled relay catches up
+        log.warning("could not wake the outbox relay", extra={"error": str(exc)})

@@ -1,0 +1,25 @@
+"""Scheduled housekeeping."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from flask import current_app
+
+from smartsvc.services import idempotency, outbox
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="smartsvc.maintenance.purge", ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def purge() -> dict[str, int]:
+    """Drop expired idempotency records and completed outbox messages (7 days)."""
+    database = current_app.extensions["smartsvc"].database
+    counts = {
+        "idempotency_records": idempotency.purge_expired(database),
+        "outbox_messages": outbox.purge_completed(database, timedelta(days=7)),
+    }
+    log.info("purged", extra=counts)
+    return counts
