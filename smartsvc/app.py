@@ -11,6 +11,7 @@ from flask_limiter import Limiter
 from .bootstrap import build_container
 from .config import Settings, ensure_secret_key, load_settings
 from .http.api import Api
+from .http.problems import strip_stale_retry_after
 from .http.registry import register_blueprints
 from .http.requests import install_request_hooks
 from .logging_setup import configure_logging
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
     container.database.outbox_notifier = lambda: wake_relay(celery)
 
     install_request_hooks(app)
+    # Registered before the limiter so it runs after the limiter's header injection.
+    app.after_request(strip_stale_retry_after)
     Limiter(key_func=_rate_limit_key, app=app, default_limits=[settings.rate_limit],
             storage_uri=settings.rate_limit_storage_url)
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -43,7 +43,8 @@ def _as_bool(name: str, raw: str) -> bool:
 
 
 def _check_database_url(url: str) -> str:
-    if not (url.startswith("sqlite") or url.startswith("postgresql")):
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in {"sqlite", "postgres", "postgresql", "postgresql+psycopg"}:
         raise ConfigError(
             f"{PREFIX}DATABASE_URL={url!r} is not supported: use sqlite:///PATH "
             "or postgresql+psycopg://USER:PASSWORD@HOST/DB"
@@ -162,6 +163,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         attr, parse = _PARSERS[name]
         values[attr] = parse(name, raw)
     settings = Settings(**values)
+    if "rate_limit_storage_url" not in values and settings.broker_url.startswith("redis"):
+        # Several API processes must share one count; Redis is already there.
+        settings = settings.replace(rate_limit_storage_url=settings.broker_url)
     if not settings.database_url:
         path = (settings.var_dir / "smartsvc.db").resolve()
         settings = settings.replace(database_url=f"sqlite:///{path}")

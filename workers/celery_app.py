@@ -8,12 +8,18 @@ API. Nothing here runs at import time.
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from datetime import timedelta
+from time import monotonic
 from typing import Any
 
 from celery import Celery, Task
 from celery.signals import worker_process_init
 from flask import Flask
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem
+from kombu.utils.json import dumps
 
 from smartsvc.config import Settings
 
@@ -56,9 +62,36 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "polling_interval": 0.1,
         }
         config["worker_enable_remote_control"] = False
+        config["broker_transport"] = f"{__name__}:AtomicFilesystemTransport"
     else:
         config["broker_transport_options"] = {"visibility_timeout": 3600}
     return config
+
+
+class _AtomicFilesystemChannel(filesystem.Channel):
+    """kombu's filesystem channel, publishing each message file atomically.
+
+    kombu creates the message file, then writes it: a worker polling in
+    between takes an empty file, loses the message and dies with
+    ``JSONDecodeError`` ("Unrecoverable error"). Here the message is written
+    under a name the consumer ignores, then renamed into place.
+    """
+
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        path = os.path.join(self.data_folder_out, name)
+        try:
+            with open(path + ".tmp", "wb") as handle:  # ".msg.tmp": not picked up by _get
+                handle.write(dumps(payload).encode())
+            os.replace(path + ".tmp", path)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {path!r} to directory") from exc
+
+
+class AtomicFilesystemTransport(filesystem.Transport):
+    """The embedded (``filesystem://``) broker transport, with atomic publishes."""
+
+    Channel = _AtomicFilesystemChannel
 
 
 def init_celery(app: Flask) -> Celery:

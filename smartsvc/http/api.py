@@ -7,17 +7,22 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import http
+import re
 from typing import Any, Callable
 
 import marshmallow as ma
+from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
 from flask import current_app, g, request
 from flask_smorest import Api as _Api
 from flask_smorest import Blueprint as _Blueprint
 from flask_smorest.utils import prepare_response
+from webargs import core as webargs_core
+from webargs.flaskparser import FlaskParser, is_json_request
 
-from ..errors import PROBLEM_MIMETYPE, Forbidden, Unauthorized
+from ..errors import PROBLEM_MIMETYPE, ApiError, Forbidden, InvalidInput, Unauthorized
 from ..services.auth import USER_ROLE, Principal, authenticate
 from .problems import register_problem_handlers
 
@@ -37,10 +42,64 @@ class ProblemSchema(ma.Schema):
     request_id = ma.fields.String(metadata={"description": "Quote it when reporting a problem"})
 
 
+class _Converter(OpenAPIConverter):
+    """apispec's converter, fixed where the document would admit more than the code."""
+
+    def field2range(self, field: ma.fields.Field, ret: dict[str, Any]) -> dict[str, Any]:
+        attributes = super().field2range(field, ret)
+        # apispec drops Range(min_inclusive=False): "> 0" would read as ">= 0".
+        for validator in field.validators:
+            if not isinstance(validator, ma.validate.Range):
+                continue
+            for bound, inclusive, key in ((validator.min, validator.min_inclusive, "minimum"),
+                                          (validator.max, validator.max_inclusive, "maximum")):
+                if bound is None or inclusive or key not in attributes:
+                    continue
+                if attributes[key] != field._serialize(bound, None, None):
+                    continue  # another validator's bound is the tighter one
+                exclusive = "exclusive" + key[0].upper() + key[1:]
+                if self.openapi_version.major == 3 and self.openapi_version.minor >= 1:
+                    attributes[exclusive] = attributes.pop(key)
+                else:
+                    attributes[exclusive] = True
+        return attributes
+
+    def field2nullable(self, field: ma.fields.Field, ret: dict[str, Any]) -> dict[str, Any]:
+        attributes = super().field2nullable(field, ret)
+        # apispec documents "the object or null" as anyOf [$ref, {type: object,
+        # nullable: true}], and the second branch admits *any* object; only null is meant.
+        for alternative in attributes.get("anyOf", []):
+            if alternative == {"type": "object", "nullable": True}:
+                alternative["enum"] = [None]
+        return attributes
+
+
+class _MarshmallowPlugin(MarshmallowPlugin):
+    """Adds a schema class's own ``OPENAPI_EXTRA`` to its component.
+
+    For rules across fields that marshmallow fields cannot describe (``oneOf``,
+    ``anyOf``): the document then says exactly which bodies are accepted.
+    Not inherited: a subclass (e.g. the response schema) states its own.
+    """
+
+    Converter = _Converter
+
+    def schema_helper(self, name: str, definition: Any, schema: Any = None, **kwargs: Any) -> Any:
+        json_schema = super().schema_helper(name, definition, schema=schema, **kwargs)
+        if schema is not None and json_schema is not None:
+            schema_class = schema if isinstance(schema, type) else type(schema)
+            json_schema.update(copy.deepcopy(vars(schema_class).get("OPENAPI_EXTRA", {})))
+        return json_schema
+
+
 class Api(_Api):
     """The API extension with one error handler and problem+json docs."""
 
     ERROR_SCHEMA = ProblemSchema
+
+    def __init__(self, app: Any = None, *, spec_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        spec_kwargs = {"marshmallow_plugin": _MarshmallowPlugin(), **(spec_kwargs or {})}
+        super().__init__(app, spec_kwargs=spec_kwargs, **kwargs)
 
     def _register_error_handlers(self) -> None:
         register_problem_handlers(self._app)
@@ -79,8 +138,69 @@ def _bearer_credential() -> str:
     return credential.strip()
 
 
+MAX_JSON_DEPTH = 64
+# Text no database here can store: NUL (PostgreSQL text and jsonb refuse it) and
+# unpaired UTF-16 surrogates such as "\ud800" (not encodable as UTF-8).
+_UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+_UNSTORABLE_MESSAGE = "contains a NUL character or an unpaired UTF-16 surrogate"
+
+
+def _check_json_body(data: Any) -> None:
+    """Refuse bodies nested absurdly deep or carrying text that cannot be stored.
+
+    Iterative, so that the check itself cannot exhaust the stack; the
+    offending field is named like marshmallow's errors (``a.b.0``).
+    """
+    stack: list[tuple[Any, str, int]] = [(data, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ApiError(f"body: nested deeper than {MAX_JSON_DEPTH} levels",
+                           errors={"body": [f"nested deeper than {MAX_JSON_DEPTH} levels"]})
+        if isinstance(value, str):
+            if _UNSTORABLE_TEXT.search(value):
+                raise InvalidInput(path or "body", _UNSTORABLE_MESSAGE)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = f"{path}.{key}" if path else str(key)
+                if _UNSTORABLE_TEXT.search(str(key)):
+                    raise InvalidInput(_UNSTORABLE_TEXT.sub("?", name), f"field name {_UNSTORABLE_MESSAGE}")
+                stack.append((item, name, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}.{index}" if path else str(index), depth + 1)
+                         for index, item in enumerate(value))
+
+
+class _StrictParser(FlaskParser):
+    """webargs' Flask parser that never lets odd input through to a 500.
+
+    JSON nested so deep that Python's decoder recurses out is a 400; text a
+    database cannot store (NUL, lone surrogates) is a 422 naming the field,
+    in the body and in query parameters alike.
+    """
+
+    def _raw_load_json(self, req: Any) -> Any:
+        if not is_json_request(req):
+            return webargs_core.missing
+        try:
+            data = webargs_core.parse_json(req.get_data(cache=True))
+        except RecursionError:
+            raise ApiError(f"body: nested deeper than {MAX_JSON_DEPTH} levels",
+                           errors={"body": [f"nested deeper than {MAX_JSON_DEPTH} levels"]}) from None
+        _check_json_body(data)
+        return data
+
+    def load_querystring(self, req: Any, schema: ma.Schema) -> Any:
+        for name, value in req.args.items(multi=True):
+            if _UNSTORABLE_TEXT.search(value) or _UNSTORABLE_TEXT.search(name):
+                raise InvalidInput(_UNSTORABLE_TEXT.sub("?", name), _UNSTORABLE_MESSAGE)
+        return super().load_querystring(req, schema)
+
+
 class Blueprint(_Blueprint):
     """A flask-smorest blueprint that knows who may call each view."""
+
+    ARGUMENTS_PARSER = _StrictParser()
 
     def auth(self, *roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Require a bearer credential with one of ``roles`` (``user`` = user token)."""

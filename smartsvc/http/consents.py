@@ -9,6 +9,7 @@ from flask.views import MethodView
 from ..models import CONSENT_PURPOSES
 from ..services import consents
 from .api import Blueprint, current_user_id
+from .fields import JsonBoolean
 
 blp = Blueprint("consents", __name__, url_prefix="/v1/me/consents", description="Consent per purpose")
 
@@ -30,7 +31,7 @@ class ConsentListSchema(ma.Schema):
 
 
 class ConsentPutSchema(ma.Schema):
-    granted = ma.fields.Boolean(required=True, truthy={True}, falsy={False})
+    granted = JsonBoolean(required=True)
 
 
 @blp.route("")

@@ -11,6 +11,7 @@ from flask.views import MethodView
 from ..models import DEVICE_PLATFORMS
 from ..services import devices
 from .api import Blueprint, current_user_id
+from .fields import JsonInteger
 from .idempotency import idempotent
 from .pagination import ListArgs, decode_cursor, page_body, page_schema
 
@@ -22,13 +23,44 @@ class WebPushKeysSchema(ma.Schema):
     auth = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=100))
 
 
+# An https URL on a DNS name (what push services hand out), stated as a pattern
+# so that the document says exactly what is accepted.
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+WEBPUSH_ENDPOINT = rf"^https://{_LABEL}(\.{_LABEL})*(:[0-9]{{1,5}})?(/[!-~]*)?$"
+
+
 class WebPushSubscriptionSchema(ma.Schema):
-    endpoint = ma.fields.Url(required=True, schemes={"https"}, validate=ma.validate.Length(max=2048))
+    endpoint = ma.fields.String(required=True, validate=[
+        ma.validate.Length(max=2048),
+        ma.validate.Regexp(WEBPUSH_ENDPOINT, error="must be an https URL such as https://push.example.com/..."),
+    ], metadata={"example": "https://fcm.googleapis.com/fcm/send/dXk..."})
     keys = ma.fields.Nested(WebPushKeysSchema, required=True)
-    expirationTime = ma.fields.Integer(allow_none=True, load_default=None)
+    expirationTime = JsonInteger(allow_none=True, load_default=None)
 
 
 class DeviceCreateSchema(ma.Schema):
+    # fcm/apns send a token, webpush a subscription, never both (null counts as absent).
+    OPENAPI_EXTRA = {
+        "oneOf": [
+            {
+                "properties": {
+                    "platform": {"type": "string", "enum": [p for p in DEVICE_PLATFORMS if p != "webpush"]},
+                    "token": {"type": "string"},
+                    "subscription": {"type": "object", "nullable": True, "enum": [None]},
+                },
+                "required": ["token"],
+            },
+            {
+                "properties": {
+                    "platform": {"type": "string", "enum": ["webpush"]},
+                    "token": {"type": "string", "nullable": True, "enum": [None]},
+                    "subscription": {"type": "object"},
+                },
+                "required": ["subscription"],
+            },
+        ],
+    }
+
     platform = ma.fields.String(required=True, validate=ma.validate.OneOf(DEVICE_PLATFORMS))
     token = ma.fields.String(load_default=None, allow_none=True, validate=ma.validate.Length(min=1, max=4096))
     subscription = ma.fields.Nested(WebPushSubscriptionSchema, load_default=None, allow_none=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from typing import Any, Callable
 
 from flask import Response, current_app, json, request
@@ -15,6 +16,8 @@ from .api import current_principal
 
 HEADER = "Idempotency-Key"
 _MAX_KEY_LENGTH = 200
+# Visible ASCII, spaces only inside (HTTP strips them at the ends anyway).
+_KEY_PATTERN = rf"^[!-~]([ -~]{{0,{_MAX_KEY_LENGTH - 2}}}[!-~])?$"
 
 Replay = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -32,8 +35,8 @@ def idempotent(*, secret_fields: tuple[str, ...] = (), replay: Replay | None = N
             key = request.headers.get(HEADER)
             if key is None:
                 return view(*args, **kwargs)
-            if not key or len(key) > _MAX_KEY_LENGTH or not key.isprintable():
-                raise InvalidInput(HEADER, f"must be 1–{_MAX_KEY_LENGTH} printable characters")
+            if not re.fullmatch(_KEY_PATTERN, key):
+                raise InvalidInput(HEADER, f"must be 1–{_MAX_KEY_LENGTH} printable ASCII characters")
             database = current_app.extensions["smartsvc"].database
             principal = current_principal()
             request_hash = hashlib.sha256(request.get_data()).hexdigest()
@@ -65,6 +68,6 @@ IDEMPOTENCY_PARAMETER = {
     "in": "header",
     "name": HEADER,
     "required": False,
-    "schema": {"type": "string", "maxLength": _MAX_KEY_LENGTH},
+    "schema": {"type": "string", "minLength": 1, "maxLength": _MAX_KEY_LENGTH, "pattern": _KEY_PATTERN},
     "description": "Repeat a create safely: the same key within 24 h returns the first result.",
 }

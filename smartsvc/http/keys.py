@@ -9,6 +9,7 @@ from flask.views import MethodView
 from ..models import KEY_ROLES
 from ..services import keys
 from .api import Blueprint
+from .fields import not_blank
 from .pagination import ListArgs, decode_cursor, page_body, page_schema
 
 blp = Blueprint("keys", __name__, url_prefix="/v1/keys", description="API keys (operator)")
@@ -16,7 +17,10 @@ blp = Blueprint("keys", __name__, url_prefix="/v1/keys", description="API keys (
 
 class KeyCreateSchema(ma.Schema):
     role = ma.fields.String(required=True, validate=ma.validate.OneOf(KEY_ROLES))
-    name = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=200))
+    name = ma.fields.String(required=True, validate=[
+        ma.validate.Length(min=1, max=200),
+        not_blank(),
+    ])
 
 
 class KeySchema(ma.Schema):

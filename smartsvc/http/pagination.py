@@ -15,6 +15,10 @@ from ..services.pagination import Page
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 _CURSOR_VERSION = b"\x01"
+# What encode_cursor produces: unpadded URL-safe base64 of the version byte
+# and 16 id bytes (the first two characters carry the version); empty = start.
+CURSOR_PATTERN = r"^(A[Q-Za-f][A-Za-z0-9_-]{21})?$"
+_NOT_OUR_CURSOR = "is not a cursor returned by this list; start without one"
 
 
 def encode_cursor(after: uuid.UUID) -> str:
@@ -31,7 +35,7 @@ def decode_cursor(cursor: str | None) -> uuid.UUID | None:
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 17 or raw[:1] != _CURSOR_VERSION:
-        raise InvalidInput("cursor", "is not a cursor returned by this list; start without one")
+        raise InvalidInput("cursor", _NOT_OUR_CURSOR)
     return uuid.UUID(bytes=raw[1:])
 
 
@@ -45,7 +49,7 @@ class ListArgs(ma.Schema):
     )
     cursor = ma.fields.String(
         load_default=None,
-        validate=ma.validate.Length(max=100),
+        validate=ma.validate.Regexp(CURSOR_PATTERN, error=_NOT_OUR_CURSOR),
         metadata={"description": "next_cursor of the previous page"},
     )
 

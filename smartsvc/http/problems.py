@@ -24,6 +24,17 @@ _MESSAGES = {
 }
 
 
+# RFC 9110 renamed 422; use the same title as InvalidInput raised by use cases.
+_TITLES = {422: "Unprocessable Content"}
+
+
+def strip_stale_retry_after(response: Response) -> Response:
+    """Retry-After only means something on 429 and 503: drop it elsewhere (flask-limiter adds it everywhere)."""
+    if response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response
+
+
 def problem_response(status: int, title: str, detail: str, errors: Any = None,
                      headers: dict[str, str] | None = None) -> Response:
     """A ``Response`` carrying a problem document."""
@@ -49,6 +60,10 @@ def handle_http_exception(error: HTTPException) -> Response:
     status = error.code or 500
     data = getattr(error, "data", None) or {}
     headers = dict(data.get("headers") or {})
+    # werkzeug's own headers: Allow on 405 (RFC 9110 requires it), WWW-Authenticate, ...
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            headers.setdefault(name, value)
     if error.response is not None:  # e.g. flask-limiter's Retry-After
         for name in ("Retry-After",):
             if name in error.response.headers:
@@ -62,7 +77,7 @@ def handle_http_exception(error: HTTPException) -> Response:
         detail = data.get("message") or _MESSAGES.get(status) or (error.description or error.name)
     if status == 429 and "Retry-After" not in headers:
         headers["Retry-After"] = "60"
-    return problem_response(status, error.name, detail, errors, headers)
+    return problem_response(status, _TITLES.get(status, error.name), detail, errors, headers)
 
 
 def handle_api_error(error: ApiError) -> Response:

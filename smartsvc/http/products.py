@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import marshmallow as ma
 from flask import current_app
 from flask.views import MethodView
 
-from ..models import PRODUCT_KINDS
+from ..models import PRODUCT_KINDS, TelemetryReading
 from ..services import products, telemetry
 from .api import Blueprint, current_user_id
+from .fields import JsonFloat
 from .idempotency import idempotent
 from .pagination import ListArgs, decode_cursor, page_body, page_schema
 
@@ -24,16 +26,16 @@ def _positive(maximum: float) -> ma.validate.Range:
 
 
 class AttributesSchema(ma.Schema):
-    length_m = ma.fields.Float(validate=_positive(30), metadata={"example": 2.69})
-    width_m = ma.fields.Float(validate=_positive(5), metadata={"example": 1.66})
-    height_m = ma.fields.Float(validate=_positive(6), metadata={"example": 1.55})
-    weight_kg = ma.fields.Float(validate=_positive(60_000))
+    length_m = JsonFloat(validate=_positive(30), metadata={"example": 2.69})
+    width_m = JsonFloat(validate=_positive(5), metadata={"example": 1.66})
+    height_m = JsonFloat(validate=_positive(6), metadata={"example": 1.55})
+    weight_kg = JsonFloat(validate=_positive(60_000))
     powertrain = ma.fields.String(validate=ma.validate.OneOf(("bev", "phev", "ice")))
     connectors = ma.fields.List(ma.fields.String(validate=ma.validate.OneOf(CONNECTORS)),
                                 validate=ma.validate.Length(max=10))
-    battery_kwh = ma.fields.Float(validate=_positive(1000))
-    range_km = ma.fields.Float(validate=_positive(5000))
-    service_interval_km = ma.fields.Float(validate=_positive(1_000_000))
+    battery_kwh = JsonFloat(validate=_positive(1000))
+    range_km = JsonFloat(validate=_positive(5000))
+    service_interval_km = JsonFloat(validate=_positive(1_000_000))
 
 
 class ModelCreateSchema(ma.Schema):
@@ -76,12 +78,15 @@ class OwnedSchema(ma.Schema):
 
 
 class TelemetryCreateSchema(ma.Schema):
+    # "at" and at least one measurement.
+    OPENAPI_EXTRA = {"anyOf": [{"required": [name]} for name in TelemetryReading.MEASUREMENTS]}
+
     at = ma.fields.AwareDateTime(required=True, metadata={"description": "When it was measured (RFC 3339)"})
-    odometer_km = ma.fields.Float(validate=ma.validate.Range(min=0, max=10_000_000))
-    battery_pct = ma.fields.Float(validate=ma.validate.Range(min=0, max=100))
-    fuel_pct = ma.fields.Float(validate=ma.validate.Range(min=0, max=100))
+    odometer_km = JsonFloat(validate=ma.validate.Range(min=0, max=10_000_000))
+    battery_pct = JsonFloat(validate=ma.validate.Range(min=0, max=100))
+    fuel_pct = JsonFloat(validate=ma.validate.Range(min=0, max=100))
     service_due_at = ma.fields.AwareDateTime()
-    tire_pressure_bar = ma.fields.List(ma.fields.Float(validate=ma.validate.Range(min=0, max=20)),
+    tire_pressure_bar = ma.fields.List(JsonFloat(validate=ma.validate.Range(min=0, max=20)),
                                        validate=ma.validate.Length(min=1, max=8))
 
 
@@ -101,8 +106,11 @@ class TelemetrySchema(TelemetryCreateSchema):
 def owned_body(pair: tuple[Any, Any]) -> dict[str, Any]:
     """An owned product with its catalogue model."""
     product, model = pair
+    # Stored as JSON ({"value", "at": iso string}); the schema dumps datetimes.
+    latest = {name: {"value": entry["value"], "at": datetime.fromisoformat(entry["at"])}
+              for name, entry in (product.latest_telemetry or {}).items()}
     return {"id": product.id, "model_id": product.model_id, "nickname": product.nickname, "model": model,
-            "latest_telemetry": product.latest_telemetry or {}, "created_at": product.created_at}
+            "latest_telemetry": latest, "created_at": product.created_at}
 
 
 def _database() -> Any:

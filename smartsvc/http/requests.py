@@ -8,11 +8,31 @@ import time
 import uuid
 
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..logging_setup import request_id_var
 
 log = logging.getLogger("smartsvc.access")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+
+def _refuse_oversized_stream() -> None:
+    """A chunked body (no Content-Length) over the limit is 413, not cut short.
+
+    werkzeug stops reading a streamed body at ``MAX_CONTENT_LENGTH`` and hands
+    over what it read, so the view would see a truncated body (at best a
+    misleading 400 "Invalid JSON"). Read it here, bounded by the limit, and
+    refuse it when more follows.
+    """
+    limit = request.max_content_length
+    if limit is None or request.content_length is not None:
+        return  # a declared length is checked by werkzeug itself
+    if "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
+        return
+    if "wsgi.input_terminated" not in request.environ:
+        return  # werkzeug reads no body at all then
+    if len(request.get_data(cache=True)) >= limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
 
 
 def install_request_hooks(app: Flask) -> None:
@@ -25,6 +45,7 @@ def install_request_hooks(app: Flask) -> None:
         g.request_id = request_id
         g.request_token = request_id_var.set(request_id)
         g.request_started = time.perf_counter()
+        _refuse_oversized_stream()
 
     @app.after_request
     def _finish(response: Response) -> Response:

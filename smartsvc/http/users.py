@@ -11,6 +11,7 @@ from flask.views import MethodView
 
 from ..services import users
 from .api import Blueprint, current_user_id
+from .fields import JsonInteger
 from .idempotency import idempotent
 from .pagination import ListArgs, decode_cursor, page_body, page_schema
 
@@ -22,14 +23,17 @@ LOCALE = ma.validate.Regexp(
 )
 
 
+# No JSON Schema keyword lists the IANA zones portably: a named format says it.
+TIME_ZONE = {"format": "iana-time-zone", "description": "An IANA time zone name", "example": "Europe/Berlin"}
+
+
 def _container() -> Any:
     return current_app.extensions["smartsvc"]
 
 
 class UserCreateSchema(ma.Schema):
     external_id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=200))
-    time_zone = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=64),
-                                 metadata={"example": "Europe/Berlin"})
+    time_zone = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=64), metadata=TIME_ZONE)
     locale = ma.fields.String(load_default=None, allow_none=True, validate=LOCALE, metadata={"example": "de-DE"})
 
 
@@ -43,7 +47,7 @@ class TokenSchema(ma.Schema):
 class UserSchema(ma.Schema):
     id = ma.fields.UUID(required=True)
     external_id = ma.fields.String(required=True)
-    time_zone = ma.fields.String(required=True)
+    time_zone = ma.fields.String(required=True, metadata=TIME_ZONE)
     locale = ma.fields.String(allow_none=True, required=True)
     created_at = ma.fields.DateTime(required=True)
 
@@ -64,10 +68,18 @@ class MeSchema(UserSchema):
 
 
 class MePatchSchema(ma.Schema):
-    time_zone = ma.fields.String(validate=ma.validate.Length(min=1, max=64))
+    # A change needs something to change (an empty or missing body is a client bug).
+    OPENAPI_EXTRA = {"minProperties": 1}
+
+    time_zone = ma.fields.String(validate=ma.validate.Length(min=1, max=64), metadata=TIME_ZONE)
     locale = ma.fields.String(allow_none=True, validate=LOCALE)
     quiet_hours = ma.fields.Nested(QuietHoursSchema, allow_none=True)
-    max_pushes_per_day = ma.fields.Integer(validate=ma.validate.Range(min=0, max=50))
+    max_pushes_per_day = JsonInteger(validate=ma.validate.Range(min=0, max=50))
+
+    @ma.validates_schema
+    def _not_empty(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if not data:
+            raise ma.ValidationError(f"send at least one of: {', '.join(self.fields)}", field_name="body")
 
 
 def _token_body(issued: users.IssuedToken) -> dict[str, Any]:

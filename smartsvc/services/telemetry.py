@@ -81,7 +81,12 @@ def process_reading(database: Database, reading_id: uuid.UUID, outbox_id: int | 
         assert session is not None
         outbox.complete(session, outbox_id)
         reading = session.get(TelemetryReading, reading_id)
-        product = session.get(OwnedProduct, reading.product_id) if reading is not None else None
+        # Lock the product row (PostgreSQL; SQLite holds the write lock already) so readings of
+        # one product are folded one at a time: no lost update of latest_telemetry, and a
+        # duplicate running concurrently sees processed_at once it gets the lock.
+        product = session.get(OwnedProduct, reading.product_id, with_for_update=True) if reading is not None else None
+        if product is not None:
+            reading = session.get(TelemetryReading, reading_id, populate_existing=True)
         if reading is None or product is None or reading.processed_at is not None:
             uow.commit()  # nothing (left) to do: the message is still done
             return False

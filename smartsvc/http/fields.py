@@ -1,0 +1,42 @@
+"""Request-body fields and validators that accept exactly what the document says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+
+# Python's whitespace (str.isspace / str.strip), spelled out: ``\s`` means
+# different characters in Python and in the ECMA regexes OpenAPI patterns use.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK_PATTERN = rf"^[{_SPACE}]*[^{_SPACE}]"
+
+
+def not_blank() -> ma.validate.Regexp:
+    """The text has at least one character that is not whitespace."""
+    return ma.validate.Regexp(NOT_BLANK_PATTERN, error="must not be blank")
+
+
+class JsonFloat(ma.fields.Float):
+    """A JSON number, never a string ("1.5"), which marshmallow's Float would convert."""
+
+    def _validated(self, value: Any) -> Any:
+        if isinstance(value, (str, bytes)):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class JsonInteger(ma.fields.Integer):
+    """A JSON integer: neither a string ("7") nor a number with a fraction (7.5)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+
+class JsonBoolean(ma.fields.Boolean):
+    """A JSON true or false; not 0/1 or "yes" (``0 in {False}`` holds in Python)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
