@@ -1,0 +1,254 @@
+"""Who may call what: every route × method × caller against a table of expected outcomes.
+
+A route added to the app without a row here fails ``test_every_route_is_in_the_table``,
+so new endpoints are checked for broken object-level authorization (BOLA) and roles too.
+Another user's object is 404 (never 403, never 2xx); a wrong role is 403; no or a bad
+credential is 401.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+
+from smartsvc.credentials import AccessTokens
+from smartsvc.services.keys import create_key, revoke_key
+from tests.support.factories import bearer, grant, make_app, make_settings, make_user
+
+OK, UNAUTHENTICATED, FORBIDDEN, NOT_FOUND = "2xx", 401, 403, 404
+
+# Callers whose outcome the table spells out.
+KEY_ROLES = ("operator", "partner", "app", "agent")
+CALLERS = ("anonymous", *KEY_ROLES, "owner", "other_user")
+# Callers that must always be treated exactly like "anonymous".
+UNTRUSTED = ("forged_token", "revoked_key", "garbage_token")
+# Callers that must never see the owner's ids or personal data in a 2xx answer.
+NOSY = ("other_user", "partner")
+
+
+def _expect(default: Any, **outcomes: Any) -> dict[str, Any]:
+    table = {caller: default for caller in CALLERS}
+    table.update(outcomes)
+    return table
+
+
+PUBLIC = _expect(OK)
+ANY_CREDENTIAL = _expect(OK, anonymous=UNAUTHENTICATED)
+OPERATOR = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, operator=OK)
+APP_OR_OPERATOR = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, operator=OK, app=OK)
+# /v1/me/...: each user reaches their own (so another user gets 2xx with *their* data).
+OWN = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, owner=OK, other_user=OK)
+# /v1/me/.../{id} with the owner's id: another user must get 404.
+OWNED_OBJECT = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, owner=OK, other_user=NOT_FOUND)
+
+CONSENT_RULE = "/v1/me/consents/<any(location, telemetry, proactive_push, partner_sharing):purpose>"
+
+TABLE: dict[tuple[str, str], dict[str, Any]] = {
+    ("/v1/health", "GET"): PUBLIC,
+    ("/v1/ready", "GET"): PUBLIC,
+    ("/v1/users", "GET"): APP_OR_OPERATOR,
+    ("/v1/users", "POST"): APP_OR_OPERATOR,
+    ("/v1/users/<uuid:user_id>", "GET"): APP_OR_OPERATOR,
+    ("/v1/users/<uuid:user_id>/tokens", "POST"): APP_OR_OPERATOR,
+    ("/v1/me", "GET"): OWN,
+    ("/v1/me", "PATCH"): OWN,
+    ("/v1/me/consents", "GET"): OWN,
+    (CONSENT_RULE, "PUT"): OWN,
+    ("/v1/me/devices", "GET"): OWN,
+    ("/v1/me/devices", "POST"): OWN,
+    ("/v1/me/devices/<uuid:device_id>", "DELETE"): OWNED_OBJECT,
+    ("/v1/catalog/models", "GET"): ANY_CREDENTIAL,
+    ("/v1/catalog/models", "POST"): OPERATOR,
+    ("/v1/catalog/models/<uuid:model_id>", "GET"): ANY_CREDENTIAL,
+    ("/v1/me/products", "GET"): OWN,
+    ("/v1/me/products", "POST"): OWN,
+    ("/v1/me/products/<uuid:product_id>", "GET"): OWNED_OBJECT,
+    ("/v1/me/products/<uuid:product_id>", "DELETE"): OWNED_OBJECT,
+    ("/v1/me/products/<uuid:product_id>/telemetry", "GET"): OWNED_OBJECT,
+    ("/v1/me/products/<uuid:product_id>/telemetry", "POST"): OWNED_OBJECT,
+    ("/v1/keys", "GET"): OPERATOR,
+    ("/v1/keys", "POST"): OPERATOR,
+    ("/v1/keys/<uuid:key_id>", "GET"): OPERATOR,
+    ("/v1/keys/<uuid:key_id>", "DELETE"): OPERATOR,
+}
+
+_unique = itertools.count()
+
+# Valid bodies, so that an allowed caller really gets a 2xx.
+BODIES: dict[tuple[str, str], Callable[[], Any]] = {
+    ("/v1/users", "POST"): lambda: {"external_id": f"matrix-{next(_unique)}", "time_zone": "UTC"},
+    ("/v1/me", "PATCH"): lambda: {"locale": "de-DE"},
+    (CONSENT_RULE, "PUT"): lambda: {"granted": True},
+    ("/v1/me/devices", "POST"): lambda: {"platform": "fcm", "token": f"device-token-{next(_unique)}"},
+    ("/v1/catalog/models", "POST"): lambda: {"kind": "car", "brand": "smart", "name": f"m{next(_unique)}"},
+    ("/v1/me/products", "POST"): lambda: {"model_id": WORLD_MODEL_ID[0]},
+    ("/v1/me/products/<uuid:product_id>/telemetry", "POST"): lambda: {
+        "at": "2026-11-24T10:00:00+01:00", "battery_pct": 55,
+    },
+    ("/v1/keys", "POST"): lambda: {"role": "agent", "name": f"matrix {next(_unique)}"},
+}
+WORLD_MODEL_ID: list[str] = []
+
+EXCLUDED_ENDPOINTS = ("static", "api-docs.")
+
+
+@dataclass
+class World:
+    """One app with real objects of a user ("owner") and callers of every kind."""
+
+    app: Any
+    client: Any
+    tokens: dict[str, str | None]
+    owner: Any
+    other: Any
+    model_id: str
+    product_id: str
+    device_id: str
+    reading_id: str
+    private_ids: set[str] = field(default_factory=set)
+
+    def fresh_device(self) -> str:
+        response = self.client.post("/v1/me/devices", json={"platform": "apns", "token": f"t-{next(_unique)}"},
+                                    headers=self.owner.headers)
+        return response.get_json()["id"]
+
+    def fresh_product(self) -> str:
+        response = self.client.post("/v1/me/products", json={"model_id": self.model_id}, headers=self.owner.headers)
+        return response.get_json()["id"]
+
+    def fresh_key(self) -> str:
+        return str(create_key(self.app.extensions["smartsvc"].database, "agent", "to revoke").key.id)
+
+    def path_value(self, name: str, method: str) -> str:
+        """A real id for a path parameter; destructive calls get a fresh object each time."""
+        destructive = method == "DELETE"
+        if name == "user_id":
+            return self.owner.id
+        if name == "model_id":
+            return self.model_id
+        if name == "purpose":
+            return "location"
+        if name == "device_id":
+            return self.fresh_device() if destructive else self.device_id
+        if name == "product_id":
+            return self.fresh_product() if destructive else self.product_id
+        if name == "key_id":
+            return self.fresh_key()
+        raise AssertionError(f"the matrix does not know how to fill <{name}>; teach World.path_value")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> World:
+    app = make_app(make_settings(tmp_path_factory.mktemp("matrix") / "var"))
+    client = app.test_client()
+    database = app.extensions["smartsvc"].database
+    keys = {role: create_key(database, role, f"matrix {role}").plaintext for role in KEY_ROLES}
+    owner = make_user(client, keys["app"], "matrix-owner")
+    other = make_user(client, keys["app"], "matrix-other")
+    grant(client, owner, "telemetry")
+    grant(client, other, "telemetry")
+    model_id = client.post("/v1/catalog/models", json={"kind": "car", "brand": "smart", "name": "fortwo"},
+                           headers=bearer(keys["operator"])).get_json()["id"]
+    WORLD_MODEL_ID[:] = [model_id]
+    product_id = client.post("/v1/me/products", json={"model_id": model_id}, headers=owner.headers).get_json()["id"]
+    device_id = client.post("/v1/me/devices", json={"platform": "fcm", "token": "owner-phone-token"},
+                            headers=owner.headers).get_json()["id"]
+    reading_id = client.post(f"/v1/me/products/{product_id}/telemetry", headers=owner.headers,
+                             json={"at": "2026-11-24T10:00:00+01:00", "battery_pct": 40}).get_json()["id"]
+    revoked = create_key(database, "operator", "matrix revoked")
+    revoke_key(database, revoked.key.id)
+    forged = AccessTokens("not-the-server-secret-0123456789abcdef012", 3600).issue(uuid.UUID(owner.id), 0)
+    tokens: dict[str, str | None] = {
+        "anonymous": None, **keys, "owner": owner.token, "other_user": other.token,
+        "forged_token": forged, "revoked_key": revoked.plaintext, "garbage_token": "ssk_" + "0" * 43,
+    }
+    return World(app=app, client=client, tokens=tokens, owner=owner, other=other, model_id=model_id,
+                 product_id=product_id, device_id=device_id, reading_id=reading_id,
+                 private_ids={owner.id, product_id, device_id, reading_id, "owner-phone-token", "matrix-owner"})
+
+
+def _routes(app) -> set[tuple[str, str]]:
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith(EXCLUDED_ENDPOINTS):
+            continue
+        for method in rule.methods or ():
+            if method not in ("HEAD", "OPTIONS"):  # walked separately below
+                routes.add((rule.rule, method))
+    return routes
+
+
+def _rule(app, rule_text: str):
+    return next(rule for rule in app.url_map.iter_rules() if rule.rule == rule_text)
+
+
+def _call(world: World, rule_text: str, method: str, caller: str):
+    rule = _rule(world.app, rule_text)
+    values = {name: world.path_value(name, method) for name in rule.arguments}
+    path = rule.build(values, append_unknown=False)[1]
+    token = world.tokens[caller]
+    headers = bearer(token) if token else {}
+    body = BODIES.get((rule_text, method if method != "HEAD" else "GET"))
+    kwargs: dict[str, Any] = {"headers": headers}
+    if body is not None:
+        kwargs["json"] = body()
+    return path, world.client.open(path, method=method, **kwargs)
+
+
+def _outcome(status: int) -> Any:
+    return OK if 200 <= status < 300 else status
+
+
+def test_every_route_is_in_the_table(world):
+    in_app = _routes(world.app)
+
+    missing = sorted(in_app - set(TABLE))
+    stale = sorted(set(TABLE) - in_app)
+
+    assert not missing, f"routes without an authorization row in TABLE: {missing}"
+    assert not stale, f"TABLE rows for routes the app no longer has: {stale}"
+
+
+@pytest.mark.parametrize(("rule_text", "method"), sorted(TABLE), ids=lambda v: str(v))
+def test_route_answers_each_caller_as_the_table_says(world, rule_text, method):
+    expected = TABLE[(rule_text, method)]
+    methods = [method, "HEAD"] if method == "GET" else [method]
+    mismatches = []
+    for verb, caller in itertools.product(methods, (*CALLERS, *UNTRUSTED)):
+        want = expected[caller] if caller in CALLERS else expected["anonymous"]
+        path, response = _call(world, rule_text, verb, caller)
+        got = _outcome(response.status_code)
+        if got != want:
+            mismatches.append(f"{verb} {path} as {caller}: expected {want}, got {response.status_code} "
+                              f"{response.get_data(as_text=True)[:200]}")
+            continue
+        if response.status_code >= 400 and verb != "HEAD":
+            assert response.mimetype == "application/problem+json", (verb, path, caller)
+        if got == OK and caller in NOSY and verb != "HEAD":
+            leaked = [i for i in world.private_ids if i in response.get_data(as_text=True)]
+            assert not leaked, f"{verb} {path} as {caller} shows the owner's {leaked}"
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_options_reveals_nothing_to_anyone(world):
+    for rule_text, _method in sorted(TABLE):
+        rule = _rule(world.app, rule_text)
+        path = rule.build({n: world.path_value(n, "GET") for n in rule.arguments}, append_unknown=False)[1]
+        for caller in (*CALLERS, *UNTRUSTED):
+            token = world.tokens[caller]
+            response = world.client.options(path, headers=bearer(token) if token else {})
+            assert response.status_code < 300, (path, caller, response.status_code)
+            assert response.get_data() == b"", (path, caller)
+
+
+def test_the_owners_objects_survived_everyone_elses_attempts(world):
+    """The matrix never touched the shared objects with a destructive call."""
+    client, owner = world.client, world.owner
+
+    assert client.get(f"/v1/me/products/{world.product_id}", headers=owner.headers).status_code == 200
+    devices = client.get("/v1/me/devices?limit=500", headers=owner.headers).get_json()["items"]
+    assert world.device_id in {d["id"] for d in devices}
