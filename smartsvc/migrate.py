@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import geoalchemy2  # noqa: F401  (teaches SQLAlchemy's reflection the PostGIS types)
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -12,6 +13,18 @@ from alembic.script import ScriptDirectory
 from .db import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+# Tables the PostGIS extension owns, and what our migrations add on PostgreSQL
+# only (geography column and its GiST index): never in the ORM models, so
+# comparing models with the database must leave them out.
+POSTGIS_TABLES = frozenset({"spatial_ref_sys", "geometry_columns", "geography_columns", "raster_columns",
+                            "raster_overviews", "topology", "layer"})
+POSTGRES_ONLY = frozenset({("column", "geog"), ("index", "ix_layer_features_geog")})
+
+
+def outside_the_models(name: str | None, type_: str) -> bool:
+    """True for database objects the models deliberately do not describe."""
+    return (type_ == "table" and name in POSTGIS_TABLES) or (type_, name) in POSTGRES_ONLY
 
 
 def alembic_config() -> Config:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from alembic import context
 
+from smartsvc.migrate import outside_the_models
 from smartsvc.models import Base
 
 config = context.config
 target_metadata = Base.metadata
 
 
-# PostGIS owns these; autogenerate must not propose dropping them.
-_FOREIGN_TABLES = {"spatial_ref_sys", "geography_columns", "geometry_columns"}
-
-
 def _include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
-    return not (type_ == "table" and reflected and compare_to is None and name in _FOREIGN_TABLES)
+    # PostGIS's own tables and our PostgreSQL-only spatial column: autogenerate must not drop them.
+    return not (reflected and compare_to is None and outside_the_models(name, type_))
 
 
 def run_migrations_online() -> None:

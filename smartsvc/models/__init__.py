@@ -1,6 +1,7 @@
 """SQLAlchemy 2 typed mappings of everything the service stores."""
 
 from .base import Base
+from .geodata import DATASET_FORMATS, DATASET_STATUSES, LAYERS, Dataset, LayerFeature, LiveLayer
 from .keys import KEY_ROLES, ApiKey
 from .outbox import IdempotencyRecord, OutboxMessage
 from .products import PRODUCT_KINDS, OwnedProduct, ProductModel, TelemetryReading
@@ -9,6 +10,12 @@ from .users import CONSENT_PURPOSES, DEVICE_PLATFORMS, Consent, ConsentEvent, De
 __all__ = [
     "Base",
     "ApiKey",
+    "DATASET_FORMATS",
+    "DATASET_STATUSES",
+    "LAYERS",
+    "Dataset",
+    "LayerFeature",
+    "LiveLayer",
     "KEY_ROLES",
     "IdempotencyRecord",
     "OutboxMessage",

@@ -21,16 +21,13 @@ from sqlalchemy import inspect, select, text
 
 from smartsvc.config import Settings
 from smartsvc.db import Database
-from smartsvc.migrate import alembic_config, current_revision, head_revision, upgrade
+from smartsvc.migrate import POSTGIS_TABLES, alembic_config, current_revision, head_revision, outside_the_models, upgrade
 from smartsvc.models import Base, OutboxMessage, ProductModel, TelemetryReading
 from smartsvc.services.telemetry import PROCESS_TASK, process_reading
 from tests.support.factories import TestUser as ApiUser
 from tests.support.factories import api_key, bearer, grant, make_user
 
 APP_TABLES = set(Base.metadata.tables)
-# Tables the PostGIS extension owns: not ours, never in our models.
-POSTGIS_TABLES = {"spatial_ref_sys", "geometry_columns", "geography_columns", "raster_columns",
-                  "raster_overviews", "topology", "layer"}
 
 
 def parse_time(value: str) -> datetime:
@@ -389,8 +386,8 @@ def _tables(database: Database) -> set[str]:
 
 
 def _include(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
-    """Leave out what PostGIS itself creates."""
-    return not (type_ == "table" and name in POSTGIS_TABLES)
+    """Leave out what PostGIS itself creates and our PostgreSQL-only spatial column."""
+    return not outside_the_models(name, type_)
 
 
 def _differences(database: Database) -> list[Any]:
