@@ -10,7 +10,8 @@ import pytest
 from geodata.readers import FeatureResult, ReadOptions, Reader, open_reader
 
 FIXTURES = Path(__file__).parent / "fixtures"
-PORTLAND = Path(__file__).resolve().parents[4] / "shared" / "data" / "curblr" / "portland-downtown-2020-07-30.curblr.json"
+# The real feed, copied into the repository so a clean clone needs nothing else.
+PORTLAND = Path(__file__).resolve().parents[2] / "data" / "curblr" / "portland-downtown-2020-07-30.curblr.json"
 
 
 class OneWayStream(io.RawIOBase):
