@@ -6,20 +6,13 @@ import pytest
 from sqlalchemy import func, select
 
 from smartsvc.models import OutboxMessage, TelemetryReading
+from tests.support.checks import problem
 from tests.support.factories import bearer
 
 PURPOSES = ["location", "telemetry", "proactive_push", "partner_sharing"]
 READING = {"at": "2026-11-24T10:00:00+01:00", "battery_pct": 40}
 
 
-def problem(response, status: int, field: str | None = None) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json()
-    assert body["status"] == status and body["detail"]
-    if field is not None:
-        assert field in body.get("errors", {}), body
-    return body
 
 
 def put(client, user, purpose, granted):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import func, select
 
 from smartsvc.models import Device
+from tests.support.checks import count, problem
 from tests.support.factories import api_key, make_app, make_settings, make_user
 
 FCM_TOKEN = "fcm-registration-token-" + "x" * 100 + "SECRET"
@@ -15,19 +15,8 @@ SUBSCRIPTION = {"endpoint": "https://fcm.googleapis.com/fcm/send/abc123",
                 "keys": {"p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQ", "auth": "tBHItJI5svbpez7KI4CCXg"}}
 
 
-def problem(response, status: int, field: str | None = None) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json()
-    assert body["status"] == status and body["detail"]
-    if field is not None:
-        assert field in body.get("errors", {}), body
-    return body
 
 
-def device_count(app) -> int:
-    with app.extensions["smartsvc"].database.session() as session:
-        return session.scalar(select(func.count()).select_from(Device))
 
 
 def register(client, user, **body):
@@ -72,7 +61,7 @@ def test_the_same_device_registered_twice_stays_one(client, app, user):
     assert second.status_code == 200
     assert second.get_json()["id"] == first.get_json()["id"]
     assert [d["id"] for d in listed(client, user)] == [first.get_json()["id"]]
-    assert device_count(app) == 1
+    assert count(app, Device) == 1
 
 
 def test_the_same_token_for_two_users_is_two_devices(client, app, user, other_user):
@@ -108,7 +97,7 @@ def test_the_same_token_for_two_users_is_two_devices(client, app, user, other_us
 def test_bad_device_bodies_are_422_naming_the_field_and_store_nothing(client, app, user, body, field):
     problem(register(client, user, **body), 422, field)
 
-    assert device_count(app) == 0
+    assert count(app, Device) == 0
 
 
 def test_delete_a_device(client, app, user):
@@ -146,7 +135,7 @@ def test_the_number_of_devices_per_user_is_capped(tmp_path):
 
     problem(register(client, user, platform="fcm", token="token-3"), 422, "token")
 
-    assert device_count(app) == 2
+    assert count(app, Device) == 2
     # an already known device may still check in
     assert register(client, user, platform="fcm", token="token-0").status_code == 200
 
@@ -171,7 +160,7 @@ def test_registering_with_an_idempotency_key_replays(client, app, user):
 
     assert first.status_code == again.status_code == 201
     assert again.get_json() == first.get_json()
-    assert device_count(app) == 1
+    assert count(app, Device) == 1
     problem(client.post("/v1/me/devices", json={"platform": "fcm", "token": "other"}, headers=headers),
             422, "Idempotency-Key")
-    assert device_count(app) == 1
+    assert count(app, Device) == 1

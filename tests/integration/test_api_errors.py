@@ -7,29 +7,16 @@ import uuid
 
 import pytest
 from itsdangerous import TimestampSigner
-from sqlalchemy import func, select
 
 from smartsvc.credentials import AccessTokens
 from smartsvc.models import Device, User
 from smartsvc.services import users as users_service
+from tests.support.checks import count, problem
 from tests.support.factories import api_key, bearer, make_app, make_settings, make_user
 
 
-def problem(response, status: int, field: str | None = None) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json()
-    assert set(body) >= {"type", "title", "status", "detail", "request_id"}
-    assert body["status"] == status
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    if field is not None:
-        assert field in body.get("errors", {}), body
-    return body
 
 
-def count(app, model) -> int:
-    with app.extensions["smartsvc"].database.session() as session:
-        return session.scalar(select(func.count()).select_from(model))
 
 
 # --- routes and request ids ------------------------------------------------------------------

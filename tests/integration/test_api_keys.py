@@ -5,26 +5,16 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from smartsvc.credentials import hash_api_key
 from smartsvc.models import ApiKey
+from tests.support.checks import count, problem
 from tests.support.factories import api_key, bearer
 
 
-def problem(response, status: int, field: str | None = None) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json()
-    assert body["status"] == status and body["detail"]
-    if field is not None:
-        assert field in body.get("errors", {}), body
-    return body
 
 
-def key_count(app) -> int:
-    with app.extensions["smartsvc"].database.session() as session:
-        return session.scalar(select(func.count()).select_from(ApiKey))
 
 
 def test_an_operator_creates_a_key_that_works_at_once(client, app, operator_key):
@@ -66,7 +56,7 @@ def test_a_revoked_key_is_refused_with_401_and_stays_listed(client, app, operato
     assert "revoked" in body["detail"]
     shown = client.get(f"/v1/keys/{created['id']}", headers=bearer(operator_key)).get_json()
     assert shown["revoked_at"] is not None
-    assert key_count(app) == 2
+    assert count(app, ApiKey) == 2
     # revoking again is harmless and keeps the first revocation time
     assert client.delete(f"/v1/keys/{created['id']}", headers=bearer(operator_key)).status_code == 204
     assert client.get(f"/v1/keys/{created['id']}", headers=bearer(operator_key)).get_json() == shown
@@ -97,7 +87,7 @@ def test_last_used_at_shows_when_a_key_was_used(client, operator_key, app_key):
 def test_bad_key_bodies_are_422_naming_the_field_and_create_nothing(client, app, operator_key, body, field):
     problem(client.post("/v1/keys", json=body, headers=bearer(operator_key)), 422, field)
 
-    assert key_count(app) == 1
+    assert count(app, ApiKey) == 1
 
 
 @pytest.mark.parametrize("method", ["get", "delete"])
@@ -114,7 +104,7 @@ def test_only_operators_manage_keys(client, app, operator_key, role):
     problem(client.get("/v1/keys", headers=bearer(caller)), 403)
     problem(client.delete(f"/v1/keys/{operator_id}", headers=bearer(caller)), 403)
 
-    assert key_count(app) == 2
+    assert count(app, ApiKey) == 2
     assert client.get("/v1/keys", headers=bearer(operator_key)).status_code == 200
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import func, select
 
 from smartsvc.models import OwnedProduct, ProductModel, TelemetryReading
+from tests.support.checks import count, problem
 from tests.support.factories import api_key, bearer, grant, make_app, make_settings, make_user
 
 FORTWO = {
@@ -19,19 +19,8 @@ FORTWO = {
 READING = {"at": "2026-11-24T10:00:00+01:00", "battery_pct": 40}
 
 
-def problem(response, status: int, field: str | None = None) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json()
-    assert body["status"] == status and body["detail"]
-    if field is not None:
-        assert field in body.get("errors", {}), body
-    return body
 
 
-def count(app, model) -> int:
-    with app.extensions["smartsvc"].database.session() as session:
-        return session.scalar(select(func.count()).select_from(model))
 
 
 @pytest.fixture

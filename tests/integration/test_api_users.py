@@ -6,28 +6,16 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from smartsvc.models import IdempotencyRecord, User
 from smartsvc.timeutil import utcnow
+from tests.support.checks import count, problem
 from tests.support.factories import api_key, bearer, make_app, make_settings, make_user
 
 
-def problem(response, status: int, field: str | None = None) -> dict:
-    """Assert a problem+json answer with ``status`` (naming ``field``) and return its body."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json()
-    assert body["status"] == status
-    assert body["title"] and body["detail"]
-    if field is not None:
-        assert field in body.get("errors", {}), body
-    return body
 
 
-def user_count(app) -> int:
-    with app.extensions["smartsvc"].database.session() as session:
-        return session.scalar(select(func.count()).select_from(User))
 
 
 def create(client, key, **body):
@@ -77,7 +65,7 @@ def test_bad_user_bodies_are_422_naming_the_field_and_create_nothing(client, app
     response = client.post("/v1/users", json=body, headers=bearer(app_key))
 
     problem(response, 422, field)
-    assert user_count(app) == 0
+    assert count(app, User) == 0
 
 
 def test_an_invalid_time_zone_says_what_is_expected(client, app_key):
@@ -92,18 +80,18 @@ def test_a_duplicate_external_id_is_409_and_leaves_one_user(client, app, app_key
     body = problem(create(client, app_key, external_id="same"), 409, "external_id")
 
     assert "already exists" in body["detail"]
-    assert user_count(app) == 1
+    assert count(app, User) == 1
 
 
 @pytest.mark.parametrize("role", ["partner", "agent"])
 def test_partner_and_agent_keys_cannot_create_users(client, app, role):
     problem(create(client, api_key(app, role)), 403)
-    assert user_count(app) == 0
+    assert count(app, User) == 0
 
 
 def test_a_user_token_cannot_create_users(client, app, user):
     problem(create(client, user.token, external_id="sneaky"), 403)
-    assert user_count(app) == 1
+    assert count(app, User) == 1
 
 
 # --- Idempotency-Key on POST /v1/users ---------------------------------------------------------
@@ -122,7 +110,7 @@ def test_a_repeated_idempotency_key_returns_the_same_user_with_a_fresh_working_t
     replayed_token = again.get_json()["access_token"]
     me = client.get("/v1/me", headers=bearer(replayed_token))
     assert me.status_code == 200 and me.get_json()["id"] == first.get_json()["id"]
-    assert user_count(app) == 1
+    assert count(app, User) == 1
 
 
 def test_the_access_token_itself_is_never_stored_for_replay(client, app, app_key):
@@ -144,7 +132,7 @@ def test_reusing_an_idempotency_key_with_another_body_is_422_naming_the_header(c
     response = client.post("/v1/users", json={"external_id": "b", "time_zone": "UTC"}, headers=headers)
 
     problem(response, 422, "Idempotency-Key")
-    assert user_count(app) == 1
+    assert count(app, User) == 1
 
 
 def test_idempotency_keys_are_per_caller(client, app, app_key):
@@ -156,7 +144,7 @@ def test_idempotency_keys_are_per_caller(client, app, app_key):
 
     assert first.status_code == second.status_code == 201
     assert first.get_json()["id"] != second.get_json()["id"]
-    assert user_count(app) == 2
+    assert count(app, User) == 2
 
 
 def test_a_failed_request_does_not_use_up_its_idempotency_key(client, app, app_key):
@@ -167,7 +155,7 @@ def test_a_failed_request_does_not_use_up_its_idempotency_key(client, app, app_k
     fixed = client.post("/v1/users", json={"external_id": "a", "time_zone": "UTC"}, headers=headers)
 
     assert fixed.status_code == 201
-    assert user_count(app) == 1
+    assert count(app, User) == 1
 
 
 def test_an_idempotency_key_older_than_24_hours_starts_afresh(client, app, app_key):
@@ -182,7 +170,7 @@ def test_an_idempotency_key_older_than_24_hours_starts_afresh(client, app, app_k
     assert later.status_code == 201
     assert later.get_json()["id"] != first.get_json()["id"]
     assert "Idempotent-Replayed" not in later.headers
-    assert user_count(app) == 2
+    assert count(app, User) == 2
 
 
 @pytest.mark.parametrize("key", ["", "k" * 201])
@@ -191,7 +179,7 @@ def test_an_unusable_idempotency_key_is_422_naming_the_header(client, app, app_k
                            headers={**bearer(app_key), "Idempotency-Key": key})
 
     problem(response, 422, "Idempotency-Key")
-    assert user_count(app) == 0
+    assert count(app, User) == 0
 
 
 # --- GET /v1/users, /v1/users/{id}, POST /v1/users/{id}/tokens ---------------------------------
