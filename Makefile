@@ -4,7 +4,8 @@
 #   make test   install what is needed (Python packages and the Debian servers
 #               the integration tests start for themselves), run every test
 #
-# Other targets: make openapi (regenerate api_spec/openapi.json), make clean.
+# Other targets: make openapi (regenerate api_spec/openapi.json), make clean,
+# make bench / make bench-smoke (benchmarks: bench/, BENCHMARKS.md).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -20,22 +21,29 @@ PYTEST_ARGS ?=
 
 # Debian packages the integration tests start throwaway servers from.
 SYSDEPS ?= postgresql postgresql-15-postgis-3 redis-server
+# Debian packages the benchmarks add as references (ogr2ogr) and load generators (wrk), on top of SYSDEPS.
+BENCH_SYSDEPS ?= gdal-bin wrk
+# Extra options for `python -m bench`, e.g. BENCH_ARGS="--only search --sizes 10000,100000".
+BENCH_ARGS ?=
 # root runs apt-get directly, everyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help run test venv sysdeps openapi clean
+.PHONY: help run test venv sysdeps openapi clean bench bench-smoke bench-sysdeps
 
 help:
 	@echo "make run      install and start smartsvc on http://127.0.0.1:$(PORT) (embedded defaults)"
 	@echo "make test     install everything the tests need and run them all"
 	@echo "make openapi  regenerate api_spec/openapi.json from the code"
+	@echo "make bench    run the benchmarks (<= 15 min on 2 cores); JSON in bench/results/"
+	@echo "make bench-smoke  the same benchmarks on tiny sizes (< 1 min)"
 	@echo "make clean    remove the virtualenv, ./var and caches"
 
 run: venv
 	@echo "==> starting smartsvc on http://127.0.0.1:$(PORT)  (Ctrl-C stops it)"
 	$(BIN)/smartsvc run --port $(PORT)
 
-test: venv sysdeps
+# bench-sysdeps (a superset of sysdeps): tests/integration/test_bench_smoke.py runs ogr2ogr.
+test: venv bench-sysdeps
 	@echo "==> running the test suite"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -89,6 +97,18 @@ sysdeps:
 	trap '[ -z "$$own_policy" ] || $(SUDO) rm -f "$$policy"' EXIT; \
 	$(SUDO) apt-get update; \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing
+
+# The sysdeps recipe with the benchmark references added to the list.
+bench-sysdeps:
+	@$(MAKE) --no-print-directory sysdeps SYSDEPS="$(SYSDEPS) $(BENCH_SYSDEPS)"
+
+bench: venv bench-sysdeps
+	@echo "==> running the benchmarks (JSON in bench/results/; summarise in BENCHMARKS.md)"
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-smoke: venv bench-sysdeps
+	@echo "==> running the benchmarks on tiny sizes"
+	$(BIN)/python -m bench --smoke $(BENCH_ARGS)
 
 clean:
 	@echo "==> removing $(VENV), var/, build output and caches"

@@ -1,14 +1,20 @@
 """In-memory spatial index over spots whose query cost follows the hits, not the layer.
 
 Structure: a multi-level uniform grid in degrees. A spot goes to the finest
-level whose cell is at least as large as its bounding box (points and curb
-segments: level 0, cells of ``cell_deg``), keyed by the cell of its bbox
-centre. All per-spot arrays are stored sorted by (level, cell key), so one
-row of cells in a query window is one contiguous slice found with two binary
-searches; the window is the query circle's bbox grown by the largest half
-extent of that level's spots. Candidates then get an exact geodesic distance
-(:mod:`geodata.geo`, vectorised over their segments; 0 inside a polygon) and
-are cut at the radius.
+level whose cell is at least as large as its bounding box (points, curb
+segments and lots up to ~150 m: level 0, cells of ``cell_deg``), keyed by the
+cell of its bbox centre. All per-spot arrays are stored sorted by one
+composite (level, cell) key, so one row of cells in a query window is one
+contiguous slice, and the rows of every level are found with two binary
+searches in all; the window is the query circle's bbox grown by the largest
+half extent of that level's spots. Candidates then get an exact geodesic
+distance (:mod:`geodata.geo`, vectorised over their segments; 0 inside a
+polygon, found with an STR-tree of the polygons) and are cut at the radius.
+
+A query costs a fixed number of NumPy calls (about 40 with :mod:`geodata.search`)
+plus work proportional to the candidates, so the call overhead (~1-2 µs each)
+dominates at city densities: the defaults keep the number of calls low
+rather than the candidates few (see BENCHMARKS.md).
 
 The index also precomputes what :mod:`geodata.search` filters on (fit limits
 per spot, one compiled :class:`~geodata.allowed.RuleSet` per distinct rule
@@ -30,6 +36,11 @@ from geodata.model import Spot
 
 _LEVEL_FACTOR = 4
 _MAX_LEVELS = 8
+# Composite sort key: level * _LEVEL_STRIDE + cell key (cell keys stay below 2**50 for any cell ≥ 1e-5°).
+_LEVEL_STRIDE = 1 << 50
+# Default level-0 cell: ~220 m × 135 m at 52°N. Lots up to ~150 m stay on level 0 (one level to search),
+# and a 300 m query reads about 5 rows of cells.
+DEFAULT_CELL_DEG = 0.002
 
 
 class Hits(NamedTuple):
@@ -40,26 +51,30 @@ class Hits(NamedTuple):
 
 
 class _Level:
-    __slots__ = ("cell", "ncols", "nrows", "keys", "offset", "pad_lat", "pad_lon")
+    __slots__ = ("cell", "ncols", "nrows", "base", "pad_lat", "pad_lon")
 
-    def __init__(self, cell: float, keys: np.ndarray, offset: int, pad_lat: float, pad_lon: float) -> None:
+    def __init__(self, level: int, cell: float, pad_lat: float, pad_lon: float) -> None:
         self.cell = cell
         self.ncols = int(math.ceil(360.0 / cell))
         self.nrows = int(math.ceil(180.0 / cell)) + 1
-        self.keys = keys
-        self.offset = offset
+        self.base = level * _LEVEL_STRIDE
         self.pad_lat = pad_lat
         self.pad_lon = pad_lon
 
 
+def _ranges_counted(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``arange(start, start + count)`` for every pair, concatenated; and where each range begins in it."""
+    ends = np.cumsum(counts)
+    total = int(ends[-1]) if len(ends) else 0
+    firsts = ends - counts
+    if total == 0:
+        return np.empty(0, dtype=np.int64), firsts
+    return np.repeat(starts - firsts, counts) + np.arange(total, dtype=np.int64), firsts
+
+
 def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     """Concatenate ``arange(start, stop)`` for every pair, without a Python loop."""
-    counts = stops - starts
-    total = int(counts.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.int64)
-    shift = np.repeat(starts - (np.cumsum(counts) - counts), counts)
-    return shift + np.arange(total, dtype=np.int64)
+    return _ranges_counted(starts, stops - starts)[0]
 
 
 class SpotIndex:
@@ -70,7 +85,7 @@ class SpotIndex:
         spots: Iterable[Spot],
         *,
         ids: Sequence[str] | None = None,
-        cell_deg: float = 0.001,
+        cell_deg: float = DEFAULT_CELL_DEG,
         fit_config: FitConfig = DEFAULT_FIT,
         timezones: Mapping[str, str] | None = None,
         default_timezone: str = "UTC",
@@ -100,7 +115,8 @@ class SpotIndex:
         self.ids: list[str] = [id_list[i] for i in order]
         self._geoms = geoms[order]
         bounds, level, key = bounds[order], level[order], key[order]
-        self._levels = self._build_levels(bounds, level, key, cell_deg)
+        self._levels = self._build_levels(bounds, level, cell_deg)
+        self._keys = level * _LEVEL_STRIDE + key
         self._build_segments()
         self._build_attributes(timezones or {}, default_timezone, countries or {})
         self.decision_cache: dict = {}
@@ -125,14 +141,14 @@ class SpotIndex:
         return level, row * ncols + col
 
     @staticmethod
-    def _build_levels(bounds: np.ndarray, level: np.ndarray, key: np.ndarray, cell: float) -> list[_Level]:
+    def _build_levels(bounds: np.ndarray, level: np.ndarray, cell: float) -> list[_Level]:
         levels = []
         for k in np.unique(level):
             lo, hi = np.searchsorted(level, [k, k + 1])
             half_lat = (bounds[lo:hi, 3] - bounds[lo:hi, 1]) * 0.5
             half_lon = (bounds[lo:hi, 2] - bounds[lo:hi, 0]) * 0.5
             size = cell * _LEVEL_FACTOR ** int(k)
-            levels.append(_Level(size, key[lo:hi], int(lo), float(half_lat.max()), float(half_lon.max())))
+            levels.append(_Level(int(k), size, float(half_lat.max()), float(half_lon.max())))
         return levels
 
     def _build_segments(self) -> None:
@@ -141,6 +157,9 @@ class SpotIndex:
         kinds = shapely.get_type_id(geoms) if n else np.zeros(0, dtype=np.int64)
         self._is_polygon = (kinds == 3) | (kinds == 6)
         self._has_polygons = bool(self._is_polygon.any())
+        # Is the query point inside a polygon? One STR-tree lookup per query instead of a test per candidate.
+        self._polygon_pos = np.flatnonzero(self._is_polygon)
+        self._polygon_tree = shapely.STRtree(geoms[self._polygon_pos]) if self._has_polygons else None
         self._all_points = bool(np.all(kinds == 0))
         if self._all_points:
             xy = shapely.get_coordinates(geoms) if n else np.zeros((0, 2))
@@ -167,6 +186,11 @@ class SpotIndex:
         self._one_segment = bool(np.all(counts == 1))
         self._seg_count = counts
         self._seg_start = np.cumsum(counts) - counts
+        # Per spot, the first of its segments; one past the last at the end (a row of spots = a row of segments).
+        self._seg_bounds = np.append(self._seg_start, len(a))
+        self._seg_owner = seg_owner
+        self._seg_is_first = np.zeros(len(a), dtype=bool)
+        self._seg_is_first[self._seg_start[counts > 0]] = True
 
     def _build_attributes(self, timezones: Mapping[str, str], default_tz: str, countries: Mapping[str, str]) -> None:
         n = len(self.spots)
@@ -209,64 +233,85 @@ class SpotIndex:
             self.ruleset_id[i] = hit[1]
         never = np.array([rs.never for rs in self.rulesets], dtype=bool)
         self.never = never[self.ruleset_id] if n else np.zeros(0, dtype=bool)
+        # What search() compares in one go, one row per spot: the longest vehicle that fits (-inf where no
+        # rule ever lets the public park), width, height, weight limits.
+        self.fit_limits = np.ascontiguousarray(
+            np.column_stack([np.where(self.never, -inf, self.max_len), self.max_width, self.max_height,
+                             self.max_weight]) if n else np.zeros((0, 4)))
 
     # -- query ---------------------------------------------------------------
 
-    def _candidates(self, lat: float, lon: float, radius_m: float) -> np.ndarray:
+    def _row_bounds(self, lat: float, lon: float, radius_m: float) -> tuple[np.ndarray, np.ndarray]:
+        """Positions ``[lo, hi)`` of the spots in each row of cells of the query window, every level at once."""
         m_lat, _ = metres_per_degree(lat)
         dlat = radius_m / m_lat
         lat0, lat1 = max(lat - dlat, -90.0), min(lat + dlat, 90.0)
         _, m_lon = metres_per_degree(max(abs(lat0), abs(lat1)))
         dlon = 360.0 if m_lon * 360.0 <= radius_m * 2 else radius_m / m_lon
-        found = []
+        lo_keys: list[int] = []
+        hi_keys: list[int] = []
         for lv in self._levels:
-            cell = lv.cell
+            cell, ncols = lv.cell, lv.ncols
             r0 = max(int((lat0 - lv.pad_lat + 90.0) // cell), 0)
             r1 = min(int((lat1 + lv.pad_lat + 90.0) // cell), lv.nrows - 1)
             lo_lon, hi_lon = lon - dlon - lv.pad_lon, lon + dlon + lv.pad_lon
             if hi_lon - lo_lon >= 360.0:
-                spans = [(0, lv.ncols - 1)]
+                spans = [(0, ncols - 1)]
             else:
                 c0 = int((lo_lon + 180.0) // cell)
                 c1 = int((hi_lon + 180.0) // cell)
                 if c0 < 0:
-                    spans = [(c0 + lv.ncols, lv.ncols - 1), (0, c1)]
-                elif c1 >= lv.ncols:
-                    spans = [(c0, lv.ncols - 1), (0, c1 - lv.ncols)]
+                    spans = [(c0 + ncols, ncols - 1), (0, c1)]
+                elif c1 >= ncols:
+                    spans = [(c0, ncols - 1), (0, c1 - ncols)]
                 else:
                     spans = [(c0, c1)]
-            rows = np.arange(r0, r1 + 1, dtype=np.int64) * lv.ncols
-            for c0, c1 in spans:
-                lo = np.searchsorted(lv.keys, rows + c0, "left")
-                hi = np.searchsorted(lv.keys, rows + c1, "right")
-                found.append(_ranges(lo, hi) + lv.offset)
-        if not found:
-            return np.empty(0, dtype=np.int64)
-        return found[0] if len(found) == 1 else np.concatenate(found)
+            for r in range(lv.base + r0 * ncols, lv.base + r1 * ncols + 1, ncols):
+                for c0, c1 in spans:
+                    lo_keys.append(r + c0)
+                    hi_keys.append(r + c1)
+        keys = self._keys
+        return np.searchsorted(keys, lo_keys, "left"), np.searchsorted(keys, hi_keys, "right")
 
-    def _distance2(self, lat: float, lon: float, pos: np.ndarray) -> np.ndarray:
-        """Squared geodesic distances (m²) from (lat, lon) to the spots at ``pos``."""
-        if self._all_points:
-            return point_distance2(lat, lon, self._points.take(pos, axis=1))
-        if self._one_segment:
+    def _candidates(self, lat: float, lon: float, radius_m: float) -> np.ndarray:
+        """Positions of the spots in the query window (a superset of the hits), in position order."""
+        lo, hi = self._row_bounds(lat, lon, radius_m)
+        return _ranges(lo, hi)
+
+    def _inside_polygons(self, lat: float, lon: float) -> np.ndarray:
+        """Positions of the polygons that contain (or touch) the point."""
+        found = self._polygon_tree.query(shapely.Point(lon, lat), predicate="intersects")
+        return self._polygon_pos.take(found)
+
+    def _near(self, lat: float, lon: float, radius_m: float) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate positions and their squared geodesic distances (m²)."""
+        lo, hi = self._row_bounds(lat, lon, radius_m)
+        if self._all_points or self._one_segment:
+            pos = _ranges(lo, hi)
+            if self._all_points:
+                return pos, point_distance2(lat, lon, self._points.take(pos, axis=1))
             d2 = segment_distance2(lat, lon, self._segments.take(pos, axis=1))
         else:
-            counts = self._seg_count.take(pos)
-            starts = self._seg_start.take(pos)
-            d2 = segment_distance2(lat, lon, self._segments.take(_ranges(starts, starts + counts), axis=1))
-            d2 = np.minimum.reduceat(d2, np.cumsum(counts) - counts)
+            # A row of spots is a row of their segments: gather those, then the minimum per spot.
+            bounds = self._seg_bounds
+            seg = _ranges(bounds.take(lo), bounds.take(hi))
+            if len(seg) == 0:
+                return seg, np.empty(0)
+            d2 = segment_distance2(lat, lon, self._segments.take(seg, axis=1))
+            first = np.flatnonzero(self._seg_is_first.take(seg))
+            pos = self._seg_owner.take(seg.take(first))
+            d2 = np.minimum.reduceat(d2, first)
         if self._has_polygons:
-            poly = np.flatnonzero(self._is_polygon[pos])
-            if len(poly):
-                d2[poly[shapely.contains_xy(self._geoms[pos[poly]], lon, lat)]] = 0.0
-        return d2
+            inside = self._inside_polygons(lat, lon)
+            for p in inside.tolist():
+                d2[pos == p] = 0.0
+        return pos, d2
 
     def within(self, lat: float, lon: float, radius_m: float) -> Hits:
         """Spots within ``radius_m`` geodesic metres of (lat, lon), in no particular order."""
-        pos = self._candidates(lat, lon, radius_m)
+        pos, d2 = self._near(lat, lon, radius_m)
         if len(pos) == 0:
             return Hits(pos, np.empty(0))
-        d2 = self._distance2(lat, lon, pos)
         # Compare squared distances; take square roots of the hits only.
         keep = np.flatnonzero(d2 <= radius_m * radius_m)
         return Hits(pos.take(keep), np.sqrt(d2.take(keep)))

@@ -1,10 +1,12 @@
 """Spot search: nearest spots a vehicle fits and may park at for a while (API.md "Spot search").
 
 ``search`` takes the hits of the spatial index, keeps those the vehicle fits
-(vectorised over the hits), then walks them nearest first, deciding
-"allowed now" once per distinct rule list (cached on the index by rule list,
-start and duration), until ``limit`` results are found. Only the results'
-fields are computed per spot; geometry and reasons are built when read.
+(one comparison over the hits' limits), then takes them nearest first,
+deciding "allowed now" once per distinct rule list (cached on the index by
+rule list, start and duration, and as one state per rule list so that a warm
+search decides a whole batch of hits in one vectorised step), until
+``limit`` results are found. Only the results' fields are computed per spot;
+geometry and reasons are built when read.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from geodata.model import Spot, Vehicle
 
 _CACHE_MAX = 100_000
 _FIRST_BATCH = 4  # times ``limit``: candidates sorted before falling back to a full sort
+# Rule-list states per (start, duration): unknown, allowed, not allowed; for this many pairs at most.
+_UNKNOWN, _ALLOWED, _REFUSED = 0, 1, 2
+_STATES_MAX = 64
 
 
 class SpotResult:
@@ -116,15 +121,54 @@ def _decide(index: SpotIndex, ruleset_id: int, at: datetime, duration_min: float
     return found
 
 
+def _states(index: SpotIndex, at: datetime, duration_min: float) -> np.ndarray:
+    """One state per rule list of the index for a stay (0 not decided yet, 1 allowed, 2 not), filled as decided.
+
+    Kept in ``index.decision_cache`` with the decisions (so clearing that clears both), for the last
+    few distinct (start, duration) pairs only: each is an array as long as the index's rule lists.
+    """
+    cache = index.decision_cache
+    by_stay = cache.get("states")
+    if by_stay is None:
+        by_stay = cache["states"] = {}
+    key = (at, duration_min)
+    found = by_stay.get(key)
+    if found is None:
+        if len(by_stay) >= _STATES_MAX:
+            by_stay.clear()
+        found = by_stay[key] = np.zeros(len(index.rulesets), dtype=np.int8)
+    return found
+
+
+def _decide_unknown(index: SpotIndex, states: np.ndarray, rulesets: list[int], need: int, at: datetime,
+                    duration_min: float) -> None:
+    """Decide the undecided rule lists of hits taken nearest first, until ``need`` of them are allowed."""
+    allowed = 0
+    for rs in rulesets:
+        state = states[rs]
+        if state == _UNKNOWN:
+            state = states[rs] = _ALLOWED if _decide(index, rs, at, duration_min).allowed else _REFUSED
+        if state == _ALLOWED:
+            allowed += 1
+            if allowed == need:
+                return
+
+
 def _spaces(index: SpotIndex, positions: list[int], vehicle_length: float) -> list[int]:
-    """spaces_for_vehicle for the chosen spots, vectorised (same formula as :func:`geodata.fit.spaces_for_vehicle`)."""
-    pos = np.asarray(positions, dtype=np.int64)
+    """spaces_for_vehicle for the chosen spots (same formula as :func:`geodata.fit.spaces_for_vehicle`)."""
     margin = index.fit_config.manoeuvre_margin_m
-    capacity = index.capacity[pos]
-    along = np.floor((index.length[pos] + margin) / (vehicle_length + margin) + 1e-9)
-    along = np.where(np.isnan(capacity), along, np.minimum(along, capacity))
-    spaces = np.where(index.parallel_curb[pos], along, np.where(np.isnan(capacity), 1.0, capacity))
-    return spaces.astype(np.int64).tolist()
+    parallel = index.parallel_curb.take(positions).tolist()
+    spots = index.spots
+    out = []
+    for q, par in zip(positions, parallel):
+        spot = spots[q]
+        capacity = spot.capacity
+        if par:
+            count = math.floor((spot.length_m + margin) / (vehicle_length + margin) + 1e-9)
+            out.append(count if capacity is None else min(count, capacity))
+        else:
+            out.append(1 if capacity is None else capacity)
+    return out
 
 
 def search(
@@ -143,14 +187,24 @@ def search(
     ``at`` is wall-clock time in each spot's dataset zone). Sorted by distance.
     """
     pos, dist = index.within(lat, lon, radius_m)
-    n = len(pos)
-    if n == 0 or limit <= 0:
+    if len(pos) == 0 or limit <= 0:
         return []
     inf = math.inf
-    length = vehicle.length_m
-    width = inf if vehicle.width_m is None else vehicle.width_m
-    height = inf if vehicle.height_m is None else vehicle.height_m
-    weight = inf if vehicle.weight_kg is None else vehicle.weight_kg
+    need = np.array([
+        vehicle.length_m,
+        inf if vehicle.width_m is None else vehicle.width_m,
+        inf if vehicle.height_m is None else vehicle.height_m,
+        inf if vehicle.weight_kg is None else vehicle.weight_kg,
+    ])
+    # Fit: every limit of the spot (length -inf where no rule ever allows parking) at least the vehicle's.
+    # Four booleans per spot viewed as one uint32: all true is 0x01010101.
+    ok = (index.fit_limits.take(pos, axis=0) >= need).view(np.uint32).ravel() == 0x01010101
+    fitting = np.flatnonzero(ok)
+    n = len(fitting)
+    if n == 0:
+        return []
+    pos, dist = pos.take(fitting), dist.take(fitting)
+    states = _states(index, at, duration_min)
     batch = limit * _FIRST_BATCH
     if n > batch:
         head = np.argpartition(dist, batch - 1)[:batch]
@@ -159,29 +213,19 @@ def search(
         order = np.argsort(dist, kind="stable")
     chosen: list[int] = []
     chosen_d: list[float] = []
-    decisions: list[Decision] = []
-    decided: dict[int, Decision] = {}
+    chosen_rs: list[int] = []
     seen = 0
     while True:
         p = pos.take(order)
-        # Fit, vectorised over the batch; then "allowed now" per distinct rule list.
-        ok = index.max_len.take(p) >= length
-        ok &= index.max_width.take(p) >= width
-        ok &= index.max_height.take(p) >= height
-        ok &= index.max_weight.take(p) >= weight
-        ok &= ~index.never.take(p)
-        good = np.flatnonzero(ok)
-        pg = p.take(good)
-        for q, d, rs in zip(pg.tolist(), dist.take(order.take(good)).tolist(), index.ruleset_id.take(pg).tolist()):
-            decision = decided.get(rs)
-            if decision is None:
-                decision = decided[rs] = _decide(index, rs, at, duration_min)
-            if decision.allowed:
-                chosen.append(q)
-                chosen_d.append(d)
-                decisions.append(decision)
-                if len(chosen) == limit:
-                    break
+        rs = index.ruleset_id.take(p)
+        st = states.take(rs)
+        if (st == _UNKNOWN).any():
+            _decide_unknown(index, states, rs.tolist(), limit - len(chosen), at, duration_min)
+            st = states.take(rs)
+        good = np.flatnonzero(st == _ALLOWED)[: limit - len(chosen)]
+        chosen.extend(p.take(good).tolist())
+        chosen_d.extend(dist.take(order.take(good)).tolist())
+        chosen_rs.extend(rs.take(good).tolist())
         seen += len(order)
         if len(chosen) == limit or seen >= n:
             break
@@ -190,9 +234,13 @@ def search(
         rest[order] = False
         remaining = np.flatnonzero(rest)
         order = remaining[np.argsort(dist[remaining], kind="stable")]
-    spaces = _spaces(index, chosen, length)
+    spaces = _spaces(index, chosen, vehicle.length_m)
     ids, spots = index.ids, index.spots
-    return [
-        SpotResult(ids[q], spots[q], d, k, decision, vehicle, index)
-        for q, d, k, decision in zip(chosen, chosen_d, spaces, decisions)
-    ]
+    decided: dict[int, Decision] = {}
+    results = []
+    for q, d, k, r in zip(chosen, chosen_d, spaces, chosen_rs):
+        decision = decided.get(r)
+        if decision is None:
+            decision = decided[r] = _decide(index, r, at, duration_min)
+        results.append(SpotResult(ids[q], spots[q], d, k, decision, vehicle, index))
+    return results

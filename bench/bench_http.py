@@ -1,0 +1,747 @@
+"""Benchmark 2 — spot search over HTTP (``GET /v1/spots``) against the framework ceiling.
+
+Set-up (timed and reported): the synthetic city of :mod:`bench.citygen`
+(seeded; 1,000,000 spots in the full run) is stored as the live ``parking``
+layer of a fresh embedded SQLite database under a temporary
+``SMARTSVC_VAR_DIR`` (rows built like the importer's, written with
+:func:`smartsvc.services.layers.insert_features`); an operator and an app
+key, a catalogue model (smart fortwo, 2.69 m), a user owning a product of
+it and the user's access token are made through the HTTP API (Flask test
+client, in this process).
+
+Then ``smartsvc api --workers N`` (N = cores, exactly as deployed: gunicorn
+gthread) runs as a child process with a rate limit no run can reach. Every
+worker process is warmed before anything is timed: the first search in a
+process builds its in-process index of the layer, and the time each process
+took (logged by the service) is the "index build per process" figure.
+
+Load: ``wrk`` with a Lua script (``bench/wrk_rotate.lua``) rotating through
+thousands of search URLs (query points on streets, 300 m, 60 min, top 20, at
+8 distinct start times like benchmark 1) with the bearer token, fixed
+duration, ``--latency``. Connections: ``workers × threads`` (every request
+thread of the server busy: throughput) and ``workers`` (one request per
+process at a time: latency).
+
+Reference in the same run, on the same machine: the **framework ceiling** —
+``bench/ceiling_app.py``, one Flask endpoint returning a 20-item JSON list
+(a real answer's items, so the bodies weigh the same) served by the same
+gunicorn settings (:func:`smartsvc.cli.processes.gunicorn_options`). Ours and
+the ceiling alternate run by run, so machine drift hits both; ratios are
+taken within a round and their median reported.
+
+With PostgreSQL+PostGIS (unless ``--no-postgis``): the same city in a fresh
+migrated PostgreSQL database, served twice side by side,
+``SMARTSVC_SPOT_SEARCH=postgis`` and ``=index``, alternating with the
+ceiling.
+
+Also, in this process: where the time of one request goes (authentication,
+product lookup, index staleness check, search, serialisation, response
+schema, JSON encoding, and the whole request through the Flask test client),
+plus a cProfile summary of whole requests.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import json
+import os
+import pstats
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import parse_qsl, urlencode
+
+import numpy as np
+import shapely
+from rich.table import Table
+from shapely.geometry import mapping
+
+from bench.citygen import TIMEZONE, VEHICLES, City, query_times
+from bench.common import REPO_ROOT, Context, python, ratio, summarize
+from smartsvc.cli.processes import gunicorn_options
+
+NAME = "http"
+TITLE = "Benchmark 2 — spot search over HTTP"
+
+RADIUS_M = 300
+LIMIT = 20
+DURATION_MIN = 60
+WARM_DISTINCT_TIMES = 8
+# The city is in Berlin and the query week (Mon 2026-11-23) is in winter time.
+UTC_OFFSET = "+01:00"
+WRK_LUA = Path(__file__).with_name("wrk_rotate.lua")
+
+FULL = {"spots": 1_000_000, "postgis_spots": 1_000_000, "urls": 4000, "duration_s": 10, "rounds": 3,
+        "warmup_s": 3, "profile_requests": 400, "wrk_threads": 2}
+SMOKE = {"spots": 3000, "postgis_spots": 3000, "urls": 200, "duration_s": 2, "rounds": 1,
+         "warmup_s": 1, "profile_requests": 30, "wrk_threads": 2}
+
+TARGET_RPS_RATIO = 0.60
+TARGET_P99_MS = 20.0
+
+
+# --------------------------------------------------------------------------- storing the city
+
+
+def _feature_rows(dataset_id: uuid.UUID, spots: Sequence[Any], start: int) -> list[dict[str, Any]]:
+    """What :func:`smartsvc.services.layers.feature_row` makes of each spot (source.dataset = the dataset)."""
+    geoms = np.empty(len(spots), dtype=object)
+    geoms[:] = [s.geometry for s in spots]
+    bounds = shapely.bounds(geoms).tolist()
+    ds = str(dataset_id)
+    rows = []
+    for j, (spot, (min_lon, min_lat, max_lon, max_lat)) in enumerate(zip(spots, bounds)):
+        props = spot.to_properties()
+        props["source"] = {"dataset": ds, "feature_id": spot.source_feature_id}
+        rows.append({"dataset_id": dataset_id, "seq": start + j, "feature_index": start + j,
+                     "feature_id": spot.source_feature_id, "kind": spot.kind, "geometry": mapping(spot.geometry),
+                     "properties": props, "min_lon": min_lon, "min_lat": min_lat, "max_lon": max_lon,
+                     "max_lat": max_lat})
+    return rows
+
+
+def store_city(database: Any, city: City, name: str) -> dict[str, Any]:
+    """The city as a published dataset of the ``parking`` layer; seconds spent generating and writing."""
+    from smartsvc.ids import new_id
+    from smartsvc.models import Dataset
+    from smartsvc.services.layers import insert_features
+    from tests.support.geodata import publish_dataset
+
+    dataset_id = new_id()
+    generate_s = 0.0
+    t0 = time.perf_counter()
+    with database.unit_of_work() as uow:
+        session = uow.session
+        session.add(Dataset(id=dataset_id, name=name, layer="parking", format="geojson", time_zone=TIMEZONE,
+                            status="ready", accepted=city.n))
+        session.flush()
+        seq = 0
+        for k in range(city.chunk_count()):
+            t = time.perf_counter()
+            spots = city.chunk(k)
+            generate_s += time.perf_counter() - t
+            insert_features(session, _feature_rows(dataset_id, spots, seq))
+            seq += len(spots)
+        uow.commit()
+    publish_dataset(database, dataset_id)
+    total = time.perf_counter() - t0
+    return {"dataset_id": str(dataset_id), "spots": seq, "generate_s": round(generate_s, 2),
+            "store_s": round(total - generate_s, 2)}
+
+
+# --------------------------------------------------------------------------- the service's data
+
+
+def service_env(var_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of our service: this process's, without its SMARTSVC_*, plus the benchmark's settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTSVC_")}
+    env.update({
+        "SMARTSVC_VAR_DIR": str(var_dir),
+        # No run comes near it: the limiter still counts every request, as in production.
+        "SMARTSVC_RATE_LIMIT": "100000000/minute",
+        "SMARTSVC_ACCESS_TOKEN_TTL_S": "86400",
+    })
+    env.update({f"SMARTSVC_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def in_process_app(env: dict[str, str]) -> Any:
+    """The service's app in this process, on the same settings as the server (quiet logs), schema migrated."""
+    from smartsvc.app import create_app
+    from smartsvc.migrate import upgrade
+
+    app = create_app(environ={**{k: v for k, v in env.items() if k.startswith("SMARTSVC_")},
+                              "SMARTSVC_LOG_LEVEL": "WARNING"})
+    upgrade(app.extensions["smartsvc"].database)
+    return app
+
+
+def make_driver(app: Any) -> dict[str, str]:
+    """Keys, the smart fortwo in the catalogue, a user owning one, and the user's token (through the API)."""
+    from smartsvc.services.keys import create_key
+
+    database = app.extensions["smartsvc"].database
+    operator = create_key(database, "operator", "bench operator").plaintext
+    app_key = create_key(database, "app", "bench app").plaintext
+    client = app.test_client()
+    smart = VEHICLES["smart_fortwo"]
+
+    def post(path: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+        if response.status_code != 201:
+            raise RuntimeError(f"POST {path}: {response.status_code} {response.get_data(as_text=True)[:500]}")
+        return response.get_json()
+
+    model = post("/v1/catalog/models", operator, {
+        "kind": "car", "brand": "smart", "name": "fortwo",
+        "attributes": {"length_m": smart.length_m, "width_m": smart.width_m, "height_m": smart.height_m,
+                       "weight_kg": smart.weight_kg}})
+    user = post("/v1/users", app_key, {"external_id": "bench-driver", "time_zone": TIMEZONE})
+    product = post("/v1/me/products", user["access_token"], {"model_id": model["id"]})
+    return {"token": user["access_token"], "product_id": product["id"], "user_id": user["id"]}
+
+
+def search_paths(city: City, product_id: str, count: int) -> list[str]:
+    """``count`` search URLs (paths): query points on streets, 8 distinct start times, as in benchmark 1."""
+    points = city.query_points(count)
+    times = query_times(count, distinct=WARM_DISTINCT_TIMES)
+    paths = []
+    for (lat, lon), at in zip(points, times):
+        query = {"lat": f"{lat:.7f}", "lon": f"{lon:.7f}", "radius_m": RADIUS_M, "product_id": product_id,
+                 "at": at.strftime("%Y-%m-%dT%H:%M:%S") + UTC_OFFSET, "duration_min": DURATION_MIN,
+                 "limit": LIMIT}
+        paths.append("/v1/spots?" + urlencode(query))
+    return paths
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def _free_port() -> int:
+    from tests.support.servers import free_port
+
+    return free_port()
+
+
+class Server:
+    """A gunicorn server in a child process (its own process group), logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path, port: int) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_path
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_path: str, timeout: float = 120) -> float:
+        """Start and wait until ``ready_path`` answers 200; seconds it took."""
+        t0 = time.perf_counter()
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.base + ready_path, timeout=5) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - t0
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.name} was not ready within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, limit: int = 4000) -> str:
+        return self.log_text()[-limit:]
+
+    def index_builds(self) -> list[dict[str, Any]]:
+        """The service's ``spot_index_built`` log events so far (one per build, with pid and seconds)."""
+        events = []
+        for line in self.log_text().splitlines():
+            if '"spot_index_built"' not in line:
+                continue
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
+
+    def worker_boots(self) -> int:
+        """gunicorn workers started so far (the first N, and every one recycled after max_requests)."""
+        return self.log_text().count("Booting worker with pid")
+
+
+def get(base: str, path: str, token: str | None, timeout: float = 60) -> tuple[int, bytes]:
+    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def warm_workers(ctx: Context, server: Server, paths: list[str], token: str, workers: int,
+                 timeout: float = 1800) -> dict[str, Any]:
+    """Search on fresh connections until every worker process has built its index; then a few more."""
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + timeout
+    wave = 4 * workers
+    sent = 0
+    with ThreadPoolExecutor(wave) as pool:
+        while True:
+            pids = {event.get("pid") for event in server.index_builds()}
+            if len(pids) >= workers:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{server.name}: only {len(pids)} of {workers} workers built an index "
+                                   f"within {timeout:.0f} s:\n{server.log_tail()}")
+            batch = [paths[(sent + i) % len(paths)] for i in range(wave)]
+            sent += wave
+            for status, body in pool.map(lambda p: get(server.base, p, token, timeout=timeout), batch):
+                if status != 200:
+                    raise RuntimeError(f"{server.name}: warm-up search answered {status}: {body[:500]!r}")
+    wall = time.perf_counter() - t0
+    builds = server.index_builds()
+    seconds = ", ".join(f"{b.get('build_s') or 0:.1f}" for b in builds)
+    ctx.log(f"{server.name}: {len(builds)} worker(s) built the index in {seconds} s (warm-up {wall:.1f} s)")
+    return {"wall_s": round(wall, 2), "requests": sent,
+            "builds": [{"pid": b.get("pid"), "build_s": b.get("build_s"), "spots": b.get("spots")} for b in builds]}
+
+
+def warm_requests(server: Server, paths: list[str], token: str | None, count: int) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda p: get(server.base, p, token)[0], paths[:count]))
+    bad = [s for s in statuses if s != 200]
+    if bad:
+        raise RuntimeError(f"{server.name}: warm-up answered {bad[:5]}")
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+def run_wrk(server: Server, paths_file: Path, token: str | None, connections: int, duration_s: float,
+            threads: int) -> dict[str, Any]:
+    """One wrk run; requests/s and latency percentiles in ms."""
+    argv = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{duration_s:g}s", "--latency",
+            "--timeout", "10s", "-s", str(WRK_LUA), server.base, "--", str(paths_file), token or ""]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 120,
+                            stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
+    line = next((x for x in result.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if result.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    raw = json.loads(line[len("BENCH_JSON "):])
+    seconds = raw["duration_us"] / 1e6
+    errors = {k[len("errors_"):]: raw[k] for k in raw if k.startswith("errors_")}
+    return {
+        "requests": raw["requests"],
+        "seconds": round(seconds, 3),
+        "rps": raw["requests"] / seconds if seconds else 0.0,
+        "bytes_per_response": raw["bytes"] / raw["requests"] if raw["requests"] else 0.0,
+        "errors": errors,
+        **{f"{q}_ms": raw[f"{q}_us"] / 1000.0 for q in ("p50", "p75", "p90", "p99", "p999", "max", "mean")},
+    }
+
+
+def _median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("rps", "p50_ms", "p75_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms", "bytes_per_response")
+    out: dict[str, Any] = {k: float(np.median([r[k] for r in runs])) for k in keys}
+    out["p99_ms_worst"] = max(r["p99_ms"] for r in runs)
+    out["requests"] = int(sum(r["requests"] for r in runs))
+    out["errors"] = {k: int(sum(r["errors"][k] for r in runs)) for k in runs[0]["errors"]}
+    out["runs"] = runs
+    return out
+
+
+def load_rounds(ctx: Context, servers: dict[str, tuple[Server, Path, str | None]], levels: dict[str, int],
+                cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``rounds`` × every concurrency level × every server, alternating order; medians per server and level."""
+    for name, (server, paths_file, token) in servers.items():
+        run_wrk(server, paths_file, token, max(levels.values()), cfg["warmup_s"], cfg["wrk_threads"])
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {lv: {name: [] for name in servers} for lv in levels}
+    for r in range(cfg["rounds"]):
+        for level, connections in levels.items():
+            order = list(servers) if r % 2 == 0 else list(reversed(servers))
+            for name in order:
+                server, paths_file, token = servers[name]
+                result = run_wrk(server, paths_file, token, connections, cfg["duration_s"], cfg["wrk_threads"])
+                runs[level][name].append(result)
+                ctx.log(f"round {r + 1} {level} (c={connections}) {name}: {result['rps']:.0f} req/s, "
+                        f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms"
+                        + (f", errors {result['errors']}" if any(result["errors"].values()) else ""))
+    out: dict[str, dict[str, Any]] = {}
+    for level, connections in levels.items():
+        out[level] = {"connections": connections, **{name: _median_runs(rs) for name, rs in runs[level].items()}}
+    return out
+
+
+def _paired_ratio(level: dict[str, Any], ours: str, reference: str = "ceiling") -> float | None:
+    """Median over rounds of ours/ceiling requests/s, each round's pair measured back to back."""
+    pairs = [ratio(a["rps"], b["rps"]) for a, b in zip(level[ours]["runs"], level[reference]["runs"])]
+    pairs = [p for p in pairs if p is not None]
+    return float(np.median(pairs)) if pairs else None
+
+
+# --------------------------------------------------------------------------- in-process breakdown
+
+
+def _timeit(fn: Any, repeat: int) -> dict[str, float]:
+    clock = time.perf_counter
+    times = []
+    for _ in range(repeat):
+        t = clock()
+        fn()
+        times.append(clock() - t)
+    return summarize(times)
+
+
+def breakdown(ctx: Context, app: Any, driver: dict[str, str], paths: list[str], repeat: int) -> dict[str, Any]:
+    """Where one request's time goes, stage by stage in this process, and a profile of whole requests."""
+    from smartsvc.http.spots import SpotSearchArgs, SpotsSchema
+    from smartsvc.services.auth import authenticate
+    from smartsvc.services.products import get_owned_product
+    from smartsvc.services.spot_query import SpotQuery
+    from smartsvc.services.spots import vehicle_of
+
+    container = app.extensions["smartsvc"]
+    database, tokens, finder = container.database, container.tokens, container.spot_finder
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {driver['token']}"}
+    t0 = time.perf_counter()
+    status = client.get(paths[0], headers=headers).status_code
+    first_s = time.perf_counter() - t0
+    if status != 200:
+        raise RuntimeError(f"in-process search answered {status}")
+    n = min(repeat, len(paths))
+    for p in paths[:n]:  # warm every start time's decisions
+        client.get(p, headers=headers)
+    clock = time.perf_counter
+    whole = []
+    for p in paths[:n]:
+        t = clock()
+        client.get(p, headers=headers)
+        whole.append(clock() - t)
+
+    # Stages, on one representative query.
+    raw_args = dict(parse_qsl(paths[0].split("?", 1)[1]))
+    args = SpotSearchArgs().load(raw_args)
+    user_id = uuid.UUID(driver["user_id"])
+    query = SpotQuery(lat=args["lat"], lon=args["lon"], radius_m=args["radius_m"], product_id=args["product_id"],
+                      at=args["at"], duration_min=args["duration_min"], limit=args["limit"])
+    _, model = get_owned_product(database, user_id, query.product_id)
+    vehicle = vehicle_of(model)
+    stages: dict[str, Any] = {}
+    stages["parse_args"] = _timeit(lambda: SpotSearchArgs().load(raw_args), n)
+    stages["authenticate"] = _timeit(lambda: authenticate(database, tokens, driver["token"]), n)
+    stages["product_lookup"] = _timeit(lambda: vehicle_of(get_owned_product(database, user_id,
+                                                                            query.product_id)[1]), n)
+
+    def find() -> list[Any]:
+        with database.session() as session:
+            return finder.find(session, query, vehicle)
+
+    stages["find_incl_session"] = _timeit(find, n)
+    results = find()
+    live_index = getattr(finder, "live_index", None)
+    if live_index is not None:
+        from geodata.search import search
+
+        def staleness() -> None:
+            with database.session() as session:
+                live_index.current(session)
+
+        stages["index_staleness_check"] = _timeit(staleness, n)
+        with database.session() as session:
+            index = live_index.current(session).index
+        stages["search"] = _timeit(lambda: search(index, query.lat, query.lon, query.radius_m, vehicle, query.at,
+                                                  query.duration_min, query.limit), n)
+    stages["to_dict_x20"] = _timeit(lambda: [r.to_dict() for r in results], n)
+    body = {"items": [r.to_dict() for r in results]}
+    stages["response_schema_dump"] = _timeit(lambda: SpotsSchema().dump(body), n)
+    dumped = SpotsSchema().dump(body)
+    with app.app_context():
+        stages["json_encode"] = _timeit(lambda: app.json.dumps(dumped), n)
+    stages["whole_request_test_client"] = summarize(whole)
+
+    # A profile of whole requests (test client): the functions that take the most time, inclusive.
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for p in paths[:n]:
+        client.get(p, headers=headers)
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).strip_dirs().sort_stats("cumulative").print_stats(40)
+    stats = pstats.Stats(profiler)
+    top = []
+    for (filename, line, func), (cc, nc, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
+        top.append({"function": f"{Path(filename).name}:{line}({func})", "calls_per_request": nc / n,
+                    "own_us_per_request": tt / n * 1e6, "incl_us_per_request": ct / n * 1e6})
+    top.sort(key=lambda x: -x["own_us_per_request"])
+    ctx.log(f"in-process: whole request p50 {stages['whole_request_test_client']['p50_ms']:.3f} ms, "
+            f"search p50 {stages.get('search', {}).get('p50_ms', float('nan')):.3f} ms")
+    return {"first_request_s": round(first_s, 2), "requests": n, "stages": stages, "results": len(results),
+            "profile_top_own_time": top[:25], "profile_cumulative_text": text.getvalue()[-12000:]}
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def _api_argv(port: int, workers: int) -> list[str]:
+    return [python(), "-m", "smartsvc", "api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+
+
+def _check_answer(server: Server, path: str, token: str) -> tuple[list[Any], int]:
+    status, body = get(server.base, path, token)
+    if status != 200:
+        raise RuntimeError(f"{server.name}: search answered {status}: {body[:500]!r}")
+    items = json.loads(body)["items"]
+    return items, len(body)
+
+
+def _sqlite_part(ctx: Context, cfg: dict[str, Any], workers: int, root: Path,
+                 ceiling_items: Path) -> tuple[dict[str, Any], Server | None]:
+    """Store the city in SQLite, serve it, warm it, start the ceiling; load both. Returns results and the ceiling."""
+    city = City(cfg["spots"])
+    var = root / "var-sqlite"
+    env = service_env(var)
+    app = in_process_app(env)
+    stored = store_city(app.extensions["smartsvc"].database, city, "bench city (sqlite)")
+    ctx.log(f"sqlite: {stored['spots']:,} spots generated in {stored['generate_s']:.1f} s, "
+            f"stored in {stored['store_s']:.1f} s")
+    driver = make_driver(app)
+    paths = search_paths(city, driver["product_id"], cfg["urls"])
+    paths_file = root / "paths-sqlite.txt"
+    paths_file.write_text("\n".join(paths) + "\n")
+
+    port = _free_port()
+    ours = Server("ours (SQLite, index)", _api_argv(port, workers), env, root / "api-sqlite.log", port)
+    ceiling: Server | None = None
+    try:
+        start_s = ours.start("/v1/health")
+        warm = warm_workers(ctx, ours, paths, driver["token"], workers)
+        items, body_bytes = _check_answer(ours, paths[0], driver["token"])
+        ceiling_items.write_text(json.dumps(items))
+        counts = [len(_check_answer(ours, p, driver["token"])[0]) for p in paths[:20]]
+        port = _free_port()
+        ceiling = Server("ceiling", [python(), "-m", "bench.ceiling_app", "--port", str(port), "--workers",
+                                     str(workers), "--items", str(ceiling_items)], dict(os.environ),
+                         root / "ceiling.log", port)
+        ceiling.start("/items")
+        ceiling_file = root / "paths-ceiling.txt"
+        ceiling_file.write_text("\n".join("/items?" + p.split("?", 1)[1] for p in paths) + "\n")
+        status, ceiling_body = get(ceiling.base, "/items", None)
+        boots_before = ours.worker_boots()
+        builds_before = len(ours.index_builds())
+        threads = gunicorn_options("127.0.0.1", 0, workers)["threads"]
+        levels = {"saturated": workers * threads, "light": workers}
+        loads = load_rounds(ctx, {"ceiling": (ceiling, ceiling_file, driver["token"]),
+                                  "ours": (ours, paths_file, driver["token"])}, levels, cfg)
+        recycled = {"worker_restarts": ours.worker_boots() - boots_before,
+                    "index_rebuilds": len(ours.index_builds()) - builds_before}
+    finally:
+        ours.stop()
+    detail = breakdown(ctx, app, driver, paths, cfg["profile_requests"])
+    app.extensions["smartsvc"].database.engine.dispose()
+    return {
+        "stored": stored,
+        "server_start_s": round(start_s, 2),
+        "warm_up": warm,
+        "response_bytes": body_bytes,
+        "ceiling_response_bytes": len(ceiling_body),
+        "items_per_answer_first_20": counts,
+        "load": loads,
+        "during_load": recycled,
+        "in_process": detail,
+    }, ceiling
+
+
+def _postgis_part(ctx: Context, cfg: dict[str, Any], workers: int, root: Path,
+                  ceiling: Server) -> dict[str, Any]:
+    """The same city in PostgreSQL+PostGIS; SMARTSVC_SPOT_SEARCH=postgis and =index side by side with the ceiling."""
+    pg = ctx.postgres()
+    name = f"bench_http_{os.getpid()}"
+    pg.server.create_database(name, template="template0")
+    pg.server.execute("CREATE EXTENSION postgis", name)
+    url = pg.server.url(name)
+    city = City(cfg["postgis_spots"])
+    var = root / "var-postgres"
+    env = service_env(var, database_url=url)
+    app = in_process_app(env)
+    stored = store_city(app.extensions["smartsvc"].database, city, "bench city (postgres)")
+    ctx.log(f"postgres: {stored['spots']:,} spots stored in {stored['store_s']:.1f} s")
+    import psycopg
+
+    with psycopg.connect(pg.server.dsn(name), autocommit=True) as conn:
+        conn.execute("ANALYZE layer_features")
+    driver = make_driver(app)
+    app.extensions["smartsvc"].database.engine.dispose()
+    paths = search_paths(city, driver["product_id"], cfg["urls"])
+    paths_file = root / "paths-postgres.txt"
+    paths_file.write_text("\n".join(paths) + "\n")
+    ceiling_file = root / "paths-ceiling.txt"
+    servers: dict[str, Server] = {}
+    out: dict[str, Any] = {"stored": stored}
+    try:
+        for mode in ("postgis", "index"):
+            port = _free_port()
+            server = Server(f"ours (PostgreSQL, {mode})", _api_argv(port, workers),
+                            {**env, "SMARTSVC_SPOT_SEARCH": mode}, root / f"api-postgres-{mode}.log", port)
+            servers[mode] = server
+            server.start("/v1/health")
+            if mode == "index":
+                out["index_warm_up"] = warm_workers(ctx, server, paths, driver["token"], workers)
+            else:
+                warm_requests(server, paths, driver["token"], 50)
+        answers = {mode: _check_answer(server, paths[0], driver["token"])[0] for mode, server in servers.items()}
+        out["same_first_answer"] = [a["id"] for a in answers["postgis"]] == [a["id"] for a in answers["index"]]
+        threads = gunicorn_options("127.0.0.1", 0, workers)["threads"]
+        levels = {"saturated": workers * threads}
+        out["load"] = load_rounds(ctx, {"ceiling": (ceiling, ceiling_file, driver["token"]),
+                                        "postgis": (servers["postgis"], paths_file, driver["token"]),
+                                        "index": (servers["index"], paths_file, driver["token"])}, levels, cfg)
+        out["versions"] = pg.versions()
+    finally:
+        for server in servers.values():
+            server.stop()
+        pg.server.drop_database(name)
+    return out
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    cfg = dict(SMOKE if ctx.smoke else FULL)
+    if ctx.options.get("http_spots"):
+        cfg["spots"] = cfg["postgis_spots"] = int(ctx.options["http_spots"])
+    if ctx.options.get("http_duration"):
+        cfg["duration_s"] = float(ctx.options["http_duration"])
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is missing: run `make bench-sysdeps` (Debian package wrk)")
+    with_postgis = not ctx.options.get("no_postgis", False)
+    workers = os.cpu_count() or 1
+    root = ctx.tmp / "http"
+    root.mkdir(parents=True, exist_ok=True)
+    options = gunicorn_options("127.0.0.1", 0, workers)
+    sqlite, ceiling = _sqlite_part(ctx, cfg, workers, root, root / "ceiling-items.json")
+    assert ceiling is not None
+    try:
+        postgis = _postgis_part(ctx, cfg, workers, root, ceiling) if with_postgis else None
+    finally:
+        ceiling.stop()
+
+    sat, light = sqlite["load"]["saturated"], sqlite["load"]["light"]
+    ratios: dict[str, Any] = {
+        "ours_over_ceiling_rps_saturated": _paired_ratio(sat, "ours"),
+        "ours_over_ceiling_rps_light": _paired_ratio(light, "ours"),
+    }
+    if postgis is not None:
+        pl = postgis["load"]["saturated"]
+        ratios["postgres_postgis_over_ceiling_rps"] = _paired_ratio(pl, "postgis")
+        ratios["postgres_index_over_ceiling_rps"] = _paired_ratio(pl, "index")
+        ratios["postgres_index_over_postgis_rps"] = ratio(pl["index"]["rps"], pl["postgis"]["rps"])
+    measured_ratio = ratios["ours_over_ceiling_rps_saturated"] or 0.0
+    targets = {
+        "rps_over_ceiling": {"target_min": TARGET_RPS_RATIO, "measured": measured_ratio,
+                             "met": measured_ratio >= TARGET_RPS_RATIO, "connections": sat["connections"]},
+        "p99_ms": {"target_max": TARGET_P99_MS, "measured": sat["ours"]["p99_ms"],
+                   "met": sat["ours"]["p99_ms"] <= TARGET_P99_MS, "connections": sat["connections"]},
+        "p99_ms_light": {"target_max": TARGET_P99_MS, "measured": light["ours"]["p99_ms"],
+                         "met": light["ours"]["p99_ms"] <= TARGET_P99_MS, "connections": light["connections"]},
+    }
+    builds = [b["build_s"] for b in sqlite["warm_up"]["builds"] if b.get("build_s") is not None]
+    return {
+        "params": {**cfg, "workers": workers, "radius_m": RADIUS_M, "limit": LIMIT, "duration_min": DURATION_MIN,
+                   "warm_distinct_times": WARM_DISTINCT_TIMES, "vehicle": "smart_fortwo",
+                   "gunicorn": {k: v for k, v in options.items() if k != "bind"},
+                   "wrk": "wrk --latency -t{wrk_threads} -c{connections} -d{duration_s}s -s bench/wrk_rotate.lua",
+                   "postgis": with_postgis},
+        "versions": {"wrk": _wrk_version(), **((postgis or {}).get("versions") or {})},
+        "results": {"sqlite": sqlite, "postgres": postgis,
+                    "index_build_s_per_process": builds},
+        "ratios": ratios,
+        "targets": targets,
+    }
+
+
+def _wrk_version() -> str | None:
+    try:
+        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (out.stdout + out.stderr).strip().splitlines()
+    return text[0] if text else None
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def tables(result: dict[str, Any]) -> list[Table]:
+    res = result["results"]
+    sqlite = res["sqlite"]
+    t = Table(title=f"GET /v1/spots over HTTP, {result['params']['spots']:,} spots, "
+                    f"{result['params']['workers']} workers (medians of {result['params']['rounds']} rounds)")
+    for col in ("what", "connections", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99 worst", "bytes/resp",
+                "errors"):
+        t.add_column(col, justify="right" if col != "what" else "left")
+
+    def add(label: str, level: dict[str, Any], name: str) -> None:
+        s = level[name]
+        errors = sum(s["errors"].values())
+        t.add_row(label, str(level["connections"]), _f(s["rps"], 0), _f(s["p50_ms"]), _f(s["p90_ms"]),
+                  _f(s["p99_ms"]), _f(s["p99_ms_worst"]), _f(s["bytes_per_response"], 0), str(errors))
+
+    for level in ("saturated", "light"):
+        add(f"ceiling ({level})", sqlite["load"][level], "ceiling")
+        add(f"ours SQLite/index ({level})", sqlite["load"][level], "ours")
+    pg = res.get("postgres")
+    if pg:
+        lv = pg["load"]["saturated"]
+        add("ceiling (PostgreSQL round)", lv, "ceiling")
+        add("ours PostgreSQL/postgis", lv, "postgis")
+        add("ours PostgreSQL/index", lv, "index")
+
+    st = Table(title="One request in-process, ms (p50 / p99)")
+    st.add_column("stage")
+    st.add_column("p50 / p99", justify="right")
+    for name, s in sqlite["in_process"]["stages"].items():
+        st.add_row(name, f"{s['p50_ms']:.3f} / {s['p99_ms']:.3f}")
+
+    rt = Table(title="Ratios, targets, set-up")
+    rt.add_column("what")
+    rt.add_column("value", justify="right")
+    for k, v in result["ratios"].items():
+        rt.add_row(k, _f(v, 3))
+    for k, v in result["targets"].items():
+        bound = f"≤ {v['target_max']}" if "target_max" in v else f"≥ {v['target_min']}"
+        rt.add_row(f"target {k} ({bound}, c={v['connections']})", f"{_f(v['measured'], 3)} "
+                   f"{'met' if v['met'] else 'NOT met'}")
+    rt.add_row("index build per process, s", ", ".join(_f(b, 1) for b in res["index_build_s_per_process"]))
+    rt.add_row("store the city (SQLite), s", _f(sqlite["stored"]["store_s"], 1))
+    rt.add_row("worker restarts / index rebuilds during load",
+               f"{sqlite['during_load']['worker_restarts']} / {sqlite['during_load']['index_rebuilds']}")
+    if pg:
+        rt.add_row("store the city (PostgreSQL), s", _f(pg["stored"]["store_s"], 1))
+        builds = [b["build_s"] for b in pg.get("index_warm_up", {}).get("builds", [])]
+        rt.add_row("index build per process (PostgreSQL), s", ", ".join(_f(b, 1) for b in builds))
+        rt.add_row("postgis and index give the same first answer", str(pg.get("same_first_answer")))
+    return [t, st, rt]

@@ -1,0 +1,107 @@
+"""The benchmarks run (tiny sizes) and write their results: CI keeps bench/ from rotting.
+
+Runs ``python -m bench --smoke`` exactly as ``make bench-smoke`` does, in a
+child process, with the results written to a temporary directory. It checks
+that every benchmark ran and wrote the keys BENCHMARKS.md asks for — never a
+timing: figures on a shared machine are for BENCHMARKS.md, not for asserts.
+
+ogr2ogr (Debian ``gdal-bin``) and PostgreSQL+PostGIS are installed by ``make
+test`` (its ``bench-sysdeps`` prerequisite); when they are missing this test
+fails and says so, it does not skip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.servers import REPO_ROOT
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    if shutil.which("ogr2ogr") is None:
+        pytest.fail("ogr2ogr is missing: run `make test` (it installs gdal-bin via bench-sysdeps)", pytrace=False)
+    out = tmp_path_factory.mktemp("bench-results")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTSVC_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--no-install", "--out", str(out)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, f"python -m bench --smoke failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+    found = {path.name: json.loads(path.read_text()) for path in out.glob("*.json")}
+    # Every registered benchmark writes one file; these two are checked in detail below.
+    assert {"search-smoke.json", "import-smoke.json"} <= set(found), sorted(found)
+    return found
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _latency(summary: dict) -> None:
+    assert summary["n"] > 0
+    assert _finite(summary["p50_ms"]) and _finite(summary["p99_ms"])
+
+
+def _common(record: dict, name: str) -> None:
+    assert record["benchmark"] == name and record["smoke"] is True
+    machine = record["machine"]
+    assert machine["cores"] >= 1 and machine["memory_gib"] > 0 and "cpu_model" in machine
+    assert {"params", "results", "ratios", "targets"} <= set(record)
+    for target in record["targets"].values():
+        assert {"measured", "met"} <= set(target) and ({"target_max", "target_min"} & set(target))
+
+
+def test_search_benchmark_ran_against_every_reference(smoke_results):
+    record = smoke_results["search-smoke.json"]
+    _common(record, "search")
+    assert record["versions"]["postgis"]
+    sizes = record["results"]["sizes"]
+    assert [int(n) for n in sizes] == record["params"]["sizes"]
+    for size in sizes.values():
+        assert size["hits_mean"] > 0
+        for vehicle in ("smart_fortwo", "normal_car"):
+            _latency(size["ours"][vehicle])
+            assert size["ours"][vehicle]["results_mean"] > 0
+            _latency(size["naive_numpy"][vehicle])
+            _latency(size["postgis"][vehicle])
+        _latency(size["ours_cold_cache"]["smart_fortwo"])
+        _latency(size["postgis"]["server_execution"]["smart_fortwo"])
+        # The references answer the same question: the naive scan gives our exact top 20, PostGIS nearly.
+        assert size["naive_numpy"]["same_results_as_ours"] is True
+        assert size["postgis"]["result_overlap_with_ours"] > 0.8
+        stages = size["stages"]
+        for key in ("lookup_ms", "distance_and_cut_ms", "rank_fit_allowed_results_ms", "serialize_20_dicts_ms"):
+            assert _finite(stages[key])
+    smallest = sizes[str(min(record["params"]["sizes"]))]
+    _latency(smallest["naive_geopy"]["smart_fortwo"])
+    for vehicle in ("smart_fortwo", "normal_car"):
+        ratios = record["ratios"][vehicle]
+        for key in ("postgis_p50_over_ours_p50", "naive_numpy_p50_over_ours_p50", "ours_p50_largest_over_smallest"):
+            assert _finite(ratios[key])
+    assert {"p50_ms_at_largest", "scale_largest_over_smallest", "speedup_vs_postgis_p50"} <= set(record["targets"])
+
+
+def test_import_benchmark_read_every_feature_and_ran_ogr2ogr(smoke_results):
+    record = smoke_results["import-smoke.json"]
+    _common(record, "import")
+    n = record["params"]["features"]
+    results = record["results"]
+    ours = results["ours"]
+    assert ours["features"] == ours["spots"] == n and ours["rejected"] == 0
+    assert _finite(ours["read_s"]) and ours["peak_rss_bytes"] > 0
+    ogr = results["ogr2ogr_postgis"]
+    assert ogr["rows"] == n and ogr["gist_index"] is True and ogr["peak_rss_bytes"] > 0
+    assert results["service_import"]["status"] in ("pending", "measured", "failed")
+    assert _finite(record["ratios"]["ours_read_over_ogr2ogr_wall"])
+    assert {"read_seconds_per_million", "peak_rss_bytes"} <= set(record["targets"])
+
