@@ -14,6 +14,7 @@ from .http.api import Api
 from .http.problems import strip_stale_retry_after
 from .http.registry import register_blueprints
 from .http.requests import install_request_hooks
+from .http.uploads import UploadRequest
 from .logging_setup import configure_logging
 
 API_VERSION = "1.0.0"
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
     configure_logging(settings.log_level, settings.log_json)
 
     app = Flask("smartsvc")
+    app.request_class = UploadRequest
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import Settings
 from .credentials import AccessTokens
 from .db import Database
+from .services.collections import DatasetExtents
+from .services.spot_query import SpotFinder
+from .services.spots import build_spot_finder
 
 
 @dataclass
 class Container:
-    """The long-lived parts one process shares: settings, database, token signer."""
+    """The long-lived parts one process shares: settings, database, token signer, geodata caches."""
 
     settings: Settings
     database: Database
     tokens: AccessTokens
+    # Spot search: the in-process index of the live parking layer (kept current per process) or PostGIS.
+    spot_finder: SpotFinder
+    dataset_extents: DatasetExtents = field(default_factory=DatasetExtents)
 
 
 def build_container(settings: Settings) -> Container:
@@ -24,4 +30,5 @@ def build_container(settings: Settings) -> Container:
         settings=settings,
         database=Database(settings),
         tokens=AccessTokens(settings.secret_key, settings.access_token_ttl_s),
+        spot_finder=build_spot_finder(settings),
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 PREFIX = "SMARTSVC_"
+SPOT_SEARCH_CHOICES = ("auto", "index", "postgis")
 
 
 class ConfigError(ValueError):
@@ -40,6 +41,24 @@ def _as_bool(name: str, raw: str) -> bool:
     if lowered in {"0", "false", "no", "off", ""}:
         return False
     raise ConfigError(f"{PREFIX}{name}={raw!r} is not a boolean (use 1/0, true/false)")
+
+
+def _as_service_area(name: str, raw: str) -> tuple[float, float, float, float]:
+    """``min_lon,min_lat,max_lon,max_lat`` in decimal degrees, a non-empty box on the globe."""
+    parts = [p.strip() for p in raw.split(",")]
+    try:
+        min_lon, min_lat, max_lon, max_lat = (float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(
+            f"{PREFIX}{name}={raw!r} is not a bounding box: use min_lon,min_lat,max_lon,max_lat "
+            "in decimal degrees, e.g. 13.08,52.33,13.76,52.68"
+        ) from None
+    if not (-180 <= min_lon < max_lon <= 180 and -90 <= min_lat < max_lat <= 90):
+        raise ConfigError(
+            f"{PREFIX}{name}={raw!r} is not a bounding box: longitudes must lie in -180..180 and latitudes "
+            "in -90..90, each minimum below its maximum (order: min_lon,min_lat,max_lon,max_lat)"
+        )
+    return (min_lon, min_lat, max_lon, max_lat)
 
 
 def _check_database_url(url: str) -> str:
@@ -84,6 +103,19 @@ class Settings:
     task_soft_time_limit_s: int = 60
     max_devices_per_user: int = 20
     max_products_per_user: int = 50
+    # Where uploads wait for the import worker; API and workers must share it
+    # (None: <var_dir>/uploads, see ``upload_folder``).
+    upload_dir: Path | None = None
+    max_upload_bytes: int = 512 * 1024 * 1024
+    import_max_features: int = 2_000_000
+    import_max_vertices: int = 50_000
+    import_max_depth: int = 32
+    import_time_limit_s: int = 3600
+    # (min_lon, min_lat, max_lon, max_lat): features outside it are rejected on import.
+    service_area: tuple[float, float, float, float] | None = None
+    # How GET /v1/spots finds candidates: "auto" (the database decides: SQLite -> the
+    # in-process index, PostgreSQL -> PostGIS), "index" or "postgis" (PostgreSQL only).
+    spot_search: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -95,6 +127,11 @@ class Settings:
     def broker_data_dir(self) -> Path:
         """Folder of the embedded filesystem broker."""
         return self.var_dir / "broker"
+
+    @property
+    def upload_folder(self) -> Path:
+        """Folder of uploaded dataset files waiting for (or being read by) an import."""
+        return self.upload_dir if self.upload_dir is not None else self.var_dir / "uploads"
 
     @property
     def pushes_log_path(self) -> Path:
@@ -123,7 +160,21 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "TASK_SOFT_TIME_LIMIT_S": ("task_soft_time_limit_s", lambda n, v: _as_int(n, v, 1, 86400)),
     "MAX_DEVICES_PER_USER": ("max_devices_per_user", lambda n, v: _as_int(n, v, 1, 1000)),
     "MAX_PRODUCTS_PER_USER": ("max_products_per_user", lambda n, v: _as_int(n, v, 1, 10_000)),
+    "UPLOAD_DIR": ("upload_dir", lambda n, v: _as_path(n, v)),
+    "MAX_UPLOAD_BYTES": ("max_upload_bytes", lambda n, v: _as_int(n, v, 1024, 1 << 40)),
+    "IMPORT_MAX_FEATURES": ("import_max_features", lambda n, v: _as_int(n, v, 1, 100_000_000)),
+    "IMPORT_MAX_VERTICES": ("import_max_vertices", lambda n, v: _as_int(n, v, 2, 10_000_000)),
+    "IMPORT_MAX_DEPTH": ("import_max_depth", lambda n, v: _as_int(n, v, 2, 1000)),
+    "IMPORT_TIME_LIMIT_S": ("import_time_limit_s", lambda n, v: _as_int(n, v, 60, 7 * 86400)),
+    "SERVICE_AREA": ("service_area", _as_service_area),
+    "SPOT_SEARCH": ("spot_search", lambda n, v: _check_choice(n, v.strip().lower(), set(SPOT_SEARCH_CHOICES))),
 }
+
+
+def _as_path(name: str, raw: str) -> Path:
+    if not raw.strip():
+        raise ConfigError(f"{PREFIX}{name} is empty: give a folder path")
+    return Path(raw)
 
 
 def _check_choice(name: str, value: str, choices: set[str]) -> str:
@@ -169,6 +220,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not settings.database_url:
         path = (settings.var_dir / "smartsvc.db").resolve()
         settings = settings.replace(database_url=f"sqlite:///{path}")
+    if settings.spot_search == "postgis" and settings.is_sqlite:
+        raise ConfigError(
+            f"{PREFIX}SPOT_SEARCH=postgis needs a PostgreSQL {PREFIX}DATABASE_URL (SQLite has no PostGIS)")
     return settings
 
 

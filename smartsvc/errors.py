@@ -55,6 +55,13 @@ class Conflict(ApiError):
     title = "Conflict"
 
 
+class PayloadTooLarge(ApiError):
+    """The request body is over the limit (413); nothing of it was kept."""
+
+    status = 413
+    title = "Request Entity Too Large"  # the title werkzeug gives its own 413s
+
+
 class Forbidden(ApiError):
     """The caller is known but may not do this (403)."""
 

@@ -22,6 +22,7 @@ from kombu.transport import filesystem
 from kombu.utils.json import dumps
 
 from smartsvc.config import Settings
+from smartsvc.services.datasets import IMPORT_TASK
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_soft_time_limit_s + 30,
+        # Imports read whole files (a million features take minutes): their own, longer limits.
+        "task_annotations": {IMPORT_TASK: {"soft_time_limit": settings.import_time_limit_s,
+                                           "time_limit": settings.import_time_limit_s + 60}},
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
@@ -64,7 +68,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         config["worker_enable_remote_control"] = False
         config["broker_transport"] = f"{__name__}:AtomicFilesystemTransport"
     else:
-        config["broker_transport_options"] = {"visibility_timeout": 3600}
+        # Redis hands an unacknowledged message to another worker after this long: never
+        # while a task may still legitimately be running (acks_late).
+        config["broker_transport_options"] = {"visibility_timeout": max(3600, settings.import_time_limit_s + 600)}
     return config
 
 

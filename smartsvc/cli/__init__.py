@@ -6,6 +6,7 @@ import click
 
 from ..config import ConfigError
 from .commands import api, beat, db, keys, openapi, run, worker
+from .import_command import import_file
 
 
 class _Group(click.Group):
@@ -22,5 +23,5 @@ def main() -> None:
     """smartsvc — context-aware smart-service backend."""
 
 
-for command in (run, api, worker, beat, db, keys, openapi):
+for command in (run, api, worker, beat, db, keys, import_file, openapi):
     main.add_command(command)

@@ -6,16 +6,17 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from gunicorn.app.base import BaseApplication
 
 
 class _Gunicorn(BaseApplication):
-    """gunicorn driven from code; each worker process builds its own app."""
+    """gunicorn driven from code; each worker process builds its own app with ``factory``."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], factory: Callable[[], Any] | None = None) -> None:
         self._options = options
+        self._factory = factory
         super().__init__()
 
     def load_config(self) -> None:
@@ -23,14 +24,16 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        if self._factory is not None:
+            return self._factory()
         from ..app import create_app
 
         return create_app()
 
 
-def serve_api(host: str, port: int, workers: int) -> None:
-    """Serve the API with ``workers`` gunicorn processes (blocks)."""
-    _Gunicorn({
+def gunicorn_options(host: str, port: int, workers: int) -> dict[str, Any]:
+    """How ``smartsvc api`` runs gunicorn (the benchmarks serve their reference app with the same)."""
+    return {
         "bind": f"{host}:{port}",
         "workers": workers,
         "worker_class": "gthread",
@@ -40,7 +43,12 @@ def serve_api(host: str, port: int, workers: int) -> None:
         "accesslog": None,
         "max_requests": 10000,
         "max_requests_jitter": 1000,
-    }).run()
+    }
+
+
+def serve_api(host: str, port: int, workers: int, factory: Callable[[], Any] | None = None) -> None:
+    """Serve the API (or another app from ``factory``) with ``workers`` gunicorn processes (blocks)."""
+    _Gunicorn(gunicorn_options(host, port, workers), factory).run()
 
 
 def run_all(host: str, port: int) -> int:

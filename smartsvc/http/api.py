@@ -21,6 +21,7 @@ from flask_smorest import Blueprint as _Blueprint
 from flask_smorest.utils import prepare_response
 from webargs import core as webargs_core
 from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.datastructures import CombinedMultiDict
 
 from ..errors import PROBLEM_MIMETYPE, ApiError, Forbidden, InvalidInput, Unauthorized
 from ..services.auth import USER_ROLE, Principal, authenticate
@@ -196,11 +197,29 @@ class _StrictParser(FlaskParser):
                 raise InvalidInput(_UNSTORABLE_TEXT.sub("?", name), _UNSTORABLE_MESSAGE)
         return super().load_querystring(req, schema)
 
+    # "multipart": the text fields and the files of a multipart/form-data body as one
+    # set of fields, so that one schema (one documented request body) covers both.
+    __location_map__ = {**FlaskParser.__location_map__, "multipart": "load_multipart"}
+
+    def load_multipart(self, req: Any, schema: ma.Schema) -> Any:
+        for name, value in req.form.items(multi=True):
+            name = name or ""  # a part without a name (hostile clients send them)
+            if _UNSTORABLE_TEXT.search(value) or _UNSTORABLE_TEXT.search(name):
+                raise InvalidInput(_UNSTORABLE_TEXT.sub("?", name), _UNSTORABLE_MESSAGE)
+        for name in req.files:
+            name = name or ""
+            if _UNSTORABLE_TEXT.search(name):
+                raise InvalidInput(_UNSTORABLE_TEXT.sub("?", name), f"field name {_UNSTORABLE_MESSAGE}")
+        return self._makeproxy(CombinedMultiDict([req.files, req.form]), schema)
+
 
 class Blueprint(_Blueprint):
     """A flask-smorest blueprint that knows who may call each view."""
 
     ARGUMENTS_PARSER = _StrictParser()
+    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING = {
+        **_Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING, "multipart": "multipart/form-data",
+    }
 
     def auth(self, *roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Require a bearer credential with one of ``roles`` (``user`` = user token)."""

@@ -14,7 +14,7 @@ from ..logging_setup import request_id_var
 log = logging.getLogger("smartsvc.http")
 
 # webargs nests messages under the request location; users know field names.
-_LOCATIONS = {"json", "query", "querystring", "form", "files", "headers", "view_args", "path"}
+_LOCATIONS = {"json", "query", "querystring", "form", "files", "multipart", "headers", "view_args", "path"}
 
 _MESSAGES = {
     404: "no such resource or route",

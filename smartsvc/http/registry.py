@@ -7,7 +7,7 @@ from .api import Api
 
 def register_blueprints(api: Api) -> None:
     """Register all resources on ``api`` (imported here, not at module load)."""
-    from . import consents, devices, health, keys, products, users
+    from . import collections, consents, datasets, devices, health, keys, products, spots, users
 
-    for module in (health, users, consents, devices, products, keys):
+    for module in (health, users, consents, devices, products, keys, datasets, collections, spots):
         api.register_blueprint(module.blp)

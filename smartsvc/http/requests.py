@@ -11,6 +11,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..logging_setup import request_id_var
+from .uploads import view_body_limit
 
 log = logging.getLogger("smartsvc.access")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
@@ -45,7 +46,12 @@ def install_request_hooks(app: Flask) -> None:
         g.request_id = request_id
         g.request_token = request_id_var.set(request_id)
         g.request_started = time.perf_counter()
-        _refuse_oversized_stream()
+        own_limit = view_body_limit()
+        if own_limit is not None:
+            # A large upload: read as a stream by its view, stopped at the limit by werkzeug.
+            request.max_content_length = own_limit
+        else:
+            _refuse_oversized_stream()
 
     @app.after_request
     def _finish(response: Response) -> Response:

@@ -46,6 +46,11 @@ class Dataset(Base):
     accepted: Mapped[int] = mapped_column(Integer, default=0)
     rejected: Mapped[int] = mapped_column(Integer, default=0)
     repaired: Mapped[int] = mapped_column(Integer, default=0)
+    # Normalized features stored (an OSM road with parking on both sides is one accepted feature, two spots).
+    spots: Mapped[int] = mapped_column(Integer, default=0)
+    # Incremented by every import run that claims the dataset: a run whose number is no
+    # longer current (a redelivered message took over) stops writing.
+    import_attempts: Mapped[int] = mapped_column(Integer, default=0)
     # The first issues found ([{feature, field, message}]), capped; the total is errors_total.
     errors: Mapped[list[Any]] = mapped_column(default=list)
     errors_total: Mapped[int] = mapped_column(Integer, default=0)

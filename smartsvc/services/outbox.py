@@ -60,6 +60,23 @@ def complete(session: Session, outbox_id: int | None) -> None:
     )
 
 
+def extend_lease(session: Session, outbox_id: int | None) -> None:
+    """Tell the relay a long task is still working on a message (not lost).
+
+    A message sent but not completed is published again after
+    ``redeliver_after``; a task that runs longer (a large import) calls this
+    in each of its transactions so that it is not redelivered while alive.
+    """
+    if outbox_id is None:
+        return
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == outbox_id, OutboxMessage.completed_at.is_(None),
+               OutboxMessage.sent_at.is_not(None))
+        .values(sent_at=utcnow())
+    )
+
+
 Publisher = Callable[[OutboxMessage], None]
 
 

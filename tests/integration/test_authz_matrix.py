@@ -8,6 +8,7 @@ credential is 401.
 
 from __future__ import annotations
 
+import io
 import itertools
 import uuid
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, Callable
 import pytest
 
 from smartsvc.credentials import AccessTokens
+from smartsvc.services.dataset_import import run_import
 from smartsvc.services.keys import create_key, revoke_key
 from tests.support.factories import bearer, grant, make_app, make_settings, make_user
 
@@ -46,6 +48,7 @@ OWN = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, owner=OK, other_user=OK)
 OWNED_OBJECT = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, owner=OK, other_user=NOT_FOUND)
 
 CONSENT_RULE = "/v1/me/consents/<any(location, telemetry, proactive_push, partner_sharing):purpose>"
+COLLECTION_RULE = "/v1/collections/<any(parking, pois, geofences):layer>"
 
 TABLE: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/health", "GET"): PUBLIC,
@@ -74,9 +77,32 @@ TABLE: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/keys", "POST"): OPERATOR,
     ("/v1/keys/<uuid:key_id>", "GET"): OPERATOR,
     ("/v1/keys/<uuid:key_id>", "DELETE"): OPERATOR,
+    ("/v1/datasets", "GET"): OPERATOR,
+    ("/v1/datasets", "POST"): OPERATOR,
+    ("/v1/datasets/<uuid:dataset_id>", "GET"): OPERATOR,
+    ("/v1/datasets/<uuid:dataset_id>", "DELETE"): OPERATOR,
+    ("/v1/datasets/<uuid:dataset_id>/publish", "POST"): OPERATOR,
+    ("/v1/collections", "GET"): ANY_CREDENTIAL,
+    (COLLECTION_RULE, "GET"): ANY_CREDENTIAL,
+    (COLLECTION_RULE + "/items", "GET"): ANY_CREDENTIAL,
+    # The query names the owner's product: another user's search is 404.
+    ("/v1/spots", "GET"): OWNED_OBJECT,
 }
 
 _unique = itertools.count()
+
+
+class Form(dict):
+    """A multipart/form-data body (the others are JSON)."""
+
+
+SPOT_FILE = b'{"type": "FeatureCollection", "features": [{"type": "Feature", "id": "s1", ' \
+            b'"geometry": {"type": "Point", "coordinates": [2.35, 48.85]}, ' \
+            b'"properties": {"kind": "space", "rules": [{"activity": "parking"}]}}]}'
+
+
+def dataset_form() -> Form:
+    return Form(file=(io.BytesIO(SPOT_FILE), "spots.geojson"), name=f"matrix {next(_unique)}", layer="parking")
 
 # Valid bodies, so that an allowed caller really gets a 2xx.
 BODIES: dict[tuple[str, str], Callable[[], Any]] = {
@@ -90,8 +116,14 @@ BODIES: dict[tuple[str, str], Callable[[], Any]] = {
         "at": "2026-11-24T10:00:00+01:00", "battery_pct": 55,
     },
     ("/v1/keys", "POST"): lambda: {"role": "agent", "name": f"matrix {next(_unique)}"},
+    ("/v1/datasets", "POST"): dataset_form,
 }
 WORLD_MODEL_ID: list[str] = []
+
+# Valid query strings, for routes that need one.
+QUERIES: dict[tuple[str, str], Callable[["World"], dict[str, Any]]] = {
+    ("/v1/spots", "GET"): lambda world: {"lat": 48.85, "lon": 2.35, "product_id": world.product_id},
+}
 
 EXCLUDED_ENDPOINTS = ("static", "api-docs.")
 
@@ -110,6 +142,7 @@ class World:
     device_id: str
     reading_id: str
     private_ids: set[str] = field(default_factory=set)
+    dataset_id: str = ""  # imported (ready), so that publishing it succeeds
 
     def fresh_device(self) -> str:
         response = self.client.post("/v1/me/devices", json={"platform": "apns", "token": f"t-{next(_unique)}"},
@@ -122,6 +155,12 @@ class World:
 
     def fresh_key(self) -> str:
         return str(create_key(self.app.extensions["smartsvc"].database, "agent", "to revoke").key.id)
+
+    def fresh_dataset(self) -> str:
+        response = self.client.post("/v1/datasets", data=dataset_form(), content_type="multipart/form-data",
+                                    headers=bearer(self.tokens["operator"] or ""))
+        assert response.status_code == 202, response.get_json()
+        return response.get_json()["id"]
 
     def path_value(self, name: str, method: str) -> str:
         """A real id for a path parameter; destructive calls get a fresh object each time."""
@@ -138,6 +177,10 @@ class World:
             return self.fresh_product() if destructive else self.product_id
         if name == "key_id":
             return self.fresh_key()
+        if name == "dataset_id":
+            return self.fresh_dataset() if destructive else self.dataset_id
+        if name == "layer":
+            return "parking"
         raise AssertionError(f"the matrix does not know how to fill <{name}>; teach World.path_value")
 
 
@@ -151,8 +194,9 @@ def world(tmp_path_factory) -> World:
     other = make_user(client, keys["app"], "matrix-other")
     grant(client, owner, "telemetry")
     grant(client, other, "telemetry")
-    model_id = client.post("/v1/catalog/models", json={"kind": "car", "brand": "smart", "name": "fortwo"},
-                           headers=bearer(keys["operator"])).get_json()["id"]
+    model_id = client.post("/v1/catalog/models", headers=bearer(keys["operator"]),
+                           json={"kind": "car", "brand": "smart", "name": "fortwo", "attributes": {"length_m": 2.69}},
+                           ).get_json()["id"]
     WORLD_MODEL_ID[:] = [model_id]
     product_id = client.post("/v1/me/products", json={"model_id": model_id}, headers=owner.headers).get_json()["id"]
     device_id = client.post("/v1/me/devices", json={"platform": "fcm", "token": "owner-phone-token"},
@@ -166,9 +210,12 @@ def world(tmp_path_factory) -> World:
         "anonymous": None, **keys, "owner": owner.token, "other_user": other.token,
         "forged_token": forged, "revoked_key": revoked.plaintext, "garbage_token": "ssk_" + "0" * 43,
     }
-    return World(app=app, client=client, tokens=tokens, owner=owner, other=other, model_id=model_id,
-                 product_id=product_id, device_id=device_id, reading_id=reading_id,
-                 private_ids={owner.id, product_id, device_id, reading_id, "owner-phone-token", "matrix-owner"})
+    world = World(app=app, client=client, tokens=tokens, owner=owner, other=other, model_id=model_id,
+                  product_id=product_id, device_id=device_id, reading_id=reading_id,
+                  private_ids={owner.id, product_id, device_id, reading_id, "owner-phone-token", "matrix-owner"})
+    world.dataset_id = world.fresh_dataset()
+    run_import(database, app.extensions["smartsvc"].settings, uuid.UUID(world.dataset_id))
+    return world
 
 
 def _routes(app) -> set[tuple[str, str]]:
@@ -194,8 +241,15 @@ def _call(world: World, rule_text: str, method: str, caller: str):
     headers = bearer(token) if token else {}
     body = BODIES.get((rule_text, method if method != "HEAD" else "GET"))
     kwargs: dict[str, Any] = {"headers": headers}
+    query = QUERIES.get((rule_text, method if method != "HEAD" else "GET"))
+    if query is not None:
+        kwargs["query_string"] = query(world)
     if body is not None:
-        kwargs["json"] = body()
+        value = body()
+        if isinstance(value, Form):
+            kwargs.update(data=dict(value), content_type="multipart/form-data")
+        else:
+            kwargs["json"] = value
     return path, world.client.open(path, method=method, **kwargs)
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import select
 from smartsvc.config import Settings
 from smartsvc.db import Database
 from smartsvc.models import OutboxMessage
+from smartsvc.services.datasets import IMPORT_TASK
 from smartsvc.services.telemetry import PROCESS_TASK, process_reading, record_reading
 from tests.integration.conftest import MIGRATED_TEMPLATE, close_app, unique_name
 from tests.support.factories import TestUser as ApiUser
@@ -373,3 +374,35 @@ def test_concurrent_readings_of_one_product_lose_nothing(pipeline):
     pipeline.celery.send_task(RELAY_TASK)  # deliver the (lost wake-up) messages: nothing changes
     wait_until(lambda: all(m.completed_at for m in outbox_rows(pipeline, user)), "the outbox rows to be completed")
     assert latest(pipeline, user, product_id) == values
+
+
+def test_an_uploaded_dataset_is_imported_by_the_worker_through_the_outbox(pipeline):
+    operator = bearer(api_key(pipeline.app, "operator"))
+    portland = (Path(__file__).resolve().parents[3] / "shared" / "data" / "curblr"
+                / "portland-downtown-2020-07-30.curblr.json")
+    with open(portland, "rb") as fp:
+        response = pipeline.client.post("/v1/datasets", headers=operator, content_type="multipart/form-data",
+                                        data={"file": (fp, portland.name), "name": "Portland", "layer": "parking"})
+    assert response.status_code == 202, response.get_json()
+    dataset_id = response.get_json()["id"]
+
+    def dataset() -> dict[str, Any]:
+        found = pipeline.client.get(f"/v1/datasets/{dataset_id}", headers=operator)
+        assert found.status_code == 200, found.get_json()
+        return found.get_json()
+
+    done = wait_until(lambda: (d := dataset())["status"] in ("ready", "failed") and d, "the import to finish",
+                      timeout=120)
+    assert done["status"] == "ready", done["failure"]
+    assert (done["format"], done["time_zone"]) == ("curblr", "America/Los_Angeles")
+    assert done["counts"] == {"accepted": 416, "rejected": 0, "repaired": 0, "spots": 416}
+    assert done["progress"]["done"] == done["progress"]["total"] == portland.stat().st_size
+    with pipeline.database.session() as session:
+        message = session.scalar(select(OutboxMessage).where(
+            OutboxMessage.task == IMPORT_TASK, OutboxMessage.payload["dataset_id"].as_string() == dataset_id))
+    assert message is not None and message.completed_at is not None and message.attempts == 1
+    assert task_result(pipeline, f"outbox-{message.id}-1") == "'ready'"
+    assert not (pipeline.settings.upload_folder / f"{dataset_id}.upload").exists()
+
+    published = pipeline.client.post(f"/v1/datasets/{dataset_id}/publish", headers=operator)
+    assert published.status_code == 200 and published.get_json()["status"] == "published"

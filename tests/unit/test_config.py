@@ -116,3 +116,57 @@ def test_a_generated_secret_key_is_kept_across_restarts(tmp_path):
     assert len(first.secret_key) >= 32
     assert first.secret_key == second.secret_key
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_upload_and_import_settings_have_defaults():
+    settings = load_settings({"SMARTSVC_VAR_DIR": "/srv/smartsvc"})
+
+    assert settings.upload_folder == Path("/srv/smartsvc/uploads")
+    assert settings.max_upload_bytes == 512 * 1024 * 1024
+    assert (settings.import_max_features, settings.import_max_vertices, settings.import_max_depth) == (
+        2_000_000, 50_000, 32)
+    assert settings.service_area is None
+    assert settings.import_time_limit_s == 3600
+
+
+def test_upload_and_import_settings_are_parsed(tmp_path):
+    settings = load_settings({
+        "SMARTSVC_UPLOAD_DIR": str(tmp_path / "shared"),
+        "SMARTSVC_MAX_UPLOAD_BYTES": "2048",
+        "SMARTSVC_IMPORT_MAX_FEATURES": "10",
+        "SMARTSVC_IMPORT_MAX_VERTICES": "100",
+        "SMARTSVC_IMPORT_MAX_DEPTH": "8",
+        "SMARTSVC_IMPORT_TIME_LIMIT_S": "7200",
+        "SMARTSVC_SERVICE_AREA": " 2.2, 48.8 ,2.5,48.95",
+    })
+
+    assert settings.upload_folder == tmp_path / "shared"
+    assert settings.max_upload_bytes == 2048
+    assert (settings.import_max_features, settings.import_max_vertices, settings.import_max_depth) == (10, 100, 8)
+    assert settings.import_time_limit_s == 7200
+    assert settings.service_area == (2.2, 48.8, 2.5, 48.95)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("UPLOAD_DIR", ""),
+        ("MAX_UPLOAD_BYTES", "lots"),
+        ("MAX_UPLOAD_BYTES", "100"),
+        ("IMPORT_MAX_FEATURES", "0"),
+        ("IMPORT_MAX_VERTICES", "1"),
+        ("IMPORT_MAX_DEPTH", "many"),
+        ("IMPORT_TIME_LIMIT_S", "10"),
+        ("SERVICE_AREA", "2.2,48.8,2.5"),  # three numbers
+        ("SERVICE_AREA", "2.2,48.8,2.5,north"),
+        ("SERVICE_AREA", "48.8,2.2,48.95,2.5,"),  # five parts
+        ("SERVICE_AREA", "2.5,48.8,2.2,48.95"),  # min_lon above max_lon
+        ("SERVICE_AREA", "2.2,48.8,2.5,95"),  # latitude out of range
+        ("SERVICE_AREA", "nan,48.8,2.5,48.95"),
+    ],
+)
+def test_an_invalid_upload_or_import_setting_fails_naming_the_variable(name, value):
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings({f"SMARTSVC_{name}": value})
+
+    assert f"SMARTSVC_{name}" in str(excinfo.value)

@@ -1,3 +1,3 @@
 """Every task of the service; importing this package registers them."""
 
-from . import maintenance, outbox, telemetry  # noqa: F401
+from . import datasets, maintenance, outbox, telemetry  # noqa: F401

@@ -32,6 +32,8 @@ def upgrade() -> None:
     sa.Column('accepted', sa.Integer(), nullable=False),
     sa.Column('rejected', sa.Integer(), nullable=False),
     sa.Column('repaired', sa.Integer(), nullable=False),
+    sa.Column('spots', sa.Integer(), nullable=False),
+    sa.Column('import_attempts', sa.Integer(), nullable=False),
     sa.Column('errors', json, nullable=False),
     sa.Column('errors_total', sa.Integer(), nullable=False),
     sa.Column('failure', sa.Text(), nullable=True),

@@ -1,0 +1,129 @@
+"""``GET /v1/spots``: spots near a point that the caller's product fits and may park at for the stay."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import marshmallow as ma
+from flask import current_app, jsonify
+from flask.views import MethodView
+
+from geodata.model import KINDS, ORIENTATIONS
+
+from ..services.spot_query import SpotQuery
+from ..services.spots import search_spots
+from ..timeutil import utcnow
+from .api import Blueprint, current_user_id
+from .geojson import GeometrySchema
+
+blp = Blueprint("spots", __name__, url_prefix="/v1", description="Spot search for the caller's vehicle")
+
+MAX_RADIUS_M = 5000
+DEFAULT_RADIUS_M = 500
+MAX_DURATION_MIN = 7 * 24 * 60  # allowed-now looks one week ahead
+DEFAULT_DURATION_MIN = 60
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 20
+# Rules are opening_hours windows; far past or future years only produce nonsense (or overflow).
+FIRST_YEAR, LAST_YEAR = 1970, 2999
+_AT_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-"
+
+
+def _supported_year(value: datetime) -> None:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ma.ValidationError(f"must be a time between the years {FIRST_YEAR} and {LAST_YEAR}")
+
+
+class SpotSearchArgs(ma.Schema):
+    lat = ma.fields.Float(required=True, validate=ma.validate.Range(min=-90, max=90),
+                          metadata={"description": "Latitude of the point to search around (WGS 84)",
+                                    "example": 48.85})
+    lon = ma.fields.Float(required=True, validate=ma.validate.Range(min=-180, max=180),
+                          metadata={"description": "Longitude of the point to search around (WGS 84)",
+                                    "example": 2.35})
+    radius_m = ma.fields.Float(
+        load_default=DEFAULT_RADIUS_M,
+        validate=ma.validate.Range(min=0, max=MAX_RADIUS_M, min_inclusive=False),
+        metadata={"description": f"Search radius in geodesic metres (up to {MAX_RADIUS_M}, "
+                                 f"default {DEFAULT_RADIUS_M})"},
+    )
+    product_id = ma.fields.UUID(
+        required=True,
+        metadata={"description": "One of the caller's products; its catalogue model's length_m (and width_m, "
+                                 "height_m, weight_kg when known) decide what fits"},
+    )
+    at = ma.fields.AwareDateTime(
+        load_default=None, validate=_supported_year,
+        metadata={"description": f"Start of the stay, RFC 3339 with offset (default: now); "
+                                 f"years {FIRST_YEAR}–{LAST_YEAR}",
+                  "pattern": _AT_PATTERN, "example": "2026-11-24T10:00:00+01:00"},
+    )
+    duration_min = ma.fields.Integer(
+        load_default=DEFAULT_DURATION_MIN, validate=ma.validate.Range(min=1, max=MAX_DURATION_MIN),
+        metadata={"description": f"Length of the stay in minutes (default {DEFAULT_DURATION_MIN}); a spot must "
+                                 "allow parking for all of it"},
+    )
+    limit = ma.fields.Integer(
+        load_default=DEFAULT_LIMIT, validate=ma.validate.Range(min=1, max=MAX_LIMIT),
+        metadata={"description": f"At most this many spots (1–{MAX_LIMIT}, default {DEFAULT_LIMIT})"},
+    )
+
+
+class SpotSourceSchema(ma.Schema):
+    dataset = ma.fields.String(required=True, allow_none=True, metadata={"description": "Dataset id"})
+    feature_id = ma.fields.String(required=True, allow_none=True,
+                                  metadata={"description": "The feature's own id in the uploaded file"})
+
+
+class SpotSchema(ma.Schema):
+    id = ma.fields.String(required=True, metadata={"description": "Public id: <dataset id>.<position>"})
+    geometry = ma.fields.Nested(GeometrySchema, required=True)
+    distance_m = ma.fields.Float(required=True, metadata={
+        "description": "Geodesic metres from the point to the nearest point of the spot (0 inside a lot)"})
+    kind = ma.fields.String(required=True, allow_none=True, validate=ma.validate.OneOf(KINDS))
+    orientation = ma.fields.String(required=True, allow_none=True, validate=ma.validate.OneOf(ORIENTATIONS))
+    length_m = ma.fields.Float(required=True, allow_none=True)
+    fits = ma.fields.Boolean(required=True, metadata={"description": "Always true: only fitting spots are listed"})
+    spaces_for_vehicle = ma.fields.Integer(required=True, metadata={
+        "description": "How many vehicles like the product the spot holds"})
+    allowed_until = ma.fields.String(required=True, allow_none=True, metadata={
+        "format": "date-time",
+        "description": "When parking started at `at` stops being allowed, in the dataset's time zone "
+                       "(null: allowed for at least the next 7 days)"})
+    max_stay_min = ma.fields.Float(required=True, allow_none=True)
+    fee = ma.fields.Boolean(required=True, metadata={"description": "Whether parking costs during the stay"})
+    why = ma.fields.List(ma.fields.String(), required=True, metadata={
+        "description": "Reasons in words: the fit, then the rules over the stay"})
+    source = ma.fields.Nested(SpotSourceSchema, required=True)
+
+
+class SpotsSchema(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(SpotSchema), required=True,
+                           metadata={"description": "Sorted by distance"})
+
+
+def _container() -> Any:
+    return current_app.extensions["smartsvc"]
+
+
+@blp.route("/spots")
+class Spots(MethodView):
+    @blp.auth("user")
+    @blp.arguments(SpotSearchArgs, location="query")
+    @blp.response(200, SpotsSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, args):
+        """Spots near a point that the product fits and may park at for the whole stay, nearest first
+
+        Only the live version of the `parking` layer is searched (no live version: no items).
+        Another user's product is 404; a product whose catalogue model has no `length_m` is 422.
+        """
+        at = args["at"] if args["at"] is not None else utcnow().replace(microsecond=0)
+        query = SpotQuery(lat=args["lat"], lon=args["lon"], radius_m=args["radius_m"], product_id=args["product_id"],
+                          at=at, duration_min=args["duration_min"], limit=args["limit"])
+        container = _container()
+        results = search_spots(container.database, container.spot_finder, current_user_id(), query)
+        # ``to_dict`` gives exactly what SpotsSchema describes (test_api_spots dumps an answer through the schema
+        # and compares): answering with the JSON directly skips marshmallow's per-field dump of every item.
+        return jsonify({"items": [result.to_dict() for result in results]})

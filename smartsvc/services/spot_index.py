@@ -1,0 +1,111 @@
+"""Spot search on an in-process :class:`~geodata.index.SpotIndex` of the live parking layer.
+
+The embedded (SQLite) path, and the fast path wherever it is chosen (see
+:mod:`smartsvc.services.spots`). Each process — every API worker, every
+Celery worker — holds its own index on its container and keeps it current by
+itself: each search reads the layer's ``LiveLayer`` row (one primary-key
+read) and rebuilds the index when the live dataset or its publish counter
+changed. A lock makes concurrent requests build once; while a new version is
+being built, the others keep answering from the previous one, which is
+complete and consistent, instead of waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from geodata.fit import DEFAULT_FIT, FitConfig
+from geodata.index import SpotIndex
+from geodata.model import Vehicle
+from geodata.search import SpotResult, search
+
+from .layers import LiveVersion, iter_spots, live_layer
+from .spot_query import PARKING, SpotQuery, dataset_time_zone
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IndexedLayer:
+    """The index of one live version of a layer (``index`` None when nothing is live)."""
+
+    dataset_id: uuid.UUID | None
+    version: int
+    index: SpotIndex | None
+
+    def is_for(self, live: LiveVersion) -> bool:
+        """True when this index was built from ``live``."""
+        return (self.dataset_id, self.version) == (live.dataset_id, live.version)
+
+
+class LiveSpotIndex:
+    """The index of a layer's live version, rebuilt when a publish changes it."""
+
+    def __init__(self, layer: str = PARKING, fit_config: FitConfig = DEFAULT_FIT) -> None:
+        self.layer = layer
+        self.fit_config = fit_config
+        self._lock = threading.Lock()
+        self._held: IndexedLayer | None = None
+
+    def current(self, session: Session) -> IndexedLayer:
+        """The index of the live version, built or rebuilt first when it is stale."""
+        live = live_layer(session, self.layer)
+        held = self._held
+        if held is not None and held.is_for(live):
+            return held
+        # Only the first build makes requests wait; later ones are answered from the old version meanwhile.
+        if not self._lock.acquire(blocking=held is None):
+            assert held is not None
+            return held
+        try:
+            held = self._held
+            if held is not None and held.is_for(live):
+                return held  # built by the request we waited for
+            built = self._build(session, live)
+            self._held = built
+            return built
+        finally:
+            self._lock.release()
+
+    def _build(self, session: Session, live: LiveVersion) -> IndexedLayer:
+        if live.dataset_id is None:
+            return IndexedLayer(None, live.version, None)
+        started = time.perf_counter()
+        zone = dataset_time_zone(session, live.dataset_id)
+        ids: list[str] = []
+        spots = []
+        for public_id, spot in iter_spots(session, live.dataset_id):
+            ids.append(public_id)
+            spots.append(spot)
+        index = SpotIndex(spots, ids=ids, fit_config=self.fit_config,
+                          timezones={str(live.dataset_id): zone}, default_timezone=zone)
+        seconds = time.perf_counter() - started
+        log.info("spot index of layer %s built: dataset %s, version %s, %d spots in %.1f s",
+                 self.layer, live.dataset_id, live.version, len(index), seconds,
+                 extra={"event": "spot_index_built", "layer": self.layer, "spots": len(index),
+                        "build_s": round(seconds, 3), "pid": os.getpid()})
+        return IndexedLayer(live.dataset_id, live.version, index)
+
+
+class IndexSpotFinder:
+    """Finds spots with the process's :class:`LiveSpotIndex`."""
+
+    name = "index"
+
+    def __init__(self, live_index: LiveSpotIndex | None = None) -> None:
+        self.live_index = live_index or LiveSpotIndex()
+
+    def find(self, session: Session, query: SpotQuery, vehicle: Vehicle) -> list[SpotResult]:
+        """The nearest spots the vehicle fits and may park at, nearest first."""
+        layer = self.live_index.current(session)
+        if layer.index is None:
+            return []
+        return search(layer.index, query.lat, query.lon, query.radius_m, vehicle, query.at, query.duration_min,
+                      query.limit)

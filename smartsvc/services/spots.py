@@ -1,0 +1,69 @@
+"""Spot search: the nearest spots the caller's product fits and may park at for the stay (API.md "Spot search").
+
+The vehicle is the owned product's catalogue model (``length_m`` is needed;
+width, height and weight are checked against limits when known). Two ways
+answer with the same results (same spots, order, fields; distances within
+centimetres): the in-process index (:mod:`.spot_index`) and PostGIS
+(:mod:`.postgis_spots`). ``SMARTSVC_SPOT_SEARCH`` chooses; ``auto`` (the
+default) takes the index on SQLite and PostGIS on PostgreSQL, where many
+processes then share the database's index instead of each holding a copy of
+the layer in memory. ``index`` on PostgreSQL trades that memory for speed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from geodata.model import Vehicle
+from geodata.search import SpotResult
+
+from ..config import ConfigError, Settings
+from ..db import Database
+from ..errors import InvalidInput
+from ..models import ProductModel
+from .postgis_spots import PostgisSpotFinder
+from .products import get_owned_product
+from .spot_index import IndexSpotFinder
+from .spot_query import SpotFinder, SpotQuery
+
+
+def spot_search_path(settings: Settings) -> str:
+    """``index`` or ``postgis``: how this service answers spot searches."""
+    if settings.spot_search == "auto":
+        return "index" if settings.is_sqlite else "postgis"
+    if settings.spot_search == "postgis" and settings.is_sqlite:
+        raise ConfigError("SMARTSVC_SPOT_SEARCH=postgis needs a PostgreSQL database (SQLite has no PostGIS)")
+    return settings.spot_search
+
+
+def build_spot_finder(settings: Settings) -> SpotFinder:
+    """The finder for ``settings`` (nothing is read until the first search)."""
+    return IndexSpotFinder() if spot_search_path(settings) == "index" else PostgisSpotFinder()
+
+
+def _dimension(attributes: dict[str, Any], name: str) -> float | None:
+    value = attributes.get(name)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
+def vehicle_of(model: ProductModel) -> Vehicle:
+    """The vehicle a catalogue model describes; 422 naming ``product_id`` when its length is unknown."""
+    attributes = model.attributes or {}
+    length = _dimension(attributes, "length_m")
+    if length is None:
+        raise InvalidInput(
+            "product_id",
+            f"the product's catalogue model ({model.brand} {model.name}) has no length_m, and spot search "
+            "needs the vehicle's length to tell which spots it fits",
+        )
+    return Vehicle(length, _dimension(attributes, "width_m"), _dimension(attributes, "height_m"),
+                   _dimension(attributes, "weight_kg"))
+
+
+def search_spots(database: Database, finder: SpotFinder, user_id: uuid.UUID, query: SpotQuery) -> list[SpotResult]:
+    """Spots for one of the user's products (someone else's product is 404), nearest first."""
+    _, model = get_owned_product(database, user_id, query.product_id)
+    vehicle = vehicle_of(model)
+    with database.session() as session:
+        return finder.find(session, query, vehicle)
