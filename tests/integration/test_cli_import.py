@@ -14,11 +14,11 @@ from smartsvc.db import Database
 from smartsvc.migrate import upgrade
 from smartsvc.models import Dataset, LayerFeature, OutboxMessage
 from smartsvc.services.layers import live_layer
+from tests.support.data import PORTLAND_CURBLR
 from tests.support.factories import make_settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "unit" / "geodata" / "fixtures"
-PORTLAND = (Path(__file__).resolve().parents[3] / "shared" / "data" / "curblr"
-            / "portland-downtown-2020-07-30.curblr.json")
+PORTLAND = PORTLAND_CURBLR
 
 
 @pytest.fixture

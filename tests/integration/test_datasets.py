@@ -24,11 +24,11 @@ from smartsvc.services.dataset_import import run_import
 from smartsvc.services.datasets import IMPORT_TASK, delete_dataset, purge_stale_uploads
 from smartsvc.services.layers import live_layer
 from tests.integration.conftest import close_app
+from tests.support.data import PORTLAND_CURBLR
 from tests.support.factories import api_key, bearer, make_app, make_settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "unit" / "geodata" / "fixtures"
-PORTLAND = (Path(__file__).resolve().parents[3] / "shared" / "data" / "curblr"
-            / "portland-downtown-2020-07-30.curblr.json")
+PORTLAND = PORTLAND_CURBLR
 PARIS = (2.2, 48.8, 2.5, 48.95)
 
 

@@ -32,6 +32,7 @@ from smartsvc.models import OutboxMessage
 from smartsvc.services.datasets import IMPORT_TASK
 from smartsvc.services.telemetry import PROCESS_TASK, process_reading, record_reading
 from tests.integration.conftest import MIGRATED_TEMPLATE, close_app, unique_name
+from tests.support.data import PORTLAND_CURBLR
 from tests.support.factories import TestUser as ApiUser
 from tests.support.factories import api_key, bearer, grant, make_app, make_settings, make_user
 from tests.support.servers import PostgresServer, ServerUnavailable, WorkerProcess
@@ -378,8 +379,7 @@ def test_concurrent_readings_of_one_product_lose_nothing(pipeline):
 
 def test_an_uploaded_dataset_is_imported_by_the_worker_through_the_outbox(pipeline):
     operator = bearer(api_key(pipeline.app, "operator"))
-    portland = (Path(__file__).resolve().parents[3] / "shared" / "data" / "curblr"
-                / "portland-downtown-2020-07-30.curblr.json")
+    portland = PORTLAND_CURBLR
     with open(portland, "rb") as fp:
         response = pipeline.client.post("/v1/datasets", headers=operator, content_type="multipart/form-data",
                                         data={"file": (fp, portland.name), "name": "Portland", "layer": "parking"})

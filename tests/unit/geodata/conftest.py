@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.data import PORTLAND_CURBLR
 from geodata.readers import FeatureResult, ReadOptions, Reader, open_reader
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # The real feed, copied into the repository so a clean clone needs nothing else.
-PORTLAND = Path(__file__).resolve().parents[2] / "data" / "curblr" / "portland-downtown-2020-07-30.curblr.json"
+PORTLAND = PORTLAND_CURBLR
 
 
 class OneWayStream(io.RawIOBase):
