@@ -9,6 +9,7 @@ driver into a fine or under a barrier.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Iterable, Mapping
 
@@ -36,6 +37,36 @@ def intern_rules(rules: Iterable[Rule]) -> tuple[Rule, ...]:
             _RULE_CACHE.clear()
         found = _RULE_CACHE[key] = tuple(_RULE_CACHE.setdefault(("rule", r), r) for r in key)
     return found
+
+
+def _spot_maker() -> Any:
+    """``Spot(*values)`` (values in field order) without the dataclass ``__init__``'s per-field lookups.
+
+    The generated ``__init__`` of a frozen dataclass sets each field through
+    ``object.__setattr__``; this sets the same slots through their
+    descriptors, for a third of the cost (it is a good part of normalizing
+    a feature). Falls back to the class itself when Spot is not the plain
+    frozen slots dataclass this relies on (no ``__post_init__``, the fields
+    named below, in that order).
+    """
+    names = tuple(f.name for f in dataclasses.fields(Spot))
+    slots = [Spot.__dict__.get(name) for name in names]
+    if (names != _SPOT_FIELDS or hasattr(Spot, "__post_init__")
+            or not all(type(slot).__name__ == "member_descriptor" for slot in slots)):
+        return Spot
+    namespace: dict[str, Any] = {"_new": object.__new__, "_Spot": Spot}
+    lines = []
+    for i, (name, slot) in enumerate(zip(names, slots)):
+        namespace[f"_set{i}"] = slot.__set__
+        lines.append(f"    _set{i}(spot, {name})\n")
+    source = f"def make_spot({', '.join(names)}):\n    spot = _new(_Spot)\n{''.join(lines)}    return spot\n"
+    exec(source, namespace)  # noqa: S102 — generated from the dataclass's own field names
+    return namespace["make_spot"]
+
+
+_SPOT_FIELDS = ("geometry", "kind", "orientation", "length_m", *LIMIT_FIELDS, "capacity", "rules", "connectors",
+                "power_kw", "name", "operator", "source_dataset", "source_feature_id")
+_make_spot = _spot_maker()
 
 
 def default_kind(geometry: BaseGeometry) -> str | None:
@@ -150,19 +181,24 @@ def _rule_key(data: Any) -> Any:
     """A hashable key for a rule object made of scalars (the common case), else None."""
     if type(data) is not dict:
         return None
-    try:
+    if type(data.get("rate")) is dict:  # the one nested object a rule has: no failed first try
+        key = tuple((k, tuple(v.items()) if k == "rate" else v) for k, v in data.items())
+    else:
         key = tuple(data.items())
+    try:
         hash(key)
     except TypeError:
-        rate = data.get("rate")
-        if type(rate) is not dict:
-            return None
-        try:
-            key = tuple((k, tuple(rate.items()) if k == "rate" else v) for k, v in data.items())
-            hash(key)
-        except TypeError:
-            return None
+        return None
     return key
+
+
+def _rule_key_unchecked(data: Any) -> Any:
+    """:func:`_rule_key` without its hash check (hashing the whole list's key checks them all at once)."""
+    if type(data) is not dict:
+        return None
+    if type(data.get("rate")) is dict:
+        return tuple((k, tuple(v.items()) if k == "rate" else v) for k, v in data.items())
+    return tuple(data.items())
 
 
 def _parse_rule_cached(c: _Collector, index: int, data: Any) -> Rule | None:
@@ -197,8 +233,12 @@ def _rules(c: _Collector, value: Any) -> tuple[Rule, ...]:
     if not isinstance(value, list):
         c.error("rules", "rules must be a list of rule objects")
         return ()
-    keys = tuple(_rule_key(r) for r in value)
-    found = _LISTS.get(keys) if None not in keys else None
+    keys = tuple([_rule_key_unchecked(r) for r in value])
+    try:
+        found = _LISTS.get(keys) if None not in keys else None
+    except TypeError:  # some rule holds a list or an object: key each rule the careful way
+        keys = tuple([_rule_key(r) for r in value])
+        found = _LISTS.get(keys) if None not in keys else None
     if found is not None:
         return found
     before = len(c.issues)
@@ -239,38 +279,56 @@ def spot_from_properties(
 ) -> tuple[Spot | None, list[Issue]]:
     """Read normalized properties into a Spot; ``(None, issues)`` when the feature is rejected."""
     c = _Collector(feature)
-    kind = _choice(c, "kind", props.get("kind"), KINDS) or default_kind(geometry)
-    orientation = _choice(c, "orientation", props.get("orientation"), ORIENTATIONS)
-    length = c.unit("length_m", props.get("length_m"), units.parse_length_m)
+    get = props.get
+    unit = c.unit
+    # Absent fields (most of them) are skipped here rather than in c.unit: the same result, fewer calls.
+    value = get("kind")
+    kind = (value if value in KINDS else _choice(c, "kind", value, KINDS)) or default_kind(geometry)
+    value = get("orientation")
+    orientation = value if value in ORIENTATIONS else _choice(c, "orientation", value, ORIENTATIONS)
+    value = get("length_m")
+    length = None if value is None else unit("length_m", value, units.parse_length_m)
     if length is not None and length <= 0:
         c.error("length_m", f"length_m '{props.get('length_m')}' must be more than 0")
-    limits = {name: c.unit(name, props.get(name), units.parse_length_m) for name in LIMIT_FIELDS[:3]}
-    limits["max_vehicle_weight_kg"] = c.unit(
-        "max_vehicle_weight_kg", props.get("max_vehicle_weight_kg"), units.parse_weight_kg, default_unit="kg"
+    value = get("max_vehicle_length_m")
+    max_length = None if value is None else unit("max_vehicle_length_m", value, units.parse_length_m)
+    value = get("max_vehicle_width_m")
+    max_width = None if value is None else unit("max_vehicle_width_m", value, units.parse_length_m)
+    value = get("max_vehicle_height_m")
+    max_height = None if value is None else unit("max_vehicle_height_m", value, units.parse_length_m)
+    value = get("max_vehicle_weight_kg")
+    max_weight = None if value is None else unit(
+        "max_vehicle_weight_kg", value, units.parse_weight_kg, default_unit="kg"
     )
-    capacity = c.unit("capacity", props.get("capacity"), units.parse_count)
-    power = c.unit("power_kw", props.get("power_kw"), units.parse_power_kw)
-    rules = _rules(c, props.get("rules"))
-    connectors = _strings(c, "connectors", props.get("connectors"))
-    source = props.get("source")
+    value = get("capacity")
+    capacity = None if value is None else unit("capacity", value, units.parse_count)
+    value = get("power_kw")
+    power = None if value is None else unit("power_kw", value, units.parse_power_kw)
+    rules = _rules(c, get("rules"))
+    value = get("connectors")
+    connectors = () if value is None else _strings(c, "connectors", value)
+    source = get("source")
     if isinstance(source, dict) and source.get("feature_id") not in (None, ""):
         feature_id = str(source["feature_id"])
-    if c.failed:
+    if c.issues and c.failed:
         return None, c.issues
-    name, operator = props.get("name"), props.get("operator")
-    spot = Spot(
-        geometry=geometry,
-        kind=kind,
-        orientation=orientation,
-        length_m=default_length_m(geometry, kind, length),
-        capacity=capacity,
-        rules=rules,
-        connectors=connectors,
-        power_kw=power,
-        name=None if name in (None, "") else str(name),
-        operator=None if operator in (None, "") else str(operator),
-        source_dataset=dataset,
-        source_feature_id=feature_id,
-        **limits,
+    name, operator = get("name"), get("operator")
+    spot = _make_spot(  # Spot(...), fields in _SPOT_FIELDS order
+        geometry,
+        kind,
+        orientation,
+        default_length_m(geometry, kind, length),
+        max_length,
+        max_width,
+        max_height,
+        max_weight,
+        capacity,
+        rules,
+        connectors,
+        power,
+        None if name is None or name == "" else str(name),
+        None if operator is None or operator == "" else str(operator),
+        dataset,
+        feature_id,
     )
     return spot, c.issues

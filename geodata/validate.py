@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import shapely
 from opening_hours import OpeningHours
 from shapely.geometry import Polygon
@@ -86,6 +87,32 @@ def json_depth(value: Any) -> int:
             if type(child) in (dict, list, tuple):
                 stack.append((child, depth))
     return deepest
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """``json_depth(value) > limit``, stopping at the first branch past the limit (cheaper for a feature's properties).
+
+    Only containers are visited. Very large limits use :func:`json_depth`
+    itself, so that nothing here recurses deeper than a few hundred frames.
+    """
+    if limit > 200:
+        return json_depth(value) > limit
+    kind = type(value)
+    if kind is dict:
+        children: Any = value.values()
+    elif kind is list or kind is tuple:
+        children = value
+    else:
+        return limit < 0
+    if limit < 1:
+        return True
+    for child in children:
+        if type(child) in _CONTAINERS and deeper_than(child, limit - 1):
+            return True
+    return False
+
+
+_CONTAINERS = frozenset((dict, list, tuple))
 
 
 _NUMBER_TYPES = (int, float)
@@ -200,6 +227,10 @@ def parse_geometry(
     """
     if not isinstance(geometry, dict):
         raise GeometryRejected("the feature has no geometry" if geometry is None else "geometry must be a JSON object")
+    simple = simple_positions(geometry, limits, service_area)
+    if simple is not None:  # the common case, without the general checks below (same result)
+        kind, positions = simple
+        return (shapely.points(positions) if kind == "Point" else shapely.linestrings(positions)), []
     kind = geometry.get("type")
     if kind not in _KNOWN_TYPES:
         raise GeometryRejected(f"geometry type {kind!r} is not supported (use Point, LineString or Polygon)")
@@ -255,6 +286,78 @@ def parse_geometry(
         geom, note = _repair(geom, limits)
         notes.append((REPAIRED, note))
     return geom, notes
+
+
+def simple_positions(geometry: Any, limits: Limits, service_area: BBox | None = None) -> tuple[str, Any] | None:
+    """The positions of a plain Point or LineString that :func:`parse_geometry` accepts as it is, else ``None``.
+
+    Most features are such a point or line: ``("Point", (lon, lat))`` or
+    ``("LineString", [(lon, lat), ...])``, checked (numbers, ranges, the
+    vertex limit, two distinct positions, the service area) but not built,
+    so that a reader can build many at once with :func:`build_simple`.
+    ``None`` means "take the full path", which finds the first problem in
+    the usual order (it may still be a valid geometry).
+    Raises :class:`GeometryRejected` only for the service area, as
+    :func:`parse_geometry` would.
+    """
+    if type(geometry) is not dict:
+        return None
+    kind = geometry.get("type")
+    if kind != "Point" and kind != "LineString":
+        return None
+    coords = geometry.get("coordinates")
+    if type(coords) is not list and type(coords) is not tuple:
+        return None
+    if kind == "Point":
+        if len(coords) < 2 or limits.max_vertices < 1:
+            return None
+        lon, lat = coords[0], coords[1]
+        if type(lon) not in _NUMBER_TYPES or type(lat) not in _NUMBER_TYPES:
+            return None
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):  # also false for NaN
+            return None
+        lon, lat = float(lon), float(lat)
+        if service_area is not None:
+            _check_service_area((lon, lat, lon, lat), service_area)
+        return kind, (lon, lat)
+    if not 2 <= len(coords) <= limits.max_vertices:
+        return None
+    positions = []
+    append = positions.append
+    for pos in coords:
+        if (type(pos) is not list and type(pos) is not tuple) or len(pos) < 2:
+            return None
+        lon, lat = pos[0], pos[1]
+        if type(lon) not in _NUMBER_TYPES or type(lat) not in _NUMBER_TYPES:
+            return None
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            return None
+        append((float(lon), float(lat)))
+    first = positions[0]
+    for p in positions:
+        if p != first:
+            break
+    else:
+        return None  # no two distinct positions: the full path says so
+    if service_area is not None:
+        lons = [p[0] for p in positions]
+        lats = [p[1] for p in positions]
+        _check_service_area((min(lons), min(lats), max(lons), max(lats)), service_area)
+    return kind, positions
+
+
+def build_simple(items: list[tuple[str, Any]]) -> list[BaseGeometry]:
+    """The shapely geometries of :func:`simple_positions` results, built with one call per type."""
+    points = [positions for kind, positions in items if kind == "Point"]
+    lines = [positions for kind, positions in items if kind != "Point"]
+    built_points = iter(shapely.points(np.array(points, dtype=float)).tolist() if points else ())
+    built_lines: Any = ()
+    if lines:
+        coords = np.array([p for line in lines for p in line], dtype=float)
+        index = np.repeat(np.arange(len(lines)), [len(line) for line in lines])
+        built_lines = shapely.linestrings(coords, indices=index).tolist()
+    built_lines = iter(built_lines)
+    return [next(built_points) if kind == "Point" else next(built_lines) for kind, _ in items]
 
 
 @lru_cache(maxsize=65536)

@@ -25,6 +25,7 @@ from geodata.validate import (
     Issue,
     LimitExceeded,
     Limits,
+    deeper_than,
     json_depth,
     parse_geometry,
 )
@@ -115,13 +116,15 @@ class Reader:
 
     def _counted(self) -> Iterator[FeatureResult]:
         limit = self.options.limits.max_features
+        stats = self.stats
         for result in self._read():
-            if self.stats.features >= limit:
+            if stats.features >= limit:
                 raise LimitExceeded(f"the file has more than {limit:,} features, the limit per file")
-            self.stats.features += 1
-            self.stats.spots += len(result.spots)
-            self.stats.rejected += result.rejected
-            self.stats.repaired += result.repaired
+            stats.features += 1
+            stats.spots += len(result.spots)
+            if result.issues:  # without issues a feature is neither rejected nor repaired
+                stats.rejected += result.rejected
+                stats.repaired += result.repaired
             yield result
 
     def _read(self) -> Iterator[FeatureResult]:
@@ -142,8 +145,8 @@ class Reader:
 
     def too_deep(self, value: Any, feature: int | str, field_name: str, issues: list[Issue]) -> bool:
         """True (with an issue) when ``value`` nests deeper than the limit."""
-        depth = json_depth(value)
-        if depth > self.options.limits.max_depth:
+        if deeper_than(value, self.options.limits.max_depth):
+            depth = json_depth(value)
             issues.append(
                 Issue(
                     feature, field_name, f"{field_name} nests {depth} levels deep; the limit is "

@@ -13,7 +13,7 @@ from geodata.normalize import spot_from_properties
 from geodata.readers import FeatureResult, Reader
 from geodata.readers._json import iter_items, peek_head
 from geodata.readers.detect import sniff
-from geodata.validate import ERROR, FormatError, Issue
+from geodata.validate import ERROR, FormatError, GeometryRejected, Issue, build_simple, simple_positions
 
 
 def iter_features(fp: BinaryIO, head: bytes | None) -> Iterator[tuple[int, Any]]:
@@ -44,12 +44,29 @@ class GeoJSONReader(Reader):
 
     format = "geojson"
 
+    # Features are finished this many at a time, so that their plain points and lines are built by one
+    # shapely call per chunk rather than one per feature (the results, and their order, are the same).
+    CHUNK = 256
+
     def _read(self) -> Iterator[FeatureResult]:
-        for index, feature in iter_features(self.fp, self.head):
-            yield self.convert(index, feature)
+        chunk: list[Any] = []
+        try:
+            for index, feature in iter_features(self.fp, self.head):
+                chunk.append(self._prepare(index, feature))
+                if len(chunk) >= self.CHUNK:
+                    yield from self._complete(chunk)
+                    chunk = []
+        except Exception:
+            yield from self._complete(chunk)  # the features read before a broken part, as one at a time would
+            raise
+        yield from self._complete(chunk)
 
     def convert(self, index: int, feature: Any) -> FeatureResult:
         """One GeoJSON feature → a FeatureResult."""
+        return next(self._complete([self._prepare(index, feature)]))
+
+    def _prepare(self, index: int, feature: Any) -> Any:
+        """Everything up to the geometry: a finished FeatureResult (rejected), or what :meth:`_complete` needs."""
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
             issue = Issue(index, "type", "this item is not a GeoJSON Feature", ERROR)
             return FeatureResult(index, None, (), (issue,))
@@ -62,9 +79,31 @@ class GeoJSONReader(Reader):
             return FeatureResult(index, fid, (), tuple(issues))
         if self.too_deep(props, label, "properties", issues):
             return FeatureResult(index, fid, (), tuple(issues))
-        geom = self.geometry(feature.get("geometry"), label, issues)
+        geometry = feature.get("geometry")
+        try:
+            simple = simple_positions(geometry, self.options.limits, self.options.service_area)
+        except GeometryRejected:
+            simple = None  # the full path below reports it
+        if simple is not None:
+            return (index, fid, label, issues, props, None, simple)
+        geom = self.geometry(geometry, label, issues)
         if geom is None:
             return FeatureResult(index, fid, (), tuple(issues))
-        spot, more = spot_from_properties(props, geom, feature=label, dataset=self.options.dataset, feature_id=fid)
-        issues.extend(more)
-        return FeatureResult(index, fid, (spot,) if spot else (), tuple(issues))
+        return (index, fid, label, issues, props, geom, None)
+
+    def _complete(self, chunk: list[Any]) -> Iterator[FeatureResult]:
+        """Build the chunk's plain geometries at once, then normalize each feature, in order."""
+        simple = [item[6] for item in chunk if type(item) is tuple and item[6] is not None]
+        built = iter(build_simple(simple)) if simple else iter(())
+        dataset = self.options.dataset
+        for item in chunk:
+            if type(item) is not tuple:
+                yield item
+                continue
+            index, fid, label, issues, props, geom, positions = item
+            if positions is not None:
+                geom = next(built)
+            spot, more = spot_from_properties(props, geom, feature=label, dataset=dataset, feature_id=fid)
+            if more:
+                issues.extend(more)
+            yield FeatureResult(index, fid, (spot,) if spot else (), tuple(issues))

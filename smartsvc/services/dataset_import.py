@@ -20,10 +20,13 @@ none of its features left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import queue
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from geodata.model import Rule, Spot
 from geodata.readers import FeatureResult, Reader, ReadOptions, open_reader
 from geodata.validate import FormatError, Issue, Limits, json_depth
 
@@ -41,11 +45,13 @@ from ..db import Database
 from ..models import Dataset, LayerFeature
 from ..timeutil import is_valid_time_zone, utcnow
 from . import outbox, uploads
-from .layers import FeatureToStore, feature_row, insert_features
+from .layers import dumps_json_strict, geometry_values, insert_feature_values
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 2000
+BATCH_SIZE = 10_000
+# Batches are written by a thread of their own while the file is read (see _BatchWriter).
+WRITE_IN_THREAD = True
 # Progress (and the outbox lease) is written at least this often, even while a
 # file yields no spots for a long stretch (an OSM extract is mostly roads).
 PROGRESS_INTERVAL_S = 2.0
@@ -54,6 +60,8 @@ _MAX_TEXT = 500  # characters of an issue's message or feature label that are ke
 _MAX_FEATURE_ID = 300  # the column's length
 _MAX_METADATA_BYTES = 64 * 1024
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What json.dumps (ensure_ascii) makes of those characters: text without this is storable as it is.
+_UNSTORABLE_ESCAPED = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -90,7 +98,8 @@ class _Tally:
     """What the run found so far; rows wait here until their batch is written."""
 
     total: int
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    # (spot, index of its feature in the file), waiting for the next batch
+    rows: list[tuple[Spot, int]] = field(default_factory=list)
     seq: int = 0
     done: int = 0
     accepted: int = 0
@@ -128,6 +137,97 @@ def storable(value: Any) -> Any:
 def _short(text: str, limit: int = _MAX_TEXT) -> str:
     text = storable(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# Rule lists as JSON text, by the identity of the (interned) tuple: a million spots share a few hundred.
+_RULES_JSON: dict[int, tuple[tuple[Rule, ...], str | None]] = {}
+_RULES_JSON_MAX = 10_000
+# Stands for the rule list in the one json.dumps of a spot's properties, then replaced by its cached text.
+_RULES_SLOT = "\x01rules\x01"
+_RULES_SLOT_JSON = json.dumps(_RULES_SLOT)
+
+
+def _rules_json(rules: tuple[Rule, ...]) -> str | None:
+    """``json.dumps`` of the rule list as ``Spot.to_properties`` writes it; None unless plain storable JSON."""
+    found = _RULES_JSON.get(id(rules))
+    if found is not None and found[0] is rules:
+        return found[1]
+    try:
+        text: str | None = dumps_json_strict([rule.to_dict() for rule in rules])
+    except ValueError:
+        text = None
+    if text is not None and _UNSTORABLE_ESCAPED.search(text):
+        text = None
+    if len(_RULES_JSON) >= _RULES_JSON_MAX:
+        _RULES_JSON.clear()
+    _RULES_JSON[id(rules)] = (rules, text)  # the tuple is kept alive, so its id is not reused
+    return text
+
+
+def properties_json(spot: Spot) -> str:
+    """``json.dumps(storable(spot.to_properties()))``, without rebuilding the rules' dicts for every spot.
+
+    The properties are built as ``to_properties`` builds them (same keys, same
+    order) with a placeholder for the rule list, serialised once, and the
+    placeholder replaced by the rule list's cached text. Whenever the text
+    shows something :func:`storable` would change (NUL, a surrogate, a
+    non-finite number) or the placeholder is not found exactly once, the
+    spot takes the plain path.
+    """
+    props: dict[str, Any] = {}
+    if spot.kind is not None:
+        props["kind"] = spot.kind
+    if spot.orientation is not None:
+        props["orientation"] = spot.orientation
+    if spot.length_m is not None:
+        props["length_m"] = spot.length_m
+    if spot.max_vehicle_length_m is not None:
+        props["max_vehicle_length_m"] = spot.max_vehicle_length_m
+    if spot.max_vehicle_width_m is not None:
+        props["max_vehicle_width_m"] = spot.max_vehicle_width_m
+    if spot.max_vehicle_height_m is not None:
+        props["max_vehicle_height_m"] = spot.max_vehicle_height_m
+    if spot.max_vehicle_weight_kg is not None:
+        props["max_vehicle_weight_kg"] = spot.max_vehicle_weight_kg
+    if spot.capacity is not None:
+        props["capacity"] = spot.capacity
+    props["rules"] = _RULES_SLOT
+    if spot.connectors:
+        props["connectors"] = list(spot.connectors)
+    if spot.power_kw is not None:
+        props["power_kw"] = spot.power_kw
+    if spot.name is not None:
+        props["name"] = spot.name
+    if spot.operator is not None:
+        props["operator"] = spot.operator
+    props["source"] = {"dataset": spot.source_dataset, "feature_id": spot.source_feature_id}
+    rules = _rules_json(spot.rules)
+    if rules is not None:
+        try:
+            text = dumps_json_strict(props)
+        except ValueError:  # a non-finite number
+            pass
+        else:
+            if text.count(_RULES_SLOT_JSON) == 1 and not _UNSTORABLE_ESCAPED.search(text):
+                return text.replace(_RULES_SLOT_JSON, rules)
+    return json.dumps(storable(spot.to_properties()))
+
+
+def feature_values(pending: list[tuple[Spot, int]], first_seq: int) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """The stored columns (:data:`~smartsvc.services.layers.VALUE_COLUMNS`) of a batch of spots from ``first_seq``,
+    and their geometries."""
+    geometries = [spot.geometry for spot, _ in pending]
+    rows = []
+    seq = first_seq
+    for (spot, index), (geometry, min_lon, min_lat, max_lon, max_lat) in zip(pending, geometry_values(geometries)):
+        feature_id = spot.source_feature_id
+        if feature_id is not None and (type(feature_id) is not str or len(feature_id) > _MAX_FEATURE_ID
+                                       or _UNSTORABLE.search(feature_id)):
+            feature_id = _short(str(feature_id), _MAX_FEATURE_ID)
+        rows.append((seq, index, feature_id, spot.kind, geometry, properties_json(spot),
+                     min_lon, min_lat, max_lon, max_lat))
+        seq += 1
+    return rows, geometries
 
 
 def issue_entry(issue: Issue) -> dict[str, Any]:
@@ -235,15 +335,15 @@ def _import(
                           service_area=settings.service_area, timezone=claim.time_zone)
     with fp:
         reader = open_reader(fp, claim.fmt, options)
-        written_at = time.monotonic()
-        for result in reader:
-            _add(tally, claim.dataset_id, result)
-            if len(tally.rows) >= batch_size or time.monotonic() - written_at >= progress_interval_s:
-                tally.done = reader.position() or tally.done
-                _write_batch(database, claim, outbox_id, tally)
-                written_at = time.monotonic()
-                if on_progress is not None:
-                    on_progress(tally.done, tally.total)
+        with _BatchWriter(database, claim, outbox_id, on_progress, tally, threaded=WRITE_IN_THREAD) as writer:
+            monotonic = time.monotonic
+            written_at = monotonic()
+            for result in reader:
+                _add(tally, result)
+                if len(tally.rows) >= batch_size or monotonic() - written_at >= progress_interval_s:
+                    tally.done = reader.position() or tally.done
+                    writer.submit(_cut(tally))
+                    written_at = monotonic()
         _finish(database, claim, outbox_id, tally, reader)
     uploads.remove(settings.upload_folder, claim.upload_name)
     if on_progress is not None:
@@ -253,54 +353,184 @@ def _import(
     return ImportOutcome(claim.dataset_id, "ready", True)
 
 
-def _add(tally: _Tally, dataset_id: uuid.UUID, result: FeatureResult) -> None:
+def _add(tally: _Tally, result: FeatureResult) -> None:
     """Count one input feature and queue its spots for the next batch."""
-    if result.spots:
+    spots = result.spots
+    if spots:
         tally.accepted += 1
-    tally.rejected += result.rejected
-    tally.repaired += result.repaired
-    for spot in result.spots:
-        row = feature_row(dataset_id, tally.seq, FeatureToStore(spot, result.index))
-        if row["feature_id"] is not None:
-            row["feature_id"] = _short(str(row["feature_id"]), _MAX_FEATURE_ID)
-        row["properties"] = storable(row["properties"])
-        tally.rows.append(row)
-        tally.seq += 1
-        box = (row["min_lon"], row["min_lat"], row["max_lon"], row["max_lat"])
-        if tally.bbox is None:
-            tally.bbox = list(box)
-        else:
-            tally.bbox = [min(tally.bbox[0], box[0]), min(tally.bbox[1], box[1]),
-                          max(tally.bbox[2], box[2]), max(tally.bbox[3], box[3])]
-    for issue in result.issues:
-        tally.errors_total += 1
-        if len(tally.errors) < MAX_ERRORS_KEPT:
-            tally.errors.append(issue_entry(issue))
-            tally.errors_changed = True
+        for spot in spots:
+            tally.rows.append((spot, result.index))
+        tally.seq += len(spots)
+    if result.issues:
+        tally.rejected += result.rejected
+        tally.repaired += result.repaired
+        for issue in result.issues:
+            tally.errors_total += 1
+            if len(tally.errors) < MAX_ERRORS_KEPT:
+                tally.errors.append(issue_entry(issue))
+                tally.errors_changed = True
 
 
-def _record(dataset: Dataset, tally: _Tally) -> None:
-    """Write what the run found so far onto the dataset row."""
-    dataset.progress_done = min(tally.done, tally.total)
-    dataset.accepted, dataset.rejected, dataset.repaired = tally.accepted, tally.rejected, tally.repaired
-    dataset.spots = tally.seq
-    dataset.errors_total = tally.errors_total
+@dataclass(frozen=True)
+class _Progress:
+    """What the run had found when a batch was cut, as :func:`_record` writes it."""
+
+    done: int
+    total: int
+    accepted: int
+    rejected: int
+    repaired: int
+    spots: int
+    errors_total: int
+    errors: list[dict[str, Any]] | None  # a copy when they changed since the last batch
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Spots to write (with the ``seq`` of the first) and the progress to record with them."""
+
+    spots: list[tuple[Spot, int]]
+    first_seq: int
+    progress: _Progress
+
+
+def _snapshot(tally: _Tally) -> _Progress:
+    errors = None
     if tally.errors_changed:
-        dataset.errors = list(tally.errors)
+        errors = list(tally.errors)
         tally.errors_changed = False
+    return _Progress(tally.done, tally.total, tally.accepted, tally.rejected, tally.repaired, tally.seq,
+                     tally.errors_total, errors)
 
 
-def _write_batch(database: Database, claim: _Claim, outbox_id: int | None, tally: _Tally) -> None:
-    """One short transaction: the waiting rows and the progress."""
-    with database.unit_of_work() as uow:
-        session = uow.session
-        assert session is not None
-        dataset = _current(session, claim)
-        insert_features(session, tally.rows)
-        _record(dataset, tally)
-        outbox.extend_lease(session, outbox_id)
-        uow.commit()
-    tally.rows = []
+def _cut(tally: _Tally) -> _Batch:
+    """The waiting spots and the progress so far, as one batch; the tally starts a new one."""
+    spots, tally.rows = tally.rows, []
+    return _Batch(spots, tally.seq - len(spots), _snapshot(tally))
+
+
+def _batch_rows(batch: _Batch, tally: _Tally) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """The batch's stored rows and their geometries; the dataset's bbox (``tally.bbox``) grows by them."""
+    rows, geometries = feature_values(batch.spots, batch.first_seq)
+    box = tally.bbox
+    for row in rows:
+        min_lon, min_lat, max_lon, max_lat = row[6:]
+        if box is None:
+            box = [min_lon, min_lat, max_lon, max_lat]
+            continue
+        # min()/max() one box at a time, as before (the same result even for a NaN bound)
+        if min_lon < box[0]:
+            box[0] = min_lon
+        if min_lat < box[1]:
+            box[1] = min_lat
+        if max_lon > box[2]:
+            box[2] = max_lon
+        if max_lat > box[3]:
+            box[3] = max_lat
+    tally.bbox = box
+    return rows, geometries
+
+
+def _record(dataset: Dataset, progress: _Progress) -> None:
+    """Write what the run found so far onto the dataset row."""
+    dataset.progress_done = min(progress.done, progress.total)
+    dataset.accepted, dataset.rejected, dataset.repaired = progress.accepted, progress.rejected, progress.repaired
+    dataset.spots = progress.spots
+    dataset.errors_total = progress.errors_total
+    if progress.errors is not None:
+        dataset.errors = progress.errors
+
+
+class _BatchWriter:
+    """Writes the batches of one run, each in a short transaction of its own, then calls ``on_progress``.
+
+    With ``threaded``, a thread of its own writes while the file goes on being
+    read (the database work, in SQLite's C code or in the PostgreSQL server,
+    overlaps the parsing); at most one batch waits for it, so memory stays
+    bounded. ``on_progress`` then runs in that thread, still right after its
+    batch is committed. An error in the thread is raised again in the reading
+    thread at its next :meth:`submit` (or when the block ends). Leaving the
+    block waits for the thread: batches already handed over are written
+    (as they were before the reader failed), except after a
+    ``BaseException`` (Ctrl-C, a worker shutting down), when waiting ones
+    are dropped — the caller then fails the import and removes its rows.
+    """
+
+    def __init__(self, database: Database, claim: _Claim, outbox_id: int | None,
+                 on_progress: ProgressCallback | None, tally: _Tally, *, threaded: bool) -> None:
+        self._database = database
+        self._claim = claim
+        self._outbox_id = outbox_id
+        self._on_progress = on_progress
+        self._tally = tally
+        self._threaded = threaded
+        self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._drop = False
+
+    def __enter__(self) -> _BatchWriter:
+        if self._threaded:
+            self._thread = threading.Thread(target=self._run, name=f"import-writer-{self._claim.dataset_id}",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, _tb: Any) -> None:
+        if self._thread is None:
+            return
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            self._drop = True
+        self._put(None, raise_error=False)
+        self._thread.join()
+        self._thread = None
+        if exc_type is None and self._error is not None:
+            raise self._error
+
+    def submit(self, batch: _Batch) -> None:
+        """Write ``batch`` (in the thread: hand it over, waiting while another batch waits)."""
+        if self._thread is None:
+            self._write(batch)
+        else:
+            self._put(batch, raise_error=True)
+
+    def _put(self, item: _Batch | None, *, raise_error: bool) -> None:
+        while True:
+            if raise_error and self._error is not None:
+                raise self._error
+            if self._drop:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            if self._drop or self._error is not None:
+                continue  # taken off the queue, not written: the reading thread stops or drops them
+            try:
+                self._write(batch)
+            except BaseException as exc:  # noqa: BLE001 — raised again in the reading thread
+                self._error = exc
+
+    def _write(self, batch: _Batch) -> None:
+        rows, geometries = _batch_rows(batch, self._tally)
+        with self._database.unit_of_work() as uow:
+            session = uow.session
+            assert session is not None
+            dataset = _current(session, self._claim)
+            insert_feature_values(session, self._claim.dataset_id, rows, geometries)
+            _record(dataset, batch.progress)
+            outbox.extend_lease(session, self._outbox_id)
+            uow.commit()
+        if self._on_progress is not None:
+            self._on_progress(batch.progress.done, batch.progress.total)
 
 
 def _time_zone(configured: str | None, from_file: str | None, tally: _Tally) -> str | None:
@@ -337,12 +567,14 @@ def _finish(database: Database, claim: _Claim, outbox_id: int | None, tally: _Ta
     time_zone = _time_zone(claim.time_zone, reader.timezone, tally)
     metadata = _metadata(reader.metadata, reader.options.limits.max_depth)
     tally.done = tally.total
+    batch = _cut(tally)
+    rows, geometries = _batch_rows(batch, tally)
     with database.unit_of_work() as uow:
         session = uow.session
         assert session is not None
         dataset = _current(session, claim)
-        insert_features(session, tally.rows)
-        _record(dataset, tally)
+        insert_feature_values(session, claim.dataset_id, rows, geometries)
+        _record(dataset, batch.progress)
         dataset.errors = list(tally.errors)
         dataset.status = "ready"
         dataset.format = reader.format
@@ -354,7 +586,6 @@ def _finish(database: Database, claim: _Claim, outbox_id: int | None, tally: _Ta
         dataset.upload_path = None
         outbox.complete(session, outbox_id)
         uow.commit()
-    tally.rows = []
 
 
 def _stopped(database: Database, claim: _Claim, outbox_id: int | None) -> ImportOutcome:
