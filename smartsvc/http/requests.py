@@ -11,7 +11,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..logging_setup import request_id_var
-from .uploads import view_body_limit
+from .uploads import view_body_limit, view_reads_whole_body
 
 log = logging.getLogger("smartsvc.access")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
@@ -48,9 +48,9 @@ def install_request_hooks(app: Flask) -> None:
         g.request_started = time.perf_counter()
         own_limit = view_body_limit()
         if own_limit is not None:
-            # A large upload: read as a stream by its view, stopped at the limit by werkzeug.
+            # A large body: an upload is read as a stream by its view, stopped at the limit by werkzeug.
             request.max_content_length = own_limit
-        else:
+        if own_limit is None or view_reads_whole_body():
             _refuse_oversized_stream()
 
     @app.after_request

@@ -1,11 +1,13 @@
-"""Large multipart uploads: a view's own body limit, and files spooled where they will be kept.
+"""Large request bodies: a view's own body limit, and uploaded files spooled where they will be kept.
 
 The app-wide ``SMARTSVC_MAX_BODY_BYTES`` (1 MiB) stays the limit everywhere
 else. A view decorated with :func:`large_upload` declares its own limit: the
 request hooks apply it before anything reads the body (a chunked body is then
 not buffered in memory; werkzeug stops it at the limit with a 413 while
 parsing), and its uploaded files are spooled to disk in the given folder
-rather than in ``/tmp`` (often a RAM disk) or in memory.
+rather than in ``/tmp`` (often a RAM disk) or in memory. A view decorated
+with :func:`large_body` only has a larger limit for a body it reads whole
+(JSON).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..config import Settings
 # Files up to this size stay in memory while the form is parsed (werkzeug's own threshold).
 _IN_MEMORY_BYTES = 500 * 1024
 _LIMIT_ATTRIBUTE = "smartsvc_body_limit"
+_WHOLE_BODY_ATTRIBUTE = "smartsvc_whole_body"
 
 SettingBytes = Callable[[Settings], int]
 SettingFolder = Callable[[Settings], Path]
@@ -61,12 +64,41 @@ def large_upload(limit: SettingBytes, spool_dir: SettingFolder) -> Callable[[Cal
     return decorator
 
 
-def view_body_limit() -> int | None:
-    """The body limit the view matched by this request declared with :func:`large_upload`, if any."""
+def large_body(limit: SettingBytes) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The view accepts a (JSON) body up to ``limit(settings)`` bytes, read whole like any other body.
+
+    For bodies that are large but not uploads, such as a 10,000-vertex
+    polygon: nothing is spooled, and a chunked body past the limit is 413
+    like everywhere else.
+    """
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            request.max_content_length = limit(current_app.extensions["smartsvc"].settings)
+            return view(*args, **kwargs)
+
+        setattr(wrapper, _LIMIT_ATTRIBUTE, limit)
+        setattr(wrapper, _WHOLE_BODY_ATTRIBUTE, True)
+        return wrapper
+
+    return decorator
+
+
+def _view_handler() -> Any:
     view = current_app.view_functions.get(request.endpoint or "")
     view_class = getattr(view, "view_class", None)
-    handler = getattr(view_class, request.method.lower(), None) if view_class is not None else view
-    limit = getattr(handler, _LIMIT_ATTRIBUTE, None)
+    return getattr(view_class, request.method.lower(), None) if view_class is not None else view
+
+
+def view_reads_whole_body() -> bool:
+    """True when the view matched by this request declared its limit with :func:`large_body` (not an upload)."""
+    return bool(getattr(_view_handler(), _WHOLE_BODY_ATTRIBUTE, False))
+
+
+def view_body_limit() -> int | None:
+    """The body limit the view matched by this request declared (:func:`large_upload`, :func:`large_body`), if any."""
+    limit = getattr(_view_handler(), _LIMIT_ATTRIBUTE, None)
     if limit is None:
         return None
     return int(limit(current_app.extensions["smartsvc"].settings))
