@@ -42,7 +42,7 @@ run: venv
 	@echo "==> starting smartsvc on http://127.0.0.1:$(PORT)  (Ctrl-C stops it)"
 	$(BIN)/smartsvc run --port $(PORT)
 
-# bench-sysdeps (a superset of sysdeps): tests/integration/test_bench_smoke.py runs ogr2ogr.
+# bench-sysdeps (a superset of sysdeps): tests/integration/test_bench_smoke.py runs ogr2ogr and wrk.
 test: venv bench-sysdeps
 	@echo "==> running the test suite"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -49,15 +49,25 @@ def _synthetic_items(count: int = 20) -> list[dict[str, Any]]:
 
 
 def create_app() -> Flask:
-    """The ceiling app; its items come from ``$BENCH_CEILING_ITEMS`` (a JSON list) when set."""
+    """The ceiling app; its items come from ``$BENCH_CEILING_ITEMS`` (a JSON list) when set.
+
+    The file is read at the first request (the benchmark starts this server while ours
+    is still starting, and writes the file from our first answer).
+    """
     path = os.environ.get(ITEMS_ENV)
-    items = json.loads(Path(path).read_text()) if path else _synthetic_items()
+    loaded: list[Any] = []
     app = Flask("ceiling")
     app.json.sort_keys = False  # type: ignore[attr-defined]  # as smartsvc
 
     @app.get("/items")
     def get_items() -> dict[str, Any]:
-        return {"items": items}
+        if not loaded:
+            loaded.append(json.loads(Path(path).read_text()) if path and Path(path).exists() else _synthetic_items())
+        return {"items": loaded[0]}
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
 
     return app
 

@@ -120,6 +120,8 @@ class SpotIndex:
         self._build_segments()
         self._build_attributes(timezones or {}, default_timezone, countries or {})
         self.decision_cache: dict = {}
+        # (spot, vehicle) -> the fit reasons of a result, kept by geodata.search (bounded there).
+        self.fit_reasons: dict = {}
 
     def __len__(self) -> int:
         return len(self.spots)

@@ -169,10 +169,12 @@ class Spot:
         return {"type": "Feature", "geometry": mapping(self.geometry), "properties": self.to_properties()}
 
     @classmethod
-    def from_properties(cls, properties: Mapping[str, Any], geometry: BaseGeometry | Mapping[str, Any]) -> Spot:
+    def from_properties(cls, properties: Mapping[str, Any], geometry: BaseGeometry | Mapping[str, Any], *,
+                        rules: tuple[Rule, ...] | None = None) -> Spot:
         """Rebuild a spot from what :meth:`to_properties` wrote (trusted input).
 
-        ``geometry`` may be a shapely geometry or a GeoJSON geometry mapping.
+        ``geometry`` may be a shapely geometry or a GeoJSON geometry mapping. ``rules``, when
+        given, are ``properties["rules"]`` already parsed (a reader of many spots shares them).
         """
         geom = geometry if isinstance(geometry, BaseGeometry) else shape(geometry)
         source = properties.get("source") or {}
@@ -186,7 +188,7 @@ class Spot:
             kind=properties.get("kind"),
             orientation=properties.get("orientation"),
             capacity=None if capacity is None else int(capacity),
-            rules=tuple(Rule.from_dict(r) for r in properties.get("rules") or ()),
+            rules=rules if rules is not None else tuple(Rule.from_dict(r) for r in properties.get("rules") or ()),
             connectors=tuple(properties.get("connectors") or ()),
             name=properties.get("name"),
             operator=properties.get("operator"),

@@ -6,7 +6,8 @@ deciding "allowed now" once per distinct rule list (cached on the index by
 rule list, start and duration, and as one state per rule list so that a warm
 search decides a whole batch of hits in one vectorised step), until
 ``limit`` results are found. Only the results' fields are computed per spot;
-geometry and reasons are built when read.
+geometry and reasons are built when read (:func:`to_dicts` serialises a whole
+answer; the fit reasons are kept per spot and vehicle on the index).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import shapely
 from shapely.geometry import mapping
 
 from geodata.allowed import Decision
@@ -24,6 +26,9 @@ from geodata.index import SpotIndex
 from geodata.model import Spot, Vehicle
 
 _CACHE_MAX = 100_000
+# Fit reasons kept per (spot, vehicle) on the index (~250 bytes each): the spots searches keep returning.
+_REASONS_MAX = 100_000
+_POINT, _LINESTRING, _POLYGON = 0, 1, 3  # shapely type ids
 _FIRST_BATCH = 4  # times ``limit``: candidates sorted before falling back to a full sort
 # Rule-list states per (start, duration): unknown, allowed, not allowed; for this many pairs at most.
 _UNKNOWN, _ALLOWED, _REFUSED = 0, 1, 2
@@ -31,7 +36,7 @@ _STATES_MAX = 64
 
 
 class SpotResult:
-    """One search result with every field of ``GET /v1/spots`` (see :meth:`to_dict`)."""
+    """One search result with every field of ``GET /v1/spots`` (see :meth:`to_dict` and :func:`to_dicts`)."""
 
     __slots__ = ("id", "spot", "distance_m", "spaces_for_vehicle", "decision", "_vehicle", "_index")
 
@@ -80,34 +85,104 @@ class SpotResult:
     @property
     def why(self) -> list[str]:
         """Reasons in words: the fit first, then the rules over the stay."""
-        fitted = fit(self.spot, self._vehicle, self._index.fit_config)
-        return [*fitted.reasons, *self.decision.why]
+        return [*self._fit_reasons(), *self.decision.why]
+
+    def _fit_reasons(self) -> tuple[str, ...]:
+        """Why the vehicle fits, in words; kept per (spot, vehicle) on an index that has a ``fit_reasons`` cache."""
+        index = self._index
+        cache = getattr(index, "fit_reasons", None)
+        if cache is None:
+            return tuple(fit(self.spot, self._vehicle, index.fit_config).reasons)
+        key = (self.spot, self._vehicle)  # spots hash by identity
+        found = cache.get(key)
+        if found is None:
+            if len(cache) >= _REASONS_MAX:
+                cache.clear()
+            found = cache[key] = tuple(fit(self.spot, self._vehicle, index.fit_config).reasons)
+        return found
 
     @property
     def source(self) -> dict[str, str | None]:
         return {"dataset": self.spot.source_dataset, "feature_id": self.spot.source_feature_id}
 
     def to_dict(self) -> dict[str, Any]:
-        """The item as ``GET /v1/spots`` returns it (``allowed_until`` in ISO 8601 with offset)."""
-        until = self.allowed_until
+        """The item as ``GET /v1/spots`` returns it (``allowed_until`` in ISO 8601 with offset).
+
+        Numbers are as the response schema dumps them (floats, ``spaces_for_vehicle`` an int), so the
+        API can answer with these dicts as they are. The ``why`` list is new; its fit part is shared.
+        """
+        return self._dict(mapping(self.spot.geometry))
+
+    def _dict(self, geometry: dict[str, Any]) -> dict[str, Any]:
+        spot, decision = self.spot, self.decision
+        until, stay, length = decision.allowed_until, decision.max_stay_min, spot.length_m
         return {
             "id": self.id,
-            "geometry": self.geometry,
-            "distance_m": round(self.distance_m, 2),
-            "kind": self.kind,
-            "orientation": self.orientation,
-            "length_m": self.length_m,
+            "geometry": geometry,
+            "distance_m": round(float(self.distance_m), 2),
+            "kind": spot.kind,
+            "orientation": spot.orientation,
+            "length_m": None if length is None else float(length),
             "fits": True,
             "spaces_for_vehicle": self.spaces_for_vehicle,
             "allowed_until": None if until is None else until.isoformat(),
-            "max_stay_min": self.max_stay_min,
-            "fee": self.fee,
-            "why": self.why,
-            "source": self.source,
+            "max_stay_min": None if stay is None else float(stay),
+            "fee": decision.fee,
+            "why": [*self._fit_reasons(), *decision.why],
+            "source": {"dataset": spot.source_dataset, "feature_id": spot.source_feature_id},
         }
 
     def __repr__(self) -> str:
         return f"SpotResult(id={self.id!r}, distance_m={self.distance_m:.1f}, spaces={self.spaces_for_vehicle})"
+
+
+def to_dicts(results: list[SpotResult]) -> list[dict[str, Any]]:
+    """What ``[r.to_dict() for r in results]`` gives (as JSON), with all the coordinates read in one go.
+
+    ``shapely.geometry.mapping`` costs ~10 µs a geometry; one ``get_coordinates``
+    over the ~20 results of a search costs about as much as one. Points, line
+    strings and polygons without holes (what spots are) are built from it, as
+    lists where ``mapping`` has tuples; anything else (multi-parts, holes, Z,
+    empty) still goes through ``mapping``.
+    """
+    n = len(results)
+    if n == 0:
+        return []
+    geoms = np.empty(n, dtype=object)
+    geoms[:] = [r.spot.geometry for r in results]
+    types = shapely.get_type_id(geoms)
+    simple = (types == _POINT) | (types == _LINESTRING) | (types == _POLYGON)
+    simple &= ~(shapely.has_z(geoms) | shapely.is_empty(geoms))
+    if (types == _POLYGON).any():
+        simple &= shapely.get_num_interior_rings(geoms) <= 0  # -1 for non-polygons
+    picked = np.flatnonzero(simple)
+    coords: list[list[float]] = []
+    counts: list[int] = []
+    if len(picked):
+        xy, owner = shapely.get_coordinates(geoms.take(picked), return_index=True)
+        coords = xy.tolist()
+        counts = np.bincount(owner, minlength=len(picked)).tolist()
+    kinds = types.tolist()
+    is_simple = simple.tolist()
+    out = []
+    at = k = 0
+    for i, result in enumerate(results):
+        if is_simple[i]:
+            count = counts[k]
+            part = coords[at:at + count]
+            at += count
+            k += 1
+            kind = kinds[i]
+            if kind == _POINT:
+                geometry: dict[str, Any] = {"type": "Point", "coordinates": part[0]}
+            elif kind == _LINESTRING:
+                geometry = {"type": "LineString", "coordinates": part}
+            else:
+                geometry = {"type": "Polygon", "coordinates": [part]}
+        else:
+            geometry = mapping(result.spot.geometry)
+        out.append(result._dict(geometry))
+    return out
 
 
 def _decide(index: SpotIndex, ruleset_id: int, at: datetime, duration_min: float) -> Decision:

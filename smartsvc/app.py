@@ -16,6 +16,7 @@ from .http.registry import register_blueprints
 from .http.requests import install_request_hooks
 from .http.uploads import UploadRequest
 from .logging_setup import configure_logging
+from .ratelimit import storage_uri
 
 API_VERSION = "1.0.0"
 
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
     configure_logging(settings.log_level, settings.log_json)
 
     app = Flask("smartsvc")
+    limiter_storage = storage_uri(settings.rate_limit_storage_url)
     app.request_class = UploadRequest
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -43,7 +45,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
         API_SPEC_OPTIONS=_spec_options(),
         RATELIMIT_HEADERS_ENABLED=True,
-        RATELIMIT_STORAGE_URI=settings.rate_limit_storage_url,
+        RATELIMIT_STORAGE_URI=limiter_storage,
         RATELIMIT_DEFAULT=settings.rate_limit,
         JSON_SORT_KEYS=False,
     )
@@ -58,8 +60,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
     install_request_hooks(app)
     # Registered before the limiter so it runs after the limiter's header injection.
     app.after_request(strip_stale_retry_after)
-    Limiter(key_func=_rate_limit_key, app=app, default_limits=[settings.rate_limit],
-            storage_uri=settings.rate_limit_storage_url)
+    Limiter(key_func=_rate_limit_key, app=app, default_limits=[settings.rate_limit], storage_uri=limiter_storage)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     api = Api(app)
     register_blueprints(api)

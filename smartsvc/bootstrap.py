@@ -8,6 +8,8 @@ from .config import Settings
 from .credentials import AccessTokens
 from .db import Database
 from .services.collections import DatasetExtents
+from .services.geofence_tracking import GeofenceTracker
+from .services.rule_set import RuleCache
 from .services.spot_query import SpotFinder
 from .services.spots import build_spot_finder
 
@@ -22,6 +24,10 @@ class Container:
     # Spot search: the in-process index of the live parking layer (kept current per process) or PostGIS.
     spot_finder: SpotFinder
     dataset_extents: DatasetExtents = field(default_factory=DatasetExtents)
+    # Geofence events: this process's index of the enabled geofences (kept current) and users' fence state.
+    geofence_tracker: GeofenceTracker = field(default_factory=GeofenceTracker)
+    # Rules: this process's cache of the enabled rules (reloaded when one changes).
+    rule_cache: RuleCache = field(default_factory=RuleCache)
 
 
 def build_container(settings: Settings) -> Container:

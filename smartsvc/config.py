@@ -116,6 +116,14 @@ class Settings:
     # How GET /v1/spots finds candidates: "auto" (the database decides: SQLite -> the
     # in-process index, PostgreSQL -> PostGIS), "index" or "postgis" (PostgreSQL only).
     spot_search: str = "auto"
+    # Geofences (one operator namespace): how many, how many polygon vertices in all (every process
+    # holds them in its in-memory index), and the body limit of POST/PATCH /v1/geofences (a
+    # 10,000-vertex polygon, pretty-printed, can pass the app-wide 1 MiB).
+    max_geofences: int = 100_000
+    max_geofence_vertices_total: int = 5_000_000
+    max_geofence_body_bytes: int = 4 * 1024 * 1024
+    # Rules (one operator namespace): every process caches them all and evaluates those of an event.
+    max_rules: int = 1000
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -168,6 +176,10 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "IMPORT_TIME_LIMIT_S": ("import_time_limit_s", lambda n, v: _as_int(n, v, 60, 7 * 86400)),
     "SERVICE_AREA": ("service_area", _as_service_area),
     "SPOT_SEARCH": ("spot_search", lambda n, v: _check_choice(n, v.strip().lower(), set(SPOT_SEARCH_CHOICES))),
+    "MAX_GEOFENCES": ("max_geofences", lambda n, v: _as_int(n, v, 1, 10_000_000)),
+    "MAX_GEOFENCE_VERTICES_TOTAL": ("max_geofence_vertices_total", lambda n, v: _as_int(n, v, 4, 1_000_000_000)),
+    "MAX_GEOFENCE_BODY_BYTES": ("max_geofence_body_bytes", lambda n, v: _as_int(n, v, 1024, 1 << 30)),
+    "MAX_RULES": ("max_rules", lambda n, v: _as_int(n, v, 1, 1_000_000)),
 }
 
 

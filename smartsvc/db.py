@@ -37,6 +37,14 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        # A bulk write (the importer, smartsvc.services.layers) raised this connection's page cache
+        # for its transaction: back to what it was before the connection is used again.
+        size = record.info.pop("sqlite_cache_size", None) if record is not None else None
+        if size is not None and dbapi_connection is not None:
+            dbapi_connection.execute(f"PRAGMA cache_size={int(size)}")
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         if connection.get_execution_options().get("sqlite_write"):

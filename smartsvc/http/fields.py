@@ -10,6 +10,8 @@ import marshmallow as ma
 # different characters in Python and in the ECMA regexes OpenAPI patterns use.
 _SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 NOT_BLANK_PATTERN = rf"^[{_SPACE}]*[^{_SPACE}]"
+# For patterns built elsewhere that must agree with str.strip() (rule templates).
+SPACE_CLASS = _SPACE
 
 
 def not_blank() -> ma.validate.Regexp:

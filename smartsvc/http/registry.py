@@ -8,6 +8,8 @@ from .api import Api
 def register_blueprints(api: Api) -> None:
     """Register all resources on ``api`` (imported here, not at module load)."""
     from . import collections, consents, datasets, devices, health, keys, products, spots, users
+    from . import geofences, rules
 
-    for module in (health, users, consents, devices, products, keys, datasets, collections, spots):
+    for module in (health, users, consents, devices, products, keys, datasets, collections, spots, geofences,
+                   rules):
         api.register_blueprint(module.blp)

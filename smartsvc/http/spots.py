@@ -10,6 +10,7 @@ from flask import current_app, jsonify
 from flask.views import MethodView
 
 from geodata.model import KINDS, ORIENTATIONS
+from geodata.search import to_dicts
 
 from ..services.spot_query import SpotQuery
 from ..services.spots import search_spots
@@ -124,6 +125,6 @@ class Spots(MethodView):
                           at=at, duration_min=args["duration_min"], limit=args["limit"])
         container = _container()
         results = search_spots(container.database, container.spot_finder, current_user_id(), query)
-        # ``to_dict`` gives exactly what SpotsSchema describes (test_api_spots dumps an answer through the schema
-        # and compares): answering with the JSON directly skips marshmallow's per-field dump of every item.
-        return jsonify({"items": [result.to_dict() for result in results]})
+        # The items are exactly what SpotsSchema describes (test_api_spots dumps an answer through the schema
+        # and compares): answering with the JSON directly skips marshmallow's field-by-field dump of each item.
+        return jsonify({"items": to_dicts(results)})

@@ -2,9 +2,11 @@
 
 from .base import Base
 from .geodata import DATASET_FORMATS, DATASET_STATUSES, LAYERS, Dataset, LayerFeature, LiveLayer
+from .geofences import GEOFENCE_KINDS, GeofenceRecord, GeofenceVersion, UserGeofenceState
 from .keys import KEY_ROLES, ApiKey
 from .outbox import IdempotencyRecord, OutboxMessage
 from .products import PRODUCT_KINDS, OwnedProduct, ProductModel, TelemetryReading
+from .rules import Rule, RuleVersion, UserRuleScore
 from .users import CONSENT_PURPOSES, DEVICE_PLATFORMS, Consent, ConsentEvent, Device, User
 
 __all__ = [
@@ -16,6 +18,10 @@ __all__ = [
     "Dataset",
     "LayerFeature",
     "LiveLayer",
+    "GEOFENCE_KINDS",
+    "GeofenceRecord",
+    "GeofenceVersion",
+    "UserGeofenceState",
     "KEY_ROLES",
     "IdempotencyRecord",
     "OutboxMessage",
@@ -23,6 +29,9 @@ __all__ = [
     "OwnedProduct",
     "ProductModel",
     "TelemetryReading",
+    "Rule",
+    "RuleVersion",
+    "UserRuleScore",
     "CONSENT_PURPOSES",
     "DEVICE_PLATFORMS",
     "Consent",

@@ -15,15 +15,17 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy.orm import Session
+
 from geodata.model import Vehicle
 from geodata.search import SpotResult
 
 from ..config import ConfigError, Settings
 from ..db import Database
-from ..errors import InvalidInput
+from ..errors import InvalidInput, NotFound
 from ..models import ProductModel
 from .postgis_spots import PostgisSpotFinder
-from .products import get_owned_product
 from .spot_index import IndexSpotFinder
 from .spot_query import SpotFinder, SpotQuery
 
@@ -47,7 +49,7 @@ def _dimension(attributes: dict[str, Any], name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
 
 
-def vehicle_of(model: ProductModel) -> Vehicle:
+def vehicle_of(model: ProductModel | Any) -> Vehicle:
     """The vehicle a catalogue model describes; 422 naming ``product_id`` when its length is unknown."""
     attributes = model.attributes or {}
     length = _dimension(attributes, "length_m")
@@ -61,9 +63,31 @@ def vehicle_of(model: ProductModel) -> Vehicle:
                    _dimension(attributes, "weight_kg"))
 
 
+# Read on every search: plain SQL with typed columns costs about half of the equivalent ORM query.
+_OWNED_MODEL = (
+    text("SELECT m.brand, m.name, m.attributes FROM owned_products AS p"
+         " JOIN product_models AS m ON m.id = p.model_id WHERE p.id = :product_id AND p.user_id = :user_id")
+    .bindparams(bindparam("product_id", type_=Uuid), bindparam("user_id", type_=Uuid))
+    .columns(ProductModel.brand, ProductModel.name, ProductModel.attributes)
+)
+
+
+def owned_product_model(session: Session, user_id: uuid.UUID, product_id: uuid.UUID) -> Any:
+    """Brand, name and attributes of the catalogue model of one of the user's products (one query).
+
+    Someone else's product, or none, is 404 as in :func:`.products.get_owned_product`.
+    """
+    model = session.execute(_OWNED_MODEL, {"product_id": product_id, "user_id": user_id}).first()
+    if model is None:
+        raise NotFound(f"product {product_id} does not exist")
+    return model
+
+
 def search_spots(database: Database, finder: SpotFinder, user_id: uuid.UUID, query: SpotQuery) -> list[SpotResult]:
-    """Spots for one of the user's products (someone else's product is 404), nearest first."""
-    _, model = get_owned_product(database, user_id, query.product_id)
-    vehicle = vehicle_of(model)
+    """Spots for one of the user's products (someone else's product is 404), nearest first.
+
+    One session (one connection, one read transaction) for the product, the live layer and the search.
+    """
     with database.session() as session:
+        vehicle = vehicle_of(owned_product_model(session, user_id, query.product_id))
         return finder.find(session, query, vehicle)

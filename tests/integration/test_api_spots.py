@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from geographiclib.geodesic import Geodesic
 from shapely.geometry import LineString, Polygon
 
 from geodata.model import Rate, Rule, Spot
+from smartsvc.http.spots import SpotsSchema
 from smartsvc.models import LiveLayer
 from tests.support.factories import api_key, bearer, make_app, make_user
 from tests.support.geodata import add_vehicle_model, own, publish_dataset, store_dataset
@@ -181,6 +183,16 @@ def test_items_carry_exactly_the_documented_fields_sorted_by_distance(world):
     assert gap["source"] == {"dataset": world["dataset"], "feature_id": "gap"}
     assert gap["geometry"]["type"] == "LineString" and len(gap["geometry"]["coordinates"]) == 2
     assert (gap["kind"], gap["orientation"], gap["length_m"], gap["fee"]) == ("curb", "parallel", 5.4, False)
+
+
+def test_the_answer_is_exactly_what_the_documented_schema_dumps(world):
+    # The view answers with the items' JSON without a marshmallow dump: dumping it changes nothing.
+    response = spots(world, radius_m=1000)
+    body = response.get_json()
+
+    assert len(body["items"]) == 5
+    with world["app"].app_context():
+        assert json.dumps(SpotsSchema().dump(body)) == json.dumps(body)
 
 
 def test_the_radius_and_the_limit_bound_the_answer(world):

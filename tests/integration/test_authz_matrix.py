@@ -20,6 +20,7 @@ from smartsvc.credentials import AccessTokens
 from smartsvc.services.dataset_import import run_import
 from smartsvc.services.keys import create_key, revoke_key
 from tests.support.factories import bearer, grant, make_app, make_settings, make_user
+from tests.support.rules import example_rule
 
 OK, UNAUTHENTICATED, FORBIDDEN, NOT_FOUND = "2xx", 401, 403, 404
 
@@ -87,6 +88,16 @@ TABLE: dict[tuple[str, str], dict[str, Any]] = {
     (COLLECTION_RULE + "/items", "GET"): ANY_CREDENTIAL,
     # The query names the owner's product: another user's search is 404.
     ("/v1/spots", "GET"): OWNED_OBJECT,
+    ("/v1/geofences", "GET"): OPERATOR,
+    ("/v1/geofences", "POST"): OPERATOR,
+    ("/v1/geofences/<uuid:geofence_id>", "GET"): OPERATOR,
+    ("/v1/geofences/<uuid:geofence_id>", "PATCH"): OPERATOR,
+    ("/v1/geofences/<uuid:geofence_id>", "DELETE"): OPERATOR,
+    ("/v1/rules", "GET"): OPERATOR,
+    ("/v1/rules", "POST"): OPERATOR,
+    ("/v1/rules/<uuid:rule_id>", "GET"): OPERATOR,
+    ("/v1/rules/<uuid:rule_id>", "PATCH"): OPERATOR,
+    ("/v1/rules/<uuid:rule_id>", "DELETE"): OPERATOR,
 }
 
 _unique = itertools.count()
@@ -117,8 +128,17 @@ BODIES: dict[tuple[str, str], Callable[[], Any]] = {
     },
     ("/v1/keys", "POST"): lambda: {"role": "agent", "name": f"matrix {next(_unique)}"},
     ("/v1/datasets", "POST"): dataset_form,
+    ("/v1/geofences", "POST"): lambda: geofence_body(),  # defined below
+    ("/v1/geofences/<uuid:geofence_id>", "PATCH"): lambda: {"name": f"renamed {next(_unique)}", "radius_m": 80,
+                                                            "center": {"lat": 48.85, "lon": 2.35}},
+    ("/v1/rules", "POST"): lambda: example_rule(name=f"matrix rule {next(_unique)}"),
+    ("/v1/rules/<uuid:rule_id>", "PATCH"): lambda: {"priority": next(_unique) % 1000},
 }
 WORLD_MODEL_ID: list[str] = []
+
+
+def geofence_body() -> dict[str, Any]:
+    return {"name": f"matrix fence {next(_unique)}", "center": {"lat": 48.85, "lon": 2.35}, "radius_m": 100}
 
 # Valid query strings, for routes that need one.
 QUERIES: dict[tuple[str, str], Callable[["World"], dict[str, Any]]] = {
@@ -143,6 +163,8 @@ class World:
     reading_id: str
     private_ids: set[str] = field(default_factory=set)
     dataset_id: str = ""  # imported (ready), so that publishing it succeeds
+    geofence_id: str = ""
+    rule_id: str = ""
 
     def fresh_device(self) -> str:
         response = self.client.post("/v1/me/devices", json={"platform": "apns", "token": f"t-{next(_unique)}"},
@@ -160,6 +182,18 @@ class World:
         response = self.client.post("/v1/datasets", data=dataset_form(), content_type="multipart/form-data",
                                     headers=bearer(self.tokens["operator"] or ""))
         assert response.status_code == 202, response.get_json()
+        return response.get_json()["id"]
+
+    def fresh_geofence(self) -> str:
+        response = self.client.post("/v1/geofences", json=geofence_body(),
+                                    headers=bearer(self.tokens["operator"] or ""))
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()["id"]
+
+    def fresh_rule(self) -> str:
+        response = self.client.post("/v1/rules", json=example_rule(name=f"matrix rule {next(_unique)}"),
+                                    headers=bearer(self.tokens["operator"] or ""))
+        assert response.status_code == 201, response.get_json()
         return response.get_json()["id"]
 
     def path_value(self, name: str, method: str) -> str:
@@ -181,6 +215,10 @@ class World:
             return self.fresh_dataset() if destructive else self.dataset_id
         if name == "layer":
             return "parking"
+        if name == "geofence_id":
+            return self.fresh_geofence() if destructive else self.geofence_id
+        if name == "rule_id":
+            return self.fresh_rule() if destructive else self.rule_id
         raise AssertionError(f"the matrix does not know how to fill <{name}>; teach World.path_value")
 
 
@@ -215,6 +253,8 @@ def world(tmp_path_factory) -> World:
                   private_ids={owner.id, product_id, device_id, reading_id, "owner-phone-token", "matrix-owner"})
     world.dataset_id = world.fresh_dataset()
     run_import(database, app.extensions["smartsvc"].settings, uuid.UUID(world.dataset_id))
+    world.geofence_id = world.fresh_geofence()
+    world.rule_id = world.fresh_rule()
     return world
 
 

@@ -5,9 +5,9 @@ child process, with the results written to a temporary directory. It checks
 that every benchmark ran and wrote the keys BENCHMARKS.md asks for — never a
 timing: figures on a shared machine are for BENCHMARKS.md, not for asserts.
 
-ogr2ogr (Debian ``gdal-bin``) and PostgreSQL+PostGIS are installed by ``make
-test`` (its ``bench-sysdeps`` prerequisite); when they are missing this test
-fails and says so, it does not skip.
+ogr2ogr (Debian ``gdal-bin``), wrk and PostgreSQL+PostGIS are installed by
+``make test`` (its ``bench-sysdeps`` prerequisite); when they are missing this
+test fails and says so, it does not skip.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    if shutil.which("ogr2ogr") is None:
-        pytest.fail("ogr2ogr is missing: run `make test` (it installs gdal-bin via bench-sysdeps)", pytrace=False)
+    for program, package in (("ogr2ogr", "gdal-bin"), ("wrk", "wrk")):
+        if shutil.which(program) is None:
+            pytest.fail(f"{program} is missing: run `make test` (it installs {package} via bench-sysdeps)",
+                        pytrace=False)
     out = tmp_path_factory.mktemp("bench-results")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTSVC_")}
     result = subprocess.run(
@@ -38,8 +40,8 @@ def smoke_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     )
     assert result.returncode == 0, f"python -m bench --smoke failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
     found = {path.name: json.loads(path.read_text()) for path in out.glob("*.json")}
-    # Every registered benchmark writes one file; these two are checked in detail below.
-    assert {"search-smoke.json", "import-smoke.json"} <= set(found), sorted(found)
+    # Every registered benchmark writes one file; these are checked in detail below.
+    assert {"search-smoke.json", "import-smoke.json", "http-smoke.json"} <= set(found), sorted(found)
     return found
 
 
@@ -105,3 +107,44 @@ def test_import_benchmark_read_every_feature_and_ran_ogr2ogr(smoke_results):
     assert _finite(record["ratios"]["ours_read_over_ogr2ogr_wall"])
     assert {"read_seconds_per_million", "peak_rss_bytes"} <= set(record["targets"])
 
+
+
+def _load(summary: dict) -> None:
+    assert summary["requests"] > 0 and _finite(summary["rps"]) and summary["rps"] > 0
+    assert _finite(summary["p50_ms"]) and _finite(summary["p99_ms"])
+    assert sum(summary["errors"].values()) == 0, summary["errors"]  # no refused, failed or non-2xx request
+
+
+def test_http_benchmark_served_the_search_and_the_ceiling_with_every_worker_warm(smoke_results):
+    record = smoke_results["http-smoke.json"]
+    _common(record, "http")
+    params, results = record["params"], record["results"]
+    sqlite = results["sqlite"]
+    assert sqlite["stored"]["spots"] == params["spots"]
+    # Every worker process built its index before the timed runs, and none was rebuilt during them.
+    builds = sqlite["warm_up"]["builds"]
+    assert len({b["pid"] for b in builds}) == params["workers"] and all(b["spots"] == params["spots"] for b in builds)
+    assert len(results["index_build_s_per_process"]) == params["workers"]
+    assert sqlite["during_load"]["index_rebuilds"] == 0
+    assert all(0 < n <= params["limit"] for n in sqlite["items_per_answer_first_20"])
+    # The ceiling answers a body of the same size as ours.
+    assert abs(sqlite["ceiling_response_bytes"] - sqlite["response_bytes"]) < 0.2 * sqlite["response_bytes"]
+    for level in sqlite["load"].values():
+        _load(level["ceiling"])
+        _load(level["ours"])
+    stages = sqlite["in_process"]["stages"]
+    for key in ("authenticate", "product_lookup", "index_staleness_check", "search", "serialise_to_dicts",
+                "json_encode", "whole_request_test_client", "ceiling_whole_request_test_client"):
+        _latency(stages[key])
+    postgres = results["postgres"]
+    assert postgres["stored"]["spots"] == params["postgis_spots"] and record["versions"]["postgis"]
+    for name in ("ceiling", "postgis", "index"):
+        _load(postgres["load"]["saturated"][name])
+    # Both search paths give the same spots (the order of equidistant ones may differ, and a near-tie
+    # on the sphere and the spheroid may swap the 20th).
+    compared = postgres["answers_compared"]
+    assert compared["queries"] > 0 and compared["same_set"] >= 0.8 * compared["queries"]
+    for key in ("ours_over_ceiling_rps_saturated", "postgres_postgis_over_ceiling_rps",
+                "postgres_index_over_ceiling_rps"):
+        assert _finite(record["ratios"][key])
+    assert {"rps_over_ceiling", "p99_ms"} <= set(record["targets"])

@@ -31,6 +31,10 @@ CONTRACT = {
     "/v1/collections": {"get"},
     "/v1/collections/{layer}/items": {"get"},
     "/v1/spots": {"get"},
+    "/v1/geofences": {"get", "post"},
+    "/v1/geofences/{geofence_id}": {"get", "patch", "delete"},
+    "/v1/rules": {"get", "post"},
+    "/v1/rules/{rule_id}": {"get", "patch", "delete"},
 }
 
 

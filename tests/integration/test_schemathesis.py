@@ -34,8 +34,10 @@ from smartsvc.http.idempotency import HEADER as IDEMPOTENCY_KEY
 from smartsvc.http.idempotency import _KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
 from smartsvc.migrate import upgrade
 from smartsvc.http.collections import BBOX_PATTERN
+from smartsvc.services.geofence_input import GeofenceRejected, validate_geofence
 from tests.support.factories import api_key, bearer, grant, make_settings, make_user
 from tests.support.geodata import fixture_spots, store_dataset
+from tests.support.rules import align_event_facts, example_rule, within_budgets
 
 _VAR_DIR = Path(tempfile.mkdtemp(prefix="smartsvc-schemathesis-"))
 atexit.register(shutil.rmtree, _VAR_DIR, ignore_errors=True)
@@ -49,7 +51,17 @@ APP = create_app(make_settings(
 # Strings without NUL: the API refuses U+0000 anywhere (422 naming the field;
 # PostgreSQL cannot store it), a rule JSON Schema has no keyword for short of
 # a pattern on every string. Lone surrogates are already excluded (utf-8 codec).
-CONFIG = schemathesis.Config.from_dict({"generation": {"allow-x00": False}})
+#
+# Creating and changing rules skip the coverage phase (fuzzing, valid and invalid, still
+# runs them): it enumerates every keyword of every leaf branch at each of the 40 positions
+# of the unrolled condition tree — some 32,000 cases per operation, minutes to collect
+# and hours to send. The rule language has its own unit tests and tests/integration/test_api_rules.py
+# names every refusal.
+RULE_WRITES = ["POST /v1/rules", "PATCH /v1/rules/{rule_id}"]
+CONFIG = schemathesis.Config.from_dict({
+    "generation": {"allow-x00": False},
+    "operations": [{"include-name": RULE_WRITES, "phases": {"coverage": {"enabled": False}}}],
+})
 schema = schemathesis.openapi.from_wsgi("/v1/openapi.json", APP, config=CONFIG)
 
 # The document marks time zones with a named format; teach the generator its values.
@@ -170,15 +182,92 @@ def _create_credentials_and_objects() -> None:
     assert product.status_code == 201, product.get_json()
     spare_key = client.post("/v1/keys", headers=bearer(_TOKENS["operator"]), json={"role": "partner", "name": "spare"})
     assert spare_key.status_code == 201, spare_key.get_json()
+    fence = client.post("/v1/geofences", headers=bearer(_TOKENS["operator"]),
+                        json={"name": "known", "center": {"lat": 48.85, "lon": 2.35}, "radius_m": 200})
+    assert fence.status_code == 201, fence.get_json()
     _KNOWN.update(user_id=user.id, model_id=model.get_json()["id"], product_id=product.get_json()["id"],
-                  key_id=spare_key.get_json()["id"])
+                  key_id=spare_key.get_json()["id"], geofence_id=fence.get_json()["id"])
     store_dataset(APP.extensions["smartsvc"].database, fixture_spots())
+    rule = client.post("/v1/rules", headers=bearer(_TOKENS["operator"]), json=example_rule())
+    assert rule.status_code == 201, rule.get_json()
+    _KNOWN["rule_id"] = rule.get_json()["id"]
 
 
 _create_credentials_and_objects()
 
 
+@schema.hook
+def filter_body(context, body):
+    """Rules stay within their budgets of tree nodes and bytes.
+
+    The document bounds a tree's depth, the children of each node and every
+    value, but the total of nodes and the size of a rule's JSON are sums over
+    the whole body that JSON Schema cannot express; bodies past them are not
+    generated (the API and unit tests cover the 422).
+    """
+    operation = context.operation
+    if operation is None or not operation.path.startswith("/v1/rules") or not isinstance(body, dict):
+        return True
+    return within_budgets(body)
+
+
+def _aligned_rule_body(case) -> None:
+    """A valid rule body uses only the ``event.*`` facts its trigger provides (for a change: the stored trigger).
+
+    Which event facts a rule may use depends on its trigger — and for a PATCH
+    on the rule as stored — a rule across fields and state that the document
+    states in words only. In valid bodies, leaves and placeholders on event
+    facts the trigger lacks are replaced by neutral ones (tests/support/rules.py);
+    invalid bodies are sent as generated. The API tests cover the mismatch.
+    """
+    meta = case.meta
+    body_mode = meta.components.get(ParameterLocation.BODY) if meta else None
+    if not isinstance(case.body, dict) or (body_mode is not None and body_mode.mode.is_negative):
+        return
+    stored = None
+    if case.method.upper() == "PATCH" and (case.path_parameters or {}).get("rule_id") == _KNOWN["rule_id"]:
+        response = APP.test_client().get(f"/v1/rules/{_KNOWN['rule_id']}", headers=bearer(_TOKENS["operator"]))
+        stored = response.get_json()
+    case.body = align_event_facts(case.body, stored)
+
+
 NEGATIVE_DATA_REJECTION = CHECKS.get_one("negative_data_rejection")
+
+# What a valid geofence area and schedule look like (see make_geofence_semantically_valid).
+VALID_AREA = {"type": "Polygon", "coordinates": [[[2.34, 48.85], [2.36, 48.85], [2.36, 48.86], [2.34, 48.86],
+                                                  [2.34, 48.85]]]}
+VALID_SCHEDULE = "Mo-Fr 08:00-18:00"
+
+
+def make_geofence_semantically_valid(case) -> None:
+    """In a schema-valid geofence body, an area or a schedule the API rightly refuses becomes a valid one.
+
+    A GeoJSON polygon the document describes (rings of 4+ positions of
+    numbers) is usually not an area: random rings cross themselves, collapse
+    to nothing, leave the globe or span a continent; a random string is not an
+    opening_hours expression. Those are rules no JSON Schema can express, so
+    the API answers 422 naming geometry or schedule, which schemathesis reads
+    as valid data rejected. Positive cases get a valid area / schedule in
+    their place (judged by the API's own validator), so that every other
+    generated field reaches the success path; invalid geometries and schedules
+    are covered by tests/integration/test_api_geofences.py, and negative cases
+    are sent as generated.
+    """
+    body = case.body
+    meta = case.meta
+    if (not case.operation.path.startswith("/v1/geofences") or not isinstance(body, dict)
+            or meta is None or not meta.generation.mode.is_positive):
+        return
+    probe: dict = {"name": "probe", "center": {"lat": 0, "lon": 0}, "radius_m": 100}
+    if isinstance(body.get("geometry"), dict):
+        probe = {"name": "probe", "geometry": body["geometry"]}
+    if isinstance(body.get("schedule"), str):
+        probe["schedule"] = body["schedule"]
+    try:
+        validate_geofence(probe)
+    except GeofenceRejected as rejected:
+        replacements = {"geometry": VALID_AREA, "schedule": VALID_SCHEDULE}
+        case.body = {**body, **{name: value for name, value in replacements.items() if name in rejected.errors}}
 
 
 def checks_for(case) -> list:
@@ -214,6 +303,7 @@ def test_api_conforms_to_its_openapi_document(case):
         # say which ids exist, so well-formed ones become a real one (the API
         # tests cover the unknown model).
         case.body = {**body, "model_id": _KNOWN["model_id"]}
+    make_geofence_semantically_valid(case)
     key = (case.headers or {}).get(IDEMPOTENCY_KEY)
     if isinstance(key, str) and re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
         # Hypothesis repeats small values ("0") across examples, and a key used
@@ -221,4 +311,6 @@ def test_api_conforms_to_its_openapi_document(case):
         # Idempotency-Key draft says) — state no schema can express. Valid keys
         # are made unique; invalid ones are sent as generated.
         case.headers[IDEMPOTENCY_KEY] = f"{key[:150].rstrip()}-{uuid.uuid4().hex}"
+    if case.operation.path.startswith("/v1/rules"):
+        _aligned_rule_body(case)
     case.call_and_validate(checks=checks_for(case))

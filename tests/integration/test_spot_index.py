@@ -13,8 +13,9 @@ from geodata.model import Rule, Spot
 from smartsvc.config import Settings
 from smartsvc.db import Database
 from smartsvc.migrate import upgrade
-from smartsvc.services.spot_index import IndexedLayer, LiveSpotIndex
-from tests.support.geodata import publish_dataset, store_dataset
+from smartsvc.services.layers import iter_spots
+from smartsvc.services.spot_index import IndexedLayer, LiveSpotIndex, read_layer_spots
+from tests.support.geodata import fixture_spots, publish_dataset, store_dataset
 
 FREE = (Rule(None, "parking"),)
 
@@ -105,3 +106,20 @@ def test_an_unchanged_layer_is_not_rebuilt_and_an_empty_one_has_no_index(databas
     publish_dataset(database, dataset)  # published again: a new version of the same dataset
     assert current(database, live_index) is not built
     assert live_index.builds == 3
+
+
+def test_the_fast_layer_reader_gives_what_iter_spots_gives(database):
+    # Every kind of geometry and rule list the fixture file has, plus a spot without rules.
+    stored = [*fixture_spots(), Spot(Point(2.36, 48.86), kind="space", source_feature_id="no-rules")]
+    dataset = store_dataset(database, stored)
+    with database.session() as session:
+        expected = list(iter_spots(session, dataset))
+        ids, got = read_layer_spots(session, dataset, batch=7)
+
+    assert ids == [public_id for public_id, _ in expected] and len(ids) == len(stored)
+    for (_, want), spot in zip(expected, got):
+        assert spot.to_properties() == want.to_properties()
+        assert spot.geometry.equals_exact(want.geometry, 0) and spot.geometry.geom_type == want.geometry.geom_type
+    # Equal rule lists are one tuple, shared.
+    by_value: dict = {}
+    assert all(by_value.setdefault(spot.rules, spot.rules) is spot.rules for spot in got)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import datetime
 
 import pytest
 from geographiclib.geodesic import Geodesic
-from shapely.geometry import LineString, Point, Polygon
+from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 
 from geodata.allowed import evaluate
 from geodata.fit import fit
 from geodata.index import SpotIndex
 from geodata.model import Rule, Spot, Vehicle
-from geodata.search import search
+from geodata.search import search, to_dicts
 
 WGS84 = Geodesic.WGS84
 HERE = (48.8500, 2.3500)
@@ -141,3 +142,32 @@ def test_a_fitting_spot_behind_many_unsuitable_nearer_ones_is_still_found():
     index = SpotIndex([*too_short, curb_at(250, 6.0, FREE, "the-one")], default_timezone="Europe/Paris")
 
     assert ids(search(index, *HERE, 300, SMART, TUESDAY_10, 60, limit=3)) == ["the-one"]
+
+
+def test_to_dicts_gives_what_to_dict_gives_for_every_kind_of_geometry():
+    ring = [east(0, 50), east(40, 50), east(40, 80), east(0, 80), east(0, 50)]
+    hole = [east(10, 60), east(20, 60), east(20, 70), east(10, 60)]
+    spots = [
+        curb_at(10, 8.0, FREE, "line"),
+        curb_at(30, 12.0, FREE, "bent", orientation="perpendicular"),
+        Spot(Point(*east(5, 10)), kind="space", length_m=5, rules=PAID, source_dataset="paris",
+             source_feature_id="point"),
+        Spot(Polygon(ring), kind="lot", capacity=30, rules=FREE, source_dataset="paris", source_feature_id="lot"),
+        Spot(Polygon(ring, [hole]), kind="lot", capacity=20, rules=FREE, source_dataset="paris",
+             source_feature_id="holed"),
+        Spot(MultiPolygon([Polygon(ring), Polygon([east(60, 50), east(70, 50), east(70, 60), east(60, 50)])]),
+             kind="lot", capacity=10, rules=FREE, source_dataset="paris", source_feature_id="multi"),
+        Spot(LineString([(*east(50, 5), 35.0), (*east(58, 5), 35.0)]), kind="curb", orientation="parallel",
+             length_m=8.0, rules=FREE, source_dataset="paris", source_feature_id="with-z"),
+    ]
+    index = SpotIndex(spots, timezones={"paris": "Europe/Paris"})
+    results = search(index, *HERE, 300, SMART, TUESDAY_10, 60, limit=20)
+
+    assert len(results) == len(spots)
+    assert json.dumps(to_dicts(results)) == json.dumps([r.to_dict() for r in results])
+    assert to_dicts([]) == []
+    # The fit reasons are kept per spot and vehicle on the index, and stay right for another vehicle.
+    assert index.fit_reasons
+    assert [r.why for r in search(index, *HERE, 300, GOLF, TUESDAY_10, 60, limit=20)] == [
+        [*fit(r.spot, GOLF).reasons, *r.decision.why] for r in search(index, *HERE, 300, GOLF, TUESDAY_10, 60,
+                                                                         limit=20)]
