@@ -39,8 +39,10 @@ TITLE = "Benchmark 5 — import a GeoJSON file"
 # The service import (database writes) runs on a smaller file of its own: at the smoke run's ~1,000
 # features/s a million would take a quarter of an hour; its features/s are reported, and the time
 # for a million extrapolated.
-FULL = {"features": 1_000_000, "service_features": 100_000}
-SMOKE = {"features": 5_000, "service_features": 5_000}
+# service_backends: the smoke run imports into SQLite only (three `smartsvc` process starts per backend
+# are most of its time); the full run into both.
+FULL = {"features": 1_000_000, "service_features": 100_000, "service_backends": ("postgres", "sqlite")}
+SMOKE = {"features": 5_000, "service_features": 5_000, "service_backends": ("sqlite",)}
 
 TARGET_SECONDS_PER_MILLION = 60.0
 TARGET_PEAK_RSS_BYTES = 1 << 30
@@ -98,7 +100,7 @@ def ogr2ogr_load(ctx: Context, path: Path) -> dict[str, Any]:
             "version": version, "argv": " ".join(argv[:1] + ["-f", "PostgreSQL", "PG:…", "FILE"] + argv[5:])}
 
 
-def service_import(ctx: Context, features: int) -> dict[str, Any]:
+def service_import(ctx: Context, features: int, backend: str = "postgres") -> dict[str, Any]:
     """HOOK — the service-side import into the database (datasets pipeline), end to end.
 
     "pending" while ``smartsvc/services/datasets.py`` does not exist (it was
@@ -119,16 +121,20 @@ def service_import(ctx: Context, features: int) -> dict[str, Any]:
     if probe.returncode != 0:
         return {"status": "pending", "reason": "`smartsvc import` is not available yet"}
     path = ctx.tmp / f"service-{features}.geojson"
-    City(features).write_geojson(path)
-    pg = ctx.postgres()
-    database = "bench_service_import"
-    pg.server.drop_database(database)
-    pg.server.create_database(database, template="template0")
-    pg.server.execute("CREATE EXTENSION postgis", database)
-    var_dir = ctx.tmp / "service-var"
-    var_dir.mkdir(exist_ok=True)
+    if not path.exists():
+        City(features).write_geojson(path)
+    var_dir = ctx.tmp / f"service-var-{backend}"
+    shutil.rmtree(var_dir, ignore_errors=True)
+    var_dir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTSVC_")}
-    env.update({"SMARTSVC_DATABASE_URL": pg.server.url(database), "SMARTSVC_VAR_DIR": str(var_dir)})
+    env["SMARTSVC_VAR_DIR"] = str(var_dir)  # SQLite: the embedded database in it
+    database = "bench_service_import"
+    if backend == "postgres":
+        pg = ctx.postgres()
+        pg.server.drop_database(database)
+        pg.server.create_database(database, template="template0")
+        pg.server.execute("CREATE EXTENSION postgis", database)
+        env["SMARTSVC_DATABASE_URL"] = pg.server.url(database)
     try:
         upgrade = subprocess.run([*smartsvc_cli, "db", "upgrade"], env=env, cwd=REPO_ROOT, capture_output=True,
                                  text=True, stdin=subprocess.DEVNULL)
@@ -138,16 +144,24 @@ def service_import(ctx: Context, features: int) -> dict[str, Any]:
                          env=env, timeout=120 if ctx.smoke else 1800)
         if m.returncode != 0:
             return {"status": "failed", "reason": f"smartsvc import exited {m.returncode}: {m.stderr[-2000:]}"}
-        import psycopg
+        if backend == "postgres":
+            import psycopg
 
-        with psycopg.connect(pg.server.dsn(database), autocommit=True) as conn:
-            rows = conn.execute("SELECT count(*) FROM layer_features").fetchone()[0]
-        return {"status": "measured", "features": features, "wall_s": m.wall_s, "features_per_s": features / m.wall_s,
+            with psycopg.connect(pg.server.dsn(database), autocommit=True) as conn:
+                rows = conn.execute("SELECT count(*) FROM layer_features").fetchone()[0]
+        else:
+            import sqlite3
+
+            with sqlite3.connect(next(var_dir.glob("*.db"))) as conn:
+                rows = conn.execute("SELECT count(*) FROM layer_features").fetchone()[0]
+        return {"status": "measured", "backend": backend, "features": features, "wall_s": m.wall_s,
+                "features_per_s": features / m.wall_s,
                 "seconds_per_million_extrapolated": m.wall_s * 1_000_000 / features,
                 "peak_rss_bytes": m.max_rss_bytes, "rows": int(rows)}
     finally:
-        pg.server.drop_database(database)
-        path.unlink(missing_ok=True)
+        if backend == "postgres":
+            pg.server.drop_database(database)
+        shutil.rmtree(var_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -180,9 +194,16 @@ def run(ctx: Context) -> dict[str, Any]:
         raise RuntimeError(f"ogr2ogr loaded {ogr['rows']} rows, not {n}")
     ctx.log(f"import: ogr2ogr → PostGIS in {ogr['wall_s']:.1f} s, peak RSS {ogr['peak_rss_bytes'] / 2**20:.0f} MiB")
     path.unlink()
-    service = service_import(ctx, min(cfg["service_features"], n))
+    skipped = {"status": "skipped", "reason": "not in this run's service_backends"}
+    service = service_import(ctx, min(cfg["service_features"], n)) if "postgres" in cfg["service_backends"] else skipped
     if service.get("status") == "measured":
-        ctx.log(f"import: service import of {service['features']:,} features in {service['wall_s']:.1f} s")
+        ctx.log(f"import: service import (PostgreSQL) of {service['features']:,} features in {service['wall_s']:.1f} s")
+    service_sqlite = (service_import(ctx, min(cfg["service_features"], n), backend="sqlite")
+                      if "sqlite" in cfg["service_backends"] else skipped)
+    if service_sqlite.get("status") == "measured":
+        ctx.log(f"import: service import (SQLite) of {service_sqlite['features']:,} features in "
+                f"{service_sqlite['wall_s']:.1f} s")
+    (ctx.tmp / f"service-{min(cfg['service_features'], n)}.geojson").unlink(missing_ok=True)
 
     per_million = ours["read_s"] * 1_000_000 / n
     ratios = {
@@ -190,6 +211,9 @@ def run(ctx: Context) -> dict[str, Any]:
         "ours_wall_over_ogr2ogr_wall": ratio(ours["wall_s"], ogr["wall_s"]),
         "ours_peak_rss_over_ogr2ogr_peak_rss": ratio(ours["peak_rss_bytes"], ogr["peak_rss_bytes"]),
     }
+    if service_sqlite.get("status") == "measured":
+        ratios["service_sqlite_s_per_feature_over_ogr2ogr"] = ratio(
+            service_sqlite["wall_s"] / service_sqlite["features"], ogr["wall_s"] / n)
     if service.get("status") == "measured":
         # Per feature: the service file may be smaller than the one ogr2ogr loaded.
         ratios["service_s_per_feature_over_ogr2ogr"] = ratio(service["wall_s"] / service["features"],
@@ -203,7 +227,8 @@ def run(ctx: Context) -> dict[str, Any]:
     return {
         "params": {**cfg, "file_bytes": size, "write_s": write_s, "format": "GeoJSON FeatureCollection, "
                    "normalized properties (Spot.to_feature)"},
-        "results": {"ours": ours, "ogr2ogr_postgis": ogr, "service_import": service},
+        "results": {"ours": ours, "ogr2ogr_postgis": ogr, "service_import": service,
+                    "service_import_sqlite": service_sqlite},
         "ratios": ratios,
         "targets": targets,
     }
@@ -221,11 +246,12 @@ def tables(result: dict[str, Any]) -> list[Table]:
               f"{ours['peak_rss_bytes'] / 2**20:.0f}")
     t.add_row("ogr2ogr → PostGIS (COPY, GiST)", f"{ogr['wall_s']:.1f}", f"{n / ogr['wall_s']:,.0f}",
               f"{ogr['peak_rss_bytes'] / 2**20:.0f}")
-    if svc.get("status") == "measured":
-        t.add_row(f"service import (smartsvc import), {svc['features']:,} features", f"{svc['wall_s']:.1f}",
-                  f"{svc['features_per_s']:,.0f}", f"{svc['peak_rss_bytes'] / 2**20:.0f}")
-    else:
-        t.add_row(f"service import: {svc.get('status')}", "—", "—", "—")
+    for label, svc in (("PostgreSQL", svc), ("SQLite", r.get("service_import_sqlite") or {})):
+        if svc.get("status") == "measured":
+            t.add_row(f"service import (smartsvc import, {label}), {svc['features']:,} features",
+                      f"{svc['wall_s']:.1f}", f"{svc['features_per_s']:,.0f}", f"{svc['peak_rss_bytes'] / 2**20:.0f}")
+        else:
+            t.add_row(f"service import ({label}): {svc.get('status')}", "—", "—", "—")
     rt = Table(title="Ratios and targets")
     rt.add_column("what")
     rt.add_column("value", justify="right")

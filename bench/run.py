@@ -31,6 +31,7 @@ from bench.common import RESULTS_DIR, Context, ensure_debian_tools, machine_info
 BENCHMARKS: dict[str, str] = {
     "search": "bench.bench_search",  # 1. spot search core, in-process
     "http": "bench.bench_http",      # 2. spot search over HTTP against the framework ceiling
+    "geofences": "bench.bench_geofences",  # 3. geofence point evaluations in-process (PostGIS ST_Contains beside)
     "import": "bench.bench_import",  # 5. import a 1M-feature GeoJSON
 }
 

@@ -11,7 +11,7 @@ import click
 from ..migrate import upgrade
 from ..models import KEY_ROLES
 from .common import build_app, ensure_schema
-from .processes import run_all, serve_api
+from .processes import preloaded_app_factory, run_all, serve_api
 
 
 @click.command()
@@ -36,7 +36,7 @@ def api(port: int, host: str, workers: int | None) -> None:
     """The HTTP API alone, served by gunicorn."""
     app = build_app()
     ensure_schema(app)
-    serve_api(host, port, workers or os.cpu_count() or 1)
+    serve_api(host, port, workers or os.cpu_count() or 1, factory=preloaded_app_factory(app))
 
 
 @click.command()

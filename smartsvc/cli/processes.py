@@ -31,6 +31,31 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
+def preloaded_app_factory(master_app: Any) -> Callable[[], Any]:
+    """The worker app factory for ``smartsvc api``, with the spot index built once, here, in the master.
+
+    Called before gunicorn forks: the live parking layer's in-process index (when spot search uses
+    one) is built now and every worker's fresh app starts from it, shared copy-on-write, instead of
+    each worker — and each worker recycled after ``max_requests`` — reading the layer again (minutes
+    at a million spots). The master's connections are closed first: each worker opens its own.
+    """
+    from ..services.spot_index import preload_spot_index
+
+    container = master_app.extensions["smartsvc"]
+    preloaded = preload_spot_index(container.spot_finder, container.database)  # closes its connections
+
+    def factory() -> Any:
+        from ..app import create_app
+
+        app = create_app(container.settings)  # the master's settings (read from the environment, key ensured)
+        live_index = getattr(app.extensions["smartsvc"].spot_finder, "live_index", None)
+        if preloaded is not None and live_index is not None:
+            live_index.adopt(preloaded)
+        return app
+
+    return factory
+
+
 def gunicorn_options(host: str, port: int, workers: int) -> dict[str, Any]:
     """How ``smartsvc api`` runs gunicorn (the benchmarks serve their reference app with the same)."""
     return {

@@ -17,6 +17,8 @@ from ..timeutil import utcnow
 USER_ROLE = "user"
 _TOKEN_GENERATION = text("SELECT token_generation FROM users WHERE id = :user_id").bindparams(
     bindparam("user_id", type_=Uuid))
+# What a signed token whose user was deleted, or whose generation was bumped since, is answered.
+REVOKED_TOKEN_MESSAGE = "access token is no longer valid"
 # Writing last_used_at on every request would turn reads into writes.
 _LAST_USED_RESOLUTION = timedelta(minutes=5)
 
@@ -51,7 +53,7 @@ def _authenticate_user(database: Database, tokens: AccessTokens, token: str) -> 
     with database.engine.connect() as connection:
         generation = connection.execute(_TOKEN_GENERATION, {"user_id": claims.user_id}).scalar()
     if generation is None or generation != claims.generation:
-        raise Unauthorized("access token is no longer valid")
+        raise Unauthorized(REVOKED_TOKEN_MESSAGE)
     return Principal(role=USER_ROLE, user_id=claims.user_id)
 
 

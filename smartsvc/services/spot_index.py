@@ -7,7 +7,9 @@ itself: each search reads the layer's ``LiveLayer`` row (one primary-key
 read) and rebuilds the index when the live dataset or its publish counter
 changed. A lock makes concurrent requests build once; while a new version is
 being built, the others keep answering from the previous one, which is
-complete and consistent, instead of waiting.
+complete and consistent, instead of waiting. ``smartsvc api`` builds the
+index once in the gunicorn master before forking (:func:`preload_spot_index`);
+the workers start from that copy (:meth:`LiveSpotIndex.adopt`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from geodata.index import SpotIndex
 from geodata.model import Rule, Spot, Vehicle
 from geodata.search import SpotResult, search
 
+from ..db import Database
 from ..models import LayerFeature
 from .layers import LiveVersion, live_layer, public_id
 from .spot_query import PARKING, SpotQuery, dataset_time_zone
@@ -103,6 +106,19 @@ class LiveSpotIndex:
         self._lock = threading.Lock()
         self._held: IndexedLayer | None = None
 
+    def held_for(self, live: LiveVersion) -> IndexedLayer | None:
+        """The index held for ``live`` when it is current (no database read, no build), else None."""
+        held = self._held
+        return held if held is not None and held.is_for(live) else None
+
+    def adopt(self, layer: IndexedLayer) -> None:
+        """Start from an index built elsewhere in this process's memory (the gunicorn master's, see
+        :func:`preload_spot_index`): answered from as long as its version is live, rebuilt like any
+        other index after a publish."""
+        with self._lock:
+            if self._held is None:
+                self._held = layer
+
     def current(self, session: Session) -> IndexedLayer:
         """The index of the live version, built or rebuilt first when it is stale."""
         live = live_layer(session, self.layer)
@@ -154,6 +170,27 @@ class LiveSpotIndex:
         return IndexedLayer(live.dataset_id, live.version, index)
 
 
+def preload_spot_index(finder: object, database: Database) -> IndexedLayer | None:
+    """Build the live layer's index now, in this process, when ``finder`` searches an in-process index.
+
+    ``smartsvc api`` calls it in the gunicorn master before forking: every worker (and every worker
+    recycled after ``max_requests``) inherits the built index copy-on-write instead of reading the
+    whole layer again. The database's connections are closed afterwards, so none crosses the fork.
+    None for the PostGIS finder (nothing to build).
+    """
+    live_index = getattr(finder, "live_index", None)
+    if not isinstance(live_index, LiveSpotIndex):
+        return None
+    try:
+        with database.session() as session:
+            return live_index.current(session)
+    except Exception:  # the workers then build it themselves at their first search, as without preloading
+        log.exception("could not build the spot index before starting the workers")
+        return None
+    finally:
+        database.engine.dispose()
+
+
 class IndexSpotFinder:
     """Finds spots with the process's :class:`LiveSpotIndex`."""
 
@@ -164,7 +201,16 @@ class IndexSpotFinder:
 
     def find(self, session: Session, query: SpotQuery, vehicle: Vehicle) -> list[SpotResult]:
         """The nearest spots the vehicle fits and may park at, nearest first."""
-        layer = self.live_index.current(session)
+        return self._search(self.live_index.current(session), query, vehicle)
+
+    def find_current(self, live: LiveVersion, query: SpotQuery, vehicle: Vehicle) -> list[SpotResult] | None:
+        """:meth:`find` without a session when the caller has just read ``live`` and the index held is
+        for it; None when it is not (then :meth:`find` reads the live version again and rebuilds)."""
+        layer = self.live_index.held_for(live)
+        return None if layer is None else self._search(layer, query, vehicle)
+
+    @staticmethod
+    def _search(layer: IndexedLayer, query: SpotQuery, vehicle: Vehicle) -> list[SpotResult]:
         if layer.index is None:
             return []
         return search(layer.index, query.lat, query.lon, query.radius_m, vehicle, query.at, query.duration_min,

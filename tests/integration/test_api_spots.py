@@ -310,3 +310,81 @@ def test_the_answer_does_not_depend_on_earlier_searches(world):
         found(world, radius_m=1000, duration_min=duration, at="2025-06-03T10:00:00Z")
 
     assert found(world, radius_m=1000, duration_min=90) == first
+
+
+# --------------------------------------------------------------------------- the hot path (smartsvc/http/spots.py)
+
+
+def _bump_token_generation(world: dict[str, Any]) -> None:
+    """What revoking every token of a user does: their generation moves on."""
+    from sqlalchemy import text
+
+    with world["app"].extensions["smartsvc"].database.engine.begin() as connection:
+        connection.execute(text("UPDATE users SET token_generation = token_generation + 1"))
+
+
+def test_a_token_revoked_after_a_search_is_refused_at_the_very_next_one(world):
+    assert found(world)  # the answer of a warm process: nothing of it may be remembered for the next request
+    _bump_token_generation(world)
+
+    refused = problem(spots(world), 401)
+    assert refused["detail"] == "access token is no longer valid"
+    # 401 comes before anything about the arguments, as on every other endpoint.
+    assert problem(spots(world, lat=999), 401)["detail"] == "access token is no longer valid"
+
+
+def test_a_product_deleted_after_a_search_is_404_at_the_very_next_one(world):
+    assert found(world)
+    product_id = world["products"]["smart"]
+    deleted = world["client"].delete(f"/v1/me/products/{product_id}", headers=world["alice"].headers)
+    assert deleted.status_code == 204
+
+    assert f"product {product_id} does not exist" in problem(spots(world), 404)["detail"]
+
+
+def test_errors_on_the_hot_path_are_those_of_the_documented_path(world):
+    # Another user's product, a model without a length, a malformed token, an API key.
+    assert problem(spots(world, user=world["bob"]), 404)
+    assert problem(spots(world, "bike"), 422, "product_id")
+    tampered = world["client"].get("/v1/spots", query_string={"lat": HERE[0], "lon": HERE[1],
+                                                               "product_id": world["products"]["smart"]},
+                                   headers=bearer(world["alice"].token[:-2] + "xx"))
+    assert problem(tampered, 401)
+    key = world["client"].get("/v1/spots", query_string={"lat": HERE[0], "lon": HERE[1],
+                                                          "product_id": world["products"]["smart"]},
+                              headers=bearer(world["operator"]))
+    assert problem(key, 403)
+
+
+@pytest.mark.parametrize("query", [
+    {"lat": "48.85", "lon": "2.35"},
+    {"lat": " 48.85 ", "lon": "2.35e0", "radius_m": "5000", "limit": "100", "duration_min": "10080"},
+    {"lat": "-90", "lon": "180", "at": "2025-06-03T10:00:00Z", "unknown": "ignored"},
+    {"lat": "48.85", "lon": "2.35", "at": "2025-06-03T10:00:00.5+02:00"},
+    {"lat": "1_0", "lon": "2", "radius_m": "0.5"},
+    # Each of these is refused by the schema, so the hot path must not answer them itself.
+    {"lat": "nan", "lon": "2.35"}, {"lat": "inf", "lon": "2.35"}, {"lat": "91", "lon": "2.35"},
+    {"lon": "2.35"}, {"lat": "48.85", "lon": "2.35", "radius_m": "0"},
+    {"lat": "48.85", "lon": "2.35", "limit": "20.0"}, {"lat": "48.85", "lon": "2.35", "limit": "101"},
+    {"lat": "48.85", "lon": "2.35", "at": "2025-06-03T10:00:00"},
+    {"lat": "48.85", "lon": "2.35", "at": "1969-12-31T10:00:00Z"},
+    {"lat": "48.85", "lon": "2.35", "at": ""}, {"lat": "48.85", "lon": "2.35", "product_id": "not-a-uuid"},
+    {"lat": "48.85", "lon": "2.35", "note": "a\x00b"},
+])
+def test_the_hot_path_reads_the_arguments_exactly_as_the_schema_does(query):
+    import marshmallow as ma
+    from werkzeug.datastructures import MultiDict
+
+    from smartsvc.http.spots import SpotSearchArgs, _fast_args
+
+    query = {"product_id": "0190F2C4-5E2B-7CC1-9A3E-3C1F7D2B9A10", **query}
+    try:
+        expected = SpotSearchArgs().load({k: v for k, v in query.items() if k in SpotSearchArgs().fields})
+    except ma.ValidationError:
+        expected = None
+    if "\x00" in "".join(query.values()):
+        expected = None  # the standard parser answers 422 naming the field
+    assert _fast_args(MultiDict(query)) == expected
+    # A repeated argument: the first value, as webargs reads it.
+    repeated = MultiDict(list(query.items()) + [("lon", "12")])
+    assert _fast_args(repeated) == expected
