@@ -17,6 +17,8 @@ from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 KINDS = ("curb", "space", "lot", "charger")
+# What a point of interest (the ``pois`` layer) is, for the recipes that look for one (see normalize.py).
+POI_CATEGORIES = ("workshop", "dealer", "charger", "fuel", "parking", "other")
 ORIENTATIONS = ("parallel", "perpendicular", "diagonal")
 ACTIVITIES = ("parking", "no_parking", "no_stopping", "loading")
 ACCESS = ("public", "residents", "customers", "permit", "disabled", "private")
@@ -146,6 +148,10 @@ class Spot:
     operator: str | None = None
     source_dataset: str | None = None
     source_feature_id: str | None = None
+    # Points of interest: one of POI_CATEGORIES, OSM opening_hours (when it is open), the brand it serves.
+    category: str | None = None
+    opening_hours: str | None = None
+    brand: str | None = None
 
     def to_properties(self) -> dict[str, Any]:
         """Normalized properties (GEODATA.md names); ``None`` and empty values left out."""
@@ -157,7 +163,7 @@ class Spot:
         props["rules"] = [rule.to_dict() for rule in self.rules]
         if self.connectors:
             props["connectors"] = list(self.connectors)
-        for name in ("power_kw", "name", "operator"):
+        for name in ("power_kw", "name", "operator", "category", "opening_hours", "brand"):
             value = getattr(self, name)
             if value is not None:
                 props[name] = value
@@ -194,6 +200,9 @@ class Spot:
             operator=properties.get("operator"),
             source_dataset=source.get("dataset"),
             source_feature_id=source.get("feature_id"),
+            category=properties.get("category"),
+            opening_hours=properties.get("opening_hours"),
+            brand=properties.get("brand"),
             **kwargs,
         )
 

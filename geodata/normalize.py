@@ -5,6 +5,12 @@ normalized names) and by the other readers to finish a spot (default kind and
 length). A value that cannot be read rejects the feature rather than being
 dropped: silently losing a height limit or a no-parking rule could send a
 driver into a fine or under a barrier.
+
+Points of interest (the ``pois`` layer) use the same properties plus
+``category`` (one of :data:`~geodata.model.POI_CATEGORIES`: ``workshop``,
+``dealer``, ``charger``, …), ``opening_hours`` (OSM syntax) and ``brand``.
+Those only describe a place and never decide where to park, so a category or
+opening hours that cannot be read are dropped with a warning instead.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geodata import units
 from geodata.geo import geometry_length_m
-from geodata.model import ACCESS, ACTIVITIES, KINDS, LIMIT_FIELDS, ORIENTATIONS, Rate, Rule, Spot
+from geodata.model import ACCESS, ACTIVITIES, KINDS, LIMIT_FIELDS, ORIENTATIONS, POI_CATEGORIES, Rate, Rule, Spot
 from geodata.validate import ERROR, WARNING, Issue, opening_hours_error
 
 _DEFAULT_KIND = {"LineString": "curb", "Polygon": "lot", "Point": "space"}
@@ -65,7 +71,8 @@ def _spot_maker() -> Any:
 
 
 _SPOT_FIELDS = ("geometry", "kind", "orientation", "length_m", *LIMIT_FIELDS, "capacity", "rules", "connectors",
-                "power_kw", "name", "operator", "source_dataset", "source_feature_id")
+                "power_kw", "name", "operator", "source_dataset", "source_feature_id", "category", "opening_hours",
+                "brand")
 _make_spot = _spot_maker()
 
 
@@ -220,9 +227,10 @@ def _parse_rule_cached(c: _Collector, index: int, data: Any) -> Rule | None:
     return rule
 
 
-def _rules(c: _Collector, value: Any) -> tuple[Rule, ...]:
+def _rules(c: _Collector, value: Any, *, place: bool = False) -> tuple[Rule, ...]:
     if value is None or value == "":
-        c.warn("rules", "no rules: nobody may park here at any time, so the spot is never offered", "no_rules")
+        if not place:  # a workshop or a dealer has no parking rules, and needs none
+            c.warn("rules", "no rules: nobody may park here at any time, so the spot is never offered", "no_rules")
         return ()
     if isinstance(value, str):
         try:
@@ -269,6 +277,39 @@ def _strings(c: _Collector, field: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _category(c: _Collector, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    text = str(value).strip().lower().replace(" ", "_").replace("-", "_")
+    if text not in POI_CATEGORIES:
+        c.warn("category", f"category '{value}' is not one of {', '.join(POI_CATEGORIES)}; ignored")
+        return None
+    return text
+
+
+def _opening_hours(c: _Collector, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.strip():
+        c.warn("opening_hours", "opening_hours must be an OSM opening_hours string; ignored")
+        return None
+    value = value.strip()
+    problem = opening_hours_error(value)
+    if problem:
+        c.warn("opening_hours", f"opening_hours '{value}' is not valid opening_hours syntax ({problem}); ignored")
+        return None
+    return value
+
+
+def place_properties(c: _Collector, props: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """``category``, ``opening_hours`` and ``brand`` of a point of interest (each None when absent or unreadable)."""
+    get = props.get
+    category = None if get("category") is None else _category(c, get("category"))
+    hours = None if get("opening_hours") is None else _opening_hours(c, get("opening_hours"))
+    brand = get("brand")
+    return category, hours, None if brand is None or brand == "" else str(brand)
+
+
 def spot_from_properties(
     props: Mapping[str, Any],
     geometry: BaseGeometry,
@@ -282,8 +323,14 @@ def spot_from_properties(
     get = props.get
     unit = c.unit
     # Absent fields (most of them) are skipped here rather than in c.unit: the same result, fewer calls.
+    category = opening_hours = brand = None
+    if get("category") is not None or get("opening_hours") is not None or get("brand") is not None:
+        category, opening_hours, brand = place_properties(c, props)
     value = get("kind")
-    kind = (value if value in KINDS else _choice(c, "kind", value, KINDS)) or default_kind(geometry)
+    kind = value if value in KINDS else _choice(c, "kind", value, KINDS)
+    if kind is None:
+        # A place (a workshop) is not somewhere to park: no kind is made up for it, except a charger's.
+        kind = default_kind(geometry) if category is None else ("charger" if category == "charger" else None)
     value = get("orientation")
     orientation = value if value in ORIENTATIONS else _choice(c, "orientation", value, ORIENTATIONS)
     value = get("length_m")
@@ -304,7 +351,7 @@ def spot_from_properties(
     capacity = None if value is None else unit("capacity", value, units.parse_count)
     value = get("power_kw")
     power = None if value is None else unit("power_kw", value, units.parse_power_kw)
-    rules = _rules(c, get("rules"))
+    rules = _rules(c, get("rules"), place=category is not None)
     value = get("connectors")
     connectors = () if value is None else _strings(c, "connectors", value)
     source = get("source")
@@ -330,5 +377,8 @@ def spot_from_properties(
         None if operator is None or operator == "" else str(operator),
         dataset,
         feature_id,
+        category,
+        opening_hours,
+        brand,
     )
     return spot, c.issues

@@ -10,6 +10,7 @@ from .db import Database
 from .services.collections import DatasetExtents
 from .services.geofence_tracking import GeofenceTracker
 from .services.rule_set import RuleCache
+from .services.schedule import ScheduleMemo
 from .services.spot_query import SpotFinder
 from .services.spots import build_spot_finder
 
@@ -28,6 +29,8 @@ class Container:
     geofence_tracker: GeofenceTracker = field(default_factory=GeofenceTracker)
     # Rules: this process's cache of the enabled rules (reloaded when one changes).
     rule_cache: RuleCache = field(default_factory=RuleCache)
+    # Scheduler: the (rule, time zone, local date) slots this process found done today.
+    schedule_memo: ScheduleMemo = field(default_factory=ScheduleMemo)
 
 
 def build_container(settings: Settings) -> Container:

@@ -100,6 +100,8 @@ class Settings:
     log_json: bool = True
     outbox_relay_interval_s: int = 2
     outbox_batch_size: int = 500
+    # A message sent but not completed this long ago (its worker died, the broker lost it) is published again.
+    outbox_redeliver_after_s: int = 300
     task_soft_time_limit_s: int = 60
     max_devices_per_user: int = 20
     max_products_per_user: int = 50
@@ -124,6 +126,14 @@ class Settings:
     max_geofence_body_bytes: int = 4 * 1024 * 1024
     # Rules (one operator namespace): every process caches them all and evaluates those of an event.
     max_rules: int = 1000
+    # Context events: how late an event may arrive and still be applied, the arrival radius of a trip,
+    # and the events per POST /v1/me/context batch.
+    context_late_window_s: int = 600
+    arrival_radius_m: int = 75
+    max_context_events: int = 500
+    # Suggestions: dismissals in a row that mute a rule for a user, and the lifetime when a recipe gives none.
+    mute_after_dismissals: int = 3
+    suggestion_ttl_s: int = 21600
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -165,6 +175,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "LOG_JSON": ("log_json", _as_bool),
     "OUTBOX_RELAY_INTERVAL_S": ("outbox_relay_interval_s", lambda n, v: _as_int(n, v, 1, 3600)),
     "OUTBOX_BATCH_SIZE": ("outbox_batch_size", lambda n, v: _as_int(n, v, 1, 100_000)),
+    "OUTBOX_REDELIVER_AFTER_S": ("outbox_redeliver_after_s", lambda n, v: _as_int(n, v, 1, 86400)),
     "TASK_SOFT_TIME_LIMIT_S": ("task_soft_time_limit_s", lambda n, v: _as_int(n, v, 1, 86400)),
     "MAX_DEVICES_PER_USER": ("max_devices_per_user", lambda n, v: _as_int(n, v, 1, 1000)),
     "MAX_PRODUCTS_PER_USER": ("max_products_per_user", lambda n, v: _as_int(n, v, 1, 10_000)),
@@ -180,6 +191,11 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "MAX_GEOFENCE_VERTICES_TOTAL": ("max_geofence_vertices_total", lambda n, v: _as_int(n, v, 4, 1_000_000_000)),
     "MAX_GEOFENCE_BODY_BYTES": ("max_geofence_body_bytes", lambda n, v: _as_int(n, v, 1024, 1 << 30)),
     "MAX_RULES": ("max_rules", lambda n, v: _as_int(n, v, 1, 1_000_000)),
+    "CONTEXT_LATE_WINDOW_S": ("context_late_window_s", lambda n, v: _as_int(n, v, 0, 7 * 86400)),
+    "ARRIVAL_RADIUS_M": ("arrival_radius_m", lambda n, v: _as_int(n, v, 5, 10_000)),
+    "MAX_CONTEXT_EVENTS": ("max_context_events", lambda n, v: _as_int(n, v, 1, 10_000)),
+    "MUTE_AFTER_DISMISSALS": ("mute_after_dismissals", lambda n, v: _as_int(n, v, 1, 1000)),
+    "SUGGESTION_TTL_S": ("suggestion_ttl_s", lambda n, v: _as_int(n, v, 60, 30 * 86400)),
 }
 
 

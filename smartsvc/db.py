@@ -113,6 +113,11 @@ class UnitOfWork:
         self.session: Session | None = None
         self._after_commit: list[Any] = []
 
+    @property
+    def database(self) -> Database:
+        """The database this transaction runs on (its settings included)."""
+        return self._database
+
     def __enter__(self) -> "UnitOfWork":
         self.session = self._database.session(write=self._write)
         self._after_commit = []

@@ -51,6 +51,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "outbox-relay": {"task": RELAY_TASK, "schedule": timedelta(seconds=settings.outbox_relay_interval_s)},
             "maintenance-purge": {"task": "smartsvc.maintenance.purge", "schedule": timedelta(hours=1)},
+            "geofence-timer": {"task": "smartsvc.context.geofence_timer", "schedule": timedelta(seconds=15)},
+            "suggestion-timers": {"task": "smartsvc.suggestions.timers", "schedule": timedelta(seconds=30)},
+            "schedule-rules": {"task": "smartsvc.schedule.run", "schedule": timedelta(minutes=1)},
         },
     }
     if settings.broker_url.startswith("filesystem"):

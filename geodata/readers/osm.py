@@ -8,6 +8,11 @@
 - Road ways with street parking (``parking:lane:*`` old scheme,
   ``parking:{side}`` new scheme) → one ``curb`` per side; see
   :mod:`geodata.readers.osm_street`.
+- Points of interest (for the ``pois`` layer): ``shop=car_repair`` →
+  category ``workshop``, ``shop=car`` → ``dealer`` (a place with no kind and
+  no parking rules), ``amenity=charging_station`` → also category
+  ``charger``; ``name``, ``operator``, ``brand`` and ``opening_hours`` are
+  kept (opening hours that cannot be read are dropped with a warning).
 - Anything else is not about parking and gives no spot and no issue.
 
 Feature ids: osmium's ``type_id`` (``w123``) or ``@type``/``@id`` attributes
@@ -34,6 +39,7 @@ _ACCESS = {
 }
 _SPACE_ACCESS = {"disabled": "disabled", "residents": "residents", "private": "private", "customers": "customers"}
 _ORIENTATION = {"parallel": "parallel", "perpendicular": "perpendicular", "diagonal": "diagonal"}
+_SHOP_CATEGORY = {"car_repair": "workshop", "car": "dealer"}
 
 
 def osm_id(feature: Mapping[str, Any], props: Mapping[str, Any]) -> str | None:
@@ -163,8 +169,26 @@ def _place_spot(t: TagReader, geom: Any, amenity: str, dataset: str | None, fid:
         operator=t.get("operator"),
         source_dataset=dataset,
         source_feature_id=fid,
+        category="charger" if kind == "charger" else None,
+        opening_hours=_charger_hours(t, when) if kind == "charger" else None,
+        brand=t.get("brand") if kind == "charger" else None,
         **limits,
     )
+
+
+def _charger_hours(t: TagReader, when: str | None) -> str | None:
+    """A charger's opening hours as a place (its parking rule already has them as its window)."""
+    return "24/7" if when is None and (t.get("opening_hours") or "").lower() == "24/7" else when
+
+
+def _shop_place(t: TagReader, geom: Any, category: str, dataset: str | None, fid: str | None) -> Spot:
+    """A workshop or a dealer: where it is, what it is called, when it is open."""
+    hours = t.get("opening_hours")
+    if hours is not None and opening_hours_error(hours):
+        t.warn("opening_hours", f"opening_hours '{hours}' is not valid opening_hours syntax; ignored")
+        hours = None
+    return Spot(geometry=geom, kind=None, name=t.get("name"), operator=t.get("operator"), source_dataset=dataset,
+                source_feature_id=fid, category=category, opening_hours=hours, brand=t.get("brand"))
 
 
 class OSMReader(Reader):
@@ -184,8 +208,9 @@ class OSMReader(Reader):
         fid = osm_id(feature, tags)
         label: int | str = fid if fid is not None else index
         amenity = str(tags.get("amenity") or "")
+        shop = _SHOP_CATEGORY.get(str(tags.get("shop") or ""))
         street = tags_for_street(tags)
-        if amenity not in ("parking", "parking_space", "charging_station") and not street:
+        if amenity not in ("parking", "parking_space", "charging_station") and not street and shop is None:
             return FeatureResult(index, fid, ())
         issues: list[Issue] = []
         if self.too_deep(tags, label, "properties", issues):
@@ -198,6 +223,8 @@ class OSMReader(Reader):
         if amenity in ("parking", "parking_space", "charging_station"):
             spot = _place_spot(t, geom, amenity, dataset, fid)
             spots: tuple[Spot, ...] = (spot,) if spot else ()
+        elif shop is not None:
+            spots = (_shop_place(t, geom, shop, dataset, fid),)
         elif geom.geom_type != "LineString":
             t.warn("geometry", "street parking tags on a feature that is not a line; ignored")
             spots = ()

@@ -8,8 +8,9 @@ from .api import Api
 def register_blueprints(api: Api) -> None:
     """Register all resources on ``api`` (imported here, not at module load)."""
     from . import collections, consents, datasets, devices, health, keys, products, spots, users
-    from . import geofences, rules
+    from . import context, geofences, rules
+    from . import suggestions
 
     for module in (health, users, consents, devices, products, keys, datasets, collections, spots, geofences,
-                   rules):
+                   rules, context, suggestions):
         api.register_blueprint(module.blp)

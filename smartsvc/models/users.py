@@ -22,7 +22,7 @@ class User(Base):
 
     id: Mapped[uuid.UUID] = id_column()
     external_id: Mapped[str] = mapped_column(String(200), unique=True)
-    time_zone: Mapped[str] = mapped_column(String(64))
+    time_zone: Mapped[str] = mapped_column(String(64), index=True)
     locale: Mapped[str | None] = mapped_column(String(35))
     quiet_hours_start: Mapped[str | None] = mapped_column(String(5))
     quiet_hours_end: Mapped[str | None] = mapped_column(String(5))

@@ -200,6 +200,12 @@ def properties_json(spot: Spot) -> str:
         props["name"] = spot.name
     if spot.operator is not None:
         props["operator"] = spot.operator
+    if spot.category is not None:
+        props["category"] = spot.category
+    if spot.opening_hours is not None:
+        props["opening_hours"] = spot.opening_hours
+    if spot.brand is not None:
+        props["brand"] = spot.brand
     props["source"] = {"dataset": spot.source_dataset, "feature_id": spot.source_feature_id}
     rules = _rules_json(spot.rules)
     if rules is not None:

@@ -1,4 +1,4 @@
-"""Telemetry: store a reading (consent ``telemetry``), then fold it in a worker."""
+"""Telemetry: store a reading (consent ``telemetry``), then fold it in a worker, which notices it for the rules."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ..timeutil import utcnow
 from . import outbox
 from .consents import require_consent
 from .pagination import Page, keyset_page
+from .triggers import emit_trigger
 
 PROCESS_TASK = "smartsvc.telemetry.process"
 
@@ -69,8 +70,33 @@ def _json_value(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+def _is_newest(reading: TelemetryReading, latest: dict[str, Any]) -> bool:
+    """Whether no reading folded so far happened after this one (of any measurement)."""
+    return all(datetime.fromisoformat(entry["at"]) <= reading.at for entry in latest.values()
+               if isinstance(entry, dict) and entry.get("at"))
+
+
+def _changes(reading: TelemetryReading, latest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"product.telemetry.<name>": {"value", "previous_value"}}`` for each measurement the reading carries."""
+    changes = {}
+    for name in TelemetryReading.MEASUREMENTS:
+        value = getattr(reading, name)
+        if value is not None:
+            previous = latest.get(name)
+            changes[f"product.telemetry.{name}"] = {
+                "value": _json_value(value),
+                "previous_value": previous.get("value") if isinstance(previous, dict) else None}
+    return changes
+
+
 def process_reading(database: Database, reading_id: uuid.UUID, outbox_id: int | None = None) -> bool:
-    """Fold a reading into its product's ``latest_telemetry`` (newest ``at`` wins).
+    """Fold a reading into its product's ``latest_telemetry`` (newest ``at`` wins) and notice it for the rules.
+
+    When the reading is the product's newest, a ``telemetry.updated`` trigger is
+    written in the same transaction (dedupe ``telemetry.updated:{reading_id}``)
+    with the measurements it carried and, per fact, the value before it — what
+    ``telemetry.threshold`` rules compare. A reading arriving after a newer one
+    fires nothing (its values may still fill fields the newer one lacked).
 
     Idempotent: a reading already processed, or processed twice
     concurrently, leaves the same state. Returns False when there was
@@ -91,6 +117,13 @@ def process_reading(database: Database, reading_id: uuid.UUID, outbox_id: int | 
             uow.commit()  # nothing (left) to do: the message is still done
             return False
         latest = dict(product.latest_telemetry or {})
+        if _is_newest(reading, latest):
+            changes = _changes(reading, latest)
+            emit_trigger(uow, user_id=reading.user_id, event="telemetry.updated", at=reading.at,
+                         dedupe_key=f"telemetry.updated:{reading.id}", product_id=product.id,
+                         fields={"product_id": str(product.id),
+                                 "fields": [name.removeprefix("product.telemetry.") for name in changes],
+                                 "changes": changes})
         for name in TelemetryReading.MEASUREMENTS:
             value = getattr(reading, name)
             if value is None:

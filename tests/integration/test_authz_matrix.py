@@ -19,6 +19,8 @@ import pytest
 from smartsvc.credentials import AccessTokens
 from smartsvc.services.dataset_import import run_import
 from smartsvc.services.keys import create_key, revoke_key
+from smartsvc.services.proposals import Proposal, RecipeResult
+from smartsvc.services.suggestions import propose
 from tests.support.factories import bearer, grant, make_app, make_settings, make_user
 from tests.support.rules import example_rule
 
@@ -98,6 +100,11 @@ TABLE: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/rules/<uuid:rule_id>", "GET"): OPERATOR,
     ("/v1/rules/<uuid:rule_id>", "PATCH"): OPERATOR,
     ("/v1/rules/<uuid:rule_id>", "DELETE"): OPERATOR,
+    ("/v1/me/context", "GET"): OWN,
+    ("/v1/me/context", "POST"): OWN,
+    ("/v1/me/suggestions", "GET"): OWN,
+    ("/v1/me/suggestions/<uuid:suggestion_id>", "GET"): OWNED_OBJECT,
+    ("/v1/me/suggestions/<uuid:suggestion_id>/feedback", "POST"): OWNED_OBJECT,
 }
 
 _unique = itertools.count()
@@ -133,6 +140,10 @@ BODIES: dict[tuple[str, str], Callable[[], Any]] = {
                                                             "center": {"lat": 48.85, "lon": 2.35}},
     ("/v1/rules", "POST"): lambda: example_rule(name=f"matrix rule {next(_unique)}"),
     ("/v1/rules/<uuid:rule_id>", "PATCH"): lambda: {"priority": next(_unique) % 1000},
+    ("/v1/me/suggestions/<uuid:suggestion_id>/feedback", "POST"): lambda: {"action": "opened"},
+    # An activity (no consent needed); its own time each call, so that it is never a duplicate.
+    ("/v1/me/context", "POST"): lambda: {"events": [{"type": "activity", "value": "walking",
+                                                     "at": f"2026-01-01T10:00:{next(_unique) % 60:02d}+00:00"}]},
 }
 WORLD_MODEL_ID: list[str] = []
 
@@ -165,6 +176,7 @@ class World:
     dataset_id: str = ""  # imported (ready), so that publishing it succeeds
     geofence_id: str = ""
     rule_id: str = ""
+    suggestion_id: str = ""
 
     def fresh_device(self) -> str:
         response = self.client.post("/v1/me/devices", json={"platform": "apns", "token": f"t-{next(_unique)}"},
@@ -219,6 +231,8 @@ class World:
             return self.fresh_geofence() if destructive else self.geofence_id
         if name == "rule_id":
             return self.fresh_rule() if destructive else self.rule_id
+        if name == "suggestion_id":
+            return self.suggestion_id
         raise AssertionError(f"the matrix does not know how to fill <{name}>; teach World.path_value")
 
 
@@ -255,7 +269,20 @@ def world(tmp_path_factory) -> World:
     run_import(database, app.extensions["smartsvc"].settings, uuid.UUID(world.dataset_id))
     world.geofence_id = world.fresh_geofence()
     world.rule_id = world.fresh_rule()
+    world.suggestion_id = owner_suggestion(app, owner, world.rule_id)
+    world.private_ids.add(world.suggestion_id)
     return world
+
+
+def owner_suggestion(app, owner, rule_id: str) -> str:
+    """A suggestion for the owner, as the engine makes them."""
+    proposal = Proposal(user_id=uuid.UUID(owner.id), kind="message", dedupe_key=f"matrix:{rule_id}",
+                        content=RecipeResult(title="Matrix", body="for the owner only", payload={}),
+                        reason={"rule": {"id": rule_id, "name": "matrix"}}, rule_id=uuid.UUID(rule_id))
+    with app.extensions["smartsvc"].database.unit_of_work() as uow:
+        suggestion_id = str(propose(uow, proposal).id)
+        uow.commit()
+    return suggestion_id
 
 
 def _routes(app) -> set[tuple[str, str]]:

@@ -20,6 +20,7 @@ import re
 import shutil
 import tempfile
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import available_timezones
 
@@ -191,6 +192,21 @@ def _create_credentials_and_objects() -> None:
     rule = client.post("/v1/rules", headers=bearer(_TOKENS["operator"]), json=example_rule())
     assert rule.status_code == 201, rule.get_json()
     _KNOWN["rule_id"] = rule.get_json()["id"]
+    _KNOWN["suggestion_id"] = _known_suggestion(user.id, _KNOWN["rule_id"])
+
+
+def _known_suggestion(user_id: str, rule_id: str) -> str:
+    """A suggestion for the user, as the engine makes them (feedback and reads reach their success paths)."""
+    from smartsvc.services.proposals import Proposal, RecipeResult
+    from smartsvc.services.suggestions import propose
+
+    proposal = Proposal(user_id=uuid.UUID(user_id), kind="message", dedupe_key=f"schemathesis:{rule_id}",
+                        content=RecipeResult(title="Known", body="a suggestion", payload={"n": 1}),
+                        reason={"rule": {"id": rule_id, "name": "known"}}, rule_id=uuid.UUID(rule_id))
+    with APP.extensions["smartsvc"].database.unit_of_work() as uow:
+        suggestion_id = str(propose(uow, proposal).id)
+        uow.commit()
+    return suggestion_id
 
 
 _create_credentials_and_objects()
@@ -270,6 +286,35 @@ def make_geofence_semantically_valid(case) -> None:
         case.body = {**body, **{name: value for name, value in replacements.items() if name in rejected.errors}}
 
 
+def make_context_events_valid(case) -> None:
+    """In a positive context batch, times ahead of the clock become now and product ids the user's own.
+
+    "At most 5 minutes in the future" depends on the clock and "one of your
+    products" on stored state: no JSON Schema says either, so the API's 422s
+    would read as valid data rejected. tests/integration/test_api_context.py
+    covers both refusals; negative cases are sent as generated.
+    """
+    body, meta = case.body, case.meta
+    if (case.operation.path != "/v1/me/context" or not isinstance(body, dict) or meta is None
+            or not meta.generation.mode.is_positive or not isinstance(body.get("events"), list)):
+        return
+    now = datetime.now(timezone.utc)
+    events = []
+    for event in body["events"]:
+        if isinstance(event, dict):
+            event = dict(event)
+            try:
+                ahead = datetime.fromisoformat(str(event.get("at"))) > now
+            except (ValueError, TypeError):  # not a time, or one without an offset: sent as generated
+                ahead = False
+            if ahead:
+                event["at"] = now.isoformat()
+            if _is_uuid(event.get("product_id")):
+                event["product_id"] = _KNOWN["product_id"]
+        events.append(event)
+    case.body = {**body, "events": events}
+
+
 def checks_for(case) -> list:
     """Every check, except negative_data_rejection for a multipart body that only the body makes invalid.
 
@@ -304,6 +349,7 @@ def test_api_conforms_to_its_openapi_document(case):
         # tests cover the unknown model).
         case.body = {**body, "model_id": _KNOWN["model_id"]}
     make_geofence_semantically_valid(case)
+    make_context_events_valid(case)
     key = (case.headers or {}).get(IDEMPOTENCY_KEY)
     if isinstance(key, str) and re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
         # Hypothesis repeats small values ("0") across examples, and a key used

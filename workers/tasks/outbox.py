@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import current_app as current_celery
 from celery import shared_task
 from flask import current_app
@@ -23,4 +25,5 @@ def relay() -> int:
     """Publish due outbox messages; safe to run concurrently and repeatedly."""
     settings = current_app.extensions["smartsvc"].settings
     return relay_pending(current_app.extensions["smartsvc"].database, _publish,
-                         batch_size=settings.outbox_batch_size)
+                         batch_size=settings.outbox_batch_size,
+                         redeliver_after=timedelta(seconds=settings.outbox_redeliver_after_s))

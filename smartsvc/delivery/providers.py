@@ -1,0 +1,42 @@
+"""The provider interface and the choice of a provider per device.
+
+A device is delivered by its platform's provider when that provider is
+configured (DELIVERY.md), otherwise by the ``log`` provider. Each platform
+has a factory that returns its provider, or None when the settings do not
+configure it; FCM, APNs and Web Push add theirs to ``_PLATFORM_FACTORIES``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+from ..config import Settings
+from .log import LogProvider
+from .message import PushMessage, PushResult
+
+
+class PushProvider(Protocol):
+    """Sends one push; never raises for a failed push (the result says so)."""
+
+    #: Recorded with each attempt (``log``, ``fcm``, ``apns``, ``webpush``).
+    name: str
+
+    def send(self, message: PushMessage) -> PushResult:
+        """Send ``message`` (already within the payload limit) and report the outcome."""
+        ...
+
+
+ProviderFactory = Callable[[Settings], "PushProvider | None"]
+
+# platform -> factory; a factory returns None when its settings are not there (the log provider then).
+_PLATFORM_FACTORIES: dict[str, ProviderFactory] = {}
+
+
+def provider_for(device: Any, settings: Settings) -> PushProvider:
+    """The provider that delivers to ``device`` (anything with a ``platform``) under ``settings``."""
+    if settings.push_provider != "log":
+        factory = _PLATFORM_FACTORIES.get(device.platform)
+        provider = factory(settings) if factory is not None else None
+        if provider is not None:
+            return provider
+    return LogProvider(settings.pushes_log_path)

@@ -1,0 +1,254 @@
+"""The engine: run the rules on one trigger and propose the suggestions they make (docs/engine.md, 3).
+
+:func:`handle_trigger` works in one write transaction:
+
+1. the trigger, locked; already processed → the outbox message is completed, nothing else;
+2. the facts: :func:`~smartsvc.services.context_facts.context_facts` (``user``,
+   ``product``, ``trip``) plus ``geofence`` (``tag``, ``metadata``, for
+   geofence triggers) and ``event`` (the trigger's own fields); for a
+   ``trip.*`` trigger, ``trip`` is the trigger's trip even when the user has
+   arrived or started another since (from the trip event); the user's
+   last fix is added as ``user.location`` ``{lat, lon}`` for the recipes
+   that search around the user (it is not a fact rules can test);
+3. the rules: only ``rule_id`` when the trigger names one, else the enabled
+   rules of its event; a ``telemetry.updated`` trigger also runs each
+   ``telemetry.threshold`` rule whose comparison the reading made true while
+   the previous value did not (its ``event`` facts are then ``product_id``,
+   ``fact``, ``value``, ``previous_value``); a geofence rule with a ``tag``
+   only runs for fences with that tag;
+4. per rule, highest priority first: the conditions
+   (:func:`smartsvc.rules.evaluate`), the recipe
+   (:func:`~smartsvc.services.recipes.run_recipe`; None: no suggestion), and
+   :func:`~smartsvc.services.suggestions.propose` with dedupe key
+   ``"{trigger_id}:{rule_id}"``;
+5. ``processed_at`` set and the outbox message completed, in the same commit.
+
+A recipe that raises: each rule's recipe and proposal run in a savepoint, so
+one failing rule does not stop the others. The others' suggestions are
+committed, but the trigger stays unprocessed and its outbox message
+uncompleted, so the relay delivers it again (after its redelivery delay); the
+rules that worked then find their suggestion already proposed (idempotent)
+and only the failing ones run for real. From the
+:data:`MAX_RECIPE_ATTEMPTS`-th delivery on, failing rules are given up (logged
+with the trigger and the rule) and the trigger is processed, so a rule that
+keeps failing never blocks a trigger, or the relay's retries, for good. A
+database that is down is not a recipe failure: the whole transaction rolls
+back and the message is delivered again. Called without an outbox message
+(tests, a CLI) nothing would deliver it again, so failing rules are given up
+at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from ..models import ContextEvent, OutboxMessage, TriggerRecord, UserContext
+from ..rules import evaluate
+from ..rules.ops import apply
+from ..timeutil import utcnow
+from . import outbox
+from .context_facts import context_facts
+from .proposals import Proposal
+from .recipes import UnknownRecipe, run_recipe
+from .rule_set import ActiveRule, RuleSet
+from .suggestions import propose
+
+log = logging.getLogger(__name__)
+
+# Deliveries of a trigger's message after which rules whose recipe keeps raising are given up.
+MAX_RECIPE_ATTEMPTS = 3
+THRESHOLD = "telemetry.threshold"
+# Trigger fields that are geofence facts, not event facts (docs/engine.md, 2).
+_GEOFENCE_FIELDS = ("tag", "metadata")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A rule to run on the trigger, with the ``event`` facts and trigger description it sees."""
+
+    rule: ActiveRule
+    event: str
+    event_facts: Mapping[str, Any]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with what JSON cannot hold made text (datetimes, UUIDs) and tuples made lists."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def crossed(rule: ActiveRule, changes: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``event`` facts of a ``telemetry.threshold`` rule when the reading crossed its threshold, else None.
+
+    Crossed: ``value op threshold`` holds for the new value and did not for the
+    previous one (no previous value: it did not).
+    """
+    fact, op, threshold = rule.trigger.get("fact"), rule.trigger.get("op"), rule.trigger.get("value")
+    change = changes.get(fact) if isinstance(fact, str) else None
+    if not isinstance(change, Mapping):
+        return None
+    value, previous = change.get("value"), change.get("previous_value")
+    if not apply(str(op), value, threshold) or (previous is not None and apply(str(op), previous, threshold)):
+        return None
+    return {"fact": fact, "value": value, "previous_value": previous}
+
+
+def _tag_matches(rule: ActiveRule, fields: Mapping[str, Any]) -> bool:
+    wanted = rule.trigger.get("tag")
+    return wanted is None or fields.get("tag") == wanted
+
+
+def candidates(rule_set: RuleSet, trigger: TriggerRecord) -> list[Candidate]:
+    """The rules to run on ``trigger``, highest priority first, with the event facts each sees."""
+    fields = dict(trigger.fields or {})
+    event_facts = {k: v for k, v in fields.items() if k not in _GEOFENCE_FIELDS} \
+        if trigger.event.startswith("geofence.") else {k: v for k, v in fields.items() if k != "changes"}
+    found: list[Candidate] = []
+    events: Iterable[str] = (trigger.event, THRESHOLD) if trigger.event == "telemetry.updated" else (trigger.event,)
+    for event in events:
+        for rule in rule_set.rules_for(event):
+            if trigger.rule_id is not None and rule.id != trigger.rule_id:
+                continue
+            if event == THRESHOLD:
+                threshold_facts = crossed(rule, fields.get("changes") or {})
+                if threshold_facts is None:
+                    continue
+                found.append(Candidate(rule, THRESHOLD, {"product_id": fields.get("product_id"), **threshold_facts}))
+            elif event.startswith("geofence.") and not _tag_matches(rule, fields):
+                continue
+            else:
+                found.append(Candidate(rule, event, event_facts))
+    found.sort(key=lambda c: (-c.rule.priority, c.rule.id))
+    return found
+
+
+def build_facts(session: Session, trigger: TriggerRecord) -> dict[str, Any]:
+    """The facts every rule on ``trigger`` sees, without ``event`` (which may differ per rule)."""
+    facts = dict(context_facts(session, trigger.user_id, product_id=trigger.product_id, now=trigger.at))
+    context = session.get(UserContext, trigger.user_id)
+    fix = context.fix if context is not None else None
+    if "user" in facts and isinstance(fix, Mapping) and fix.get("lat") is not None and fix.get("lon") is not None:
+        # Where the user was last seen, for the recipes that search around them (not a rule fact).
+        facts["user"] = {**facts["user"], "location": {"lat": fix["lat"], "lon": fix["lon"]}}
+    fields = trigger.fields or {}
+    if trigger.event.startswith("trip."):
+        _trip_of_trigger(session, trigger, facts)
+    if trigger.event.startswith("geofence."):
+        facts["geofence"] = {"tag": fields.get("tag"), "metadata": fields.get("metadata") or {}}
+    return facts
+
+
+def _trip_of_trigger(session: Session, trigger: TriggerRecord, facts: dict[str, Any]) -> None:
+    """Make ``trip`` the trigger's trip: by the time it runs the user may have arrived (no trip) or started
+    another. Its id is in the dedupe key (``trip.{kind}:{trip_id}[:{rule_id}]``) and is the trip event's id."""
+    parts = trigger.dedupe_key.split(":")
+    try:
+        trip_id = uuid.UUID(parts[1]) if len(parts) > 1 else None
+    except ValueError:
+        return
+    current = facts.get("trip") or {}
+    if trip_id is None or current.get("id") == str(trip_id):
+        return
+    started = session.get(ContextEvent, trip_id)
+    if started is None or started.user_id != trigger.user_id or not isinstance(started.data, Mapping):
+        return
+    fields = trigger.fields or {}
+    trip = {"id": str(trip_id), "destination": started.data.get("destination"), "mode": started.data.get("mode"),
+            "product_id": started.data.get("product_id"), "distance_m": fields.get("distance_m"),
+            "eta_s": fields.get("eta_s")}
+    facts["trip"] = {name: value for name, value in trip.items() if value is not None}
+
+
+def _attempts(session: Session, outbox_id: int | None) -> int | None:
+    if outbox_id is None:
+        return None
+    return session.scalar(select(OutboxMessage.attempts).where(OutboxMessage.id == outbox_id))
+
+
+def _reason(candidate: Candidate, trigger: TriggerRecord, matched: Mapping[str, Any]) -> dict[str, Any]:
+    rule = candidate.rule
+    return json_safe({
+        "rule": {"id": rule.id, "name": rule.name},
+        "trigger": {"event": candidate.event, "at": trigger.at, "fields": candidate.event_facts},
+        "facts": matched,
+    })
+
+
+def handle_trigger(container: Any, trigger_id: uuid.UUID, outbox_id: int | None = None) -> int:
+    """Run the rules on a trigger; the number of suggestions proposed (see the module docstring).
+
+    Idempotent: a trigger already processed only completes its outbox
+    message; a trigger handled twice concurrently is processed once (its row
+    is locked on PostgreSQL; SQLite's write transaction excludes the other).
+    """
+    with container.database.unit_of_work() as uow:
+        session = uow.session
+        assert session is not None
+        trigger = session.get(TriggerRecord, trigger_id, with_for_update=True, populate_existing=True)
+        if trigger is None or trigger.processed_at is not None:
+            outbox.complete(session, outbox_id)
+            uow.commit()
+            return 0
+        facts = build_facts(session, trigger)
+        proposed, failed = 0, []
+        for candidate in candidates(container.rule_cache.current(session), trigger):
+            rule_facts = {**facts, "event": dict(candidate.event_facts)}
+            holds, matched = evaluate(candidate.rule.conditions, rule_facts)
+            if not holds:
+                continue
+            try:
+                proposed += _run_rule(uow, container, trigger, candidate, rule_facts, matched)
+            except (OperationalError, InterfaceError):
+                raise  # the database, not the rule: deliver the whole trigger again
+            except UnknownRecipe:
+                log.error("rule names an unknown recipe", extra={"rule_id": str(candidate.rule.id),
+                                                                  "recipe": candidate.rule.action.get("recipe")})
+            except Exception:
+                log.exception("recipe failed", extra={"trigger_id": str(trigger.id),
+                                                      "rule_id": str(candidate.rule.id)})
+                failed.append(candidate.rule.id)
+        attempts = _attempts(session, outbox_id)
+        if failed and attempts is not None and attempts < MAX_RECIPE_ATTEMPTS:
+            uow.commit()  # the other rules' suggestions stay; the message is delivered again for the failed ones
+            return proposed
+        if failed:
+            log.error("giving up failing rules for a trigger", extra={
+                "trigger_id": str(trigger.id), "rule_ids": [str(rule_id) for rule_id in failed],
+                "attempts": attempts})
+        trigger.processed_at = utcnow()
+        outbox.complete(session, outbox_id)
+        uow.commit()
+    return proposed
+
+
+def _run_rule(uow: Any, container: Any, trigger: TriggerRecord, candidate: Candidate,
+              facts: Mapping[str, Any], matched: Mapping[str, Any]) -> int:
+    """Run one rule's recipe and propose its result in a savepoint; 1 when a suggestion was proposed."""
+    session = uow.session
+    rule = candidate.rule
+    with session.begin_nested():
+        result = run_recipe(session, container, str(rule.action.get("recipe")), rule.action.get("params"), facts,
+                            trigger)
+        if result is None:
+            return 0
+        propose(uow, Proposal(
+            user_id=trigger.user_id, kind=str(rule.action["recipe"]), content=result,
+            reason=_reason(candidate, trigger, matched), dedupe_key=f"{trigger.id}:{rule.id}", rule_id=rule.id,
+            trigger_id=trigger.id, cooldown_s=rule.cooldown_s, priority=rule.priority, at=trigger.at,
+        ))
+    return 1
