@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, str] = {
     "search": "bench.bench_search",  # 1. spot search core, in-process
     "http": "bench.bench_http",      # 2. spot search over HTTP against the framework ceiling
     "geofences": "bench.bench_geofences",  # 3. geofence point evaluations in-process (PostGIS ST_Contains beside)
+    "context": "bench.bench_context",  # 4. context ingest end to end: API + workers + beat, PostgreSQL+Redis and embedded
     "import": "bench.bench_import",  # 5. import a 1M-feature GeoJSON
 }
 

@@ -36,12 +36,13 @@ def smoke_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTSVC_")}
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--no-install", "--out", str(out)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=480, stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, f"python -m bench --smoke failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
     found = {path.name: json.loads(path.read_text()) for path in out.glob("*.json")}
     # Every registered benchmark writes one file; these are checked in detail below.
-    assert {"search-smoke.json", "import-smoke.json", "http-smoke.json", "geofences-smoke.json"} <= set(found), \
+    assert {"search-smoke.json", "import-smoke.json", "http-smoke.json", "geofences-smoke.json",
+            "context-smoke.json"} <= set(found), \
         sorted(found)
     return found
 
@@ -169,3 +170,16 @@ def test_geofence_benchmark_evaluated_points_beside_postgis(smoke_results):
     _latency(results["postgis"]["contains"])
     assert _finite(record["ratios"]["postgis_contains_p50_over_ours_containing_p50"])
     assert {"evaluate_evals_per_s", "evaluate_many_evals_per_s"} <= set(record["targets"])
+
+
+def test_context_benchmark_ran_end_to_end_on_both_deployments_and_lost_nothing(smoke_results):
+    record = smoke_results["context-smoke.json"]
+    _common(record, "context")
+    for deployment in ("postgres-redis", "embedded"):
+        result = record["results"][deployment]
+        assert result["load"]["events_accepted"] == result["load"]["events_sent"] > 0
+        _latency(result["load"]["latency"])
+        counts = result["counts"]
+        assert counts["context_events"] == result["events_sent_in_all"]
+        assert counts["triggers"] > 0 and counts["triggers_unprocessed"] == 0 and counts["outbox_uncompleted"] == 0
+        assert record["targets"][f"{deployment}_lost"]["measured"] == 0

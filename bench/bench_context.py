@@ -1,0 +1,528 @@
+"""Benchmark 4 — context ingest end to end: phones' location batches in, triggers handled, pushes out.
+
+Two deployments, each started fresh in this run:
+
+- ``postgres-redis``: a database of the run's throwaway PostgreSQL+PostGIS
+  (:meth:`bench.common.Context.postgres`) and a throwaway Redis
+  (:class:`tests.support.servers.RedisServer`) as the broker;
+- ``embedded``: the defaults (SQLite under a temporary ``SMARTSVC_VAR_DIR``,
+  kombu's filesystem broker).
+
+Processes, as deployed: ``smartsvc api --workers <cores>`` (gunicorn gthread,
+started like benchmark 2's, :class:`bench.bench_http.Server`), ``smartsvc
+worker --concurrency <cores>`` and ``smartsvc beat`` (the outbox relay every
+2 s besides the wake-ups after each commit).
+
+Data (``tests/support/journeys.py``): ``users`` users (consents ``location``
+and ``proactive_push``, one device each, made through the use cases) drive
+3 km roads back and forth at 10 m/s, one fix every ``step_s`` (2) seconds, each
+road's users starting at their own point of a leg; a station geofence on each
+road; three rules (``trip.approaching`` within 1,500 m, entering a station,
+arriving), each a ``message`` recipe. A leg (200 events: two batches) makes
+five triggers (2.5 % of the events) and up to three suggestions; the daily push
+budget (3) suppresses the later ones, as in production.
+
+Load: a closed loop of ``connections`` keep-alive HTTP connections (threads
+of this process, bodies built before the clock starts); user ``u`` is served
+by connection ``u % connections`` only, so each user's batches go one after
+the other in time order, as a phone sends them. Each ``POST /v1/me/context``
+carries 100 events. The client's own CPU time is measured to show it is not
+the bottleneck.
+
+Reported: accepted events/s over the load, request latency, and after the
+load the processing lag per trigger — from the trigger's ``created_at`` (in
+the batch's transaction: the event's arrival) to the end of everything it
+caused: ``processed_at`` (the engine's commit) and, when it made a
+suggestion that was pushed, the push's outbox message ``completed_at`` — and
+the losses: events sent vs ``context_events`` stored, triggers not processed,
+outbox messages not completed after the drain.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from bench.bench_http import Server, _api_argv, in_process_app, service_env
+from bench.common import REPO_ROOT, Context, python, ratio, summarize
+
+NAME = "context"
+TITLE = "Benchmark 4 — context ingest end to end (API + workers)"
+
+FULL = {"users": 1000, "roads": 200, "batch": 100, "step_s": 2, "connections": 8, "drain_timeout_s": 90, "warmup_s": 5,
+        "duration_s": {"postgres-redis": 60, "embedded": 15}, "profile_batches": 40}
+SMOKE = {"users": 12, "roads": 6, "batch": 100, "step_s": 2, "connections": 4, "drain_timeout_s": 60, "warmup_s": 1,
+         "duration_s": {"postgres-redis": 2, "embedded": 2}, "profile_batches": 4}
+TARGET_EVENTS_PER_S = {"postgres-redis": 5000, "embedded": 1000}
+TARGET_LAG_P99_S = 2.0
+PUSH_TASK = "smartsvc.delivery.push"
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def _t0(seconds: int) -> datetime:
+    """A journey start such that ``seconds`` of events (and a leg's phase) all lie in the past."""
+    from tests.support.journeys import LEG_S
+
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds + LEG_S + 120)).replace(microsecond=0)
+
+
+def add_users(container: Any, count: int) -> list[tuple[uuid.UUID, str]]:
+    """``count`` users with consents location and proactive_push and one device, in one transaction.
+
+    The rows ``create_user``, ``set_consent`` and ``register_device`` write (4,000 transactions for 1,000
+    users took 30 s of the run's budget on PostgreSQL here); (user id, access token) each.
+    """
+    from smartsvc.models import Consent, ConsentEvent, Device, User
+    from smartsvc.services.devices import _identity
+    from smartsvc.timeutil import utcnow
+
+    now = utcnow()
+    with container.database.unit_of_work() as uow:
+        session = uow.session
+        users = [User(external_id=f"bench-phone-{uuid.uuid4().hex}", time_zone="Europe/Berlin") for _ in range(count)]
+        session.add_all(users)
+        session.flush()
+        for user in users:
+            for purpose in ("location", "proactive_push"):
+                session.add(Consent(user_id=user.id, purpose=purpose, granted=True, changed_at=now))
+                session.add(ConsentEvent(user_id=user.id, purpose=purpose, granted=True, at=now))
+            token = f"bench-{uuid.uuid4().hex}"
+            session.add(Device(user_id=user.id, platform="fcm", token=token, subscription=None,
+                               token_hash=_identity("fcm", token, None)))
+        uow.commit()
+    return [(user.id, container.tokens.issue(user.id, user.token_generation)) for user in users]
+
+
+def set_up(app: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Fences and rules through the API; the users (see :func:`add_users`)."""
+    from smartsvc.services.keys import create_key
+    from tests.support import journeys
+
+    container = app.extensions["smartsvc"]
+    operator = create_key(container.database, "operator", "bench operator").plaintext
+    client = app.test_client()
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = client.post(path, json=body, headers={"Authorization": f"Bearer {operator}"})
+        if response.status_code != 201:
+            raise RuntimeError(f"POST {path}: {response.status_code} {response.get_data(as_text=True)[:500]}")
+        return response.get_json()
+
+    t = time.perf_counter()
+    made = journeys.set_up_operator(post, cfg["roads"])
+    users = [{"id": str(user_id), "token": token, "road": u % cfg["roads"]}
+             for u, (user_id, token) in enumerate(add_users(container, cfg["users"]))]
+    return {"users": users, "rules": made["rules"], "fences": len(made["fences"]),
+            "set_up_s": round(time.perf_counter() - t, 1)}
+
+
+def bodies(cfg: dict[str, Any], t0: datetime, batches: int) -> list[list[bytes]]:
+    """The request bodies, per road and batch: users on one road send the same events (their own rows).
+
+    Each road's journey starts at its own point of a leg (the fleet is not all starting a trip at once).
+    """
+    from tests.support import journeys
+
+    step, span = cfg["step_s"], cfg["batch"] * cfg["step_s"]
+    out = []
+    for road in range(cfg["roads"]):
+        phase = (road * 97 * step) % journeys.LEG_S
+        out.append([json.dumps({"events": journeys.events_between(
+            road, t0, phase + k * span, phase + (k + 1) * span, step)}).encode() for k in range(batches)])
+    return out
+
+
+# --------------------------------------------------------------------------- load
+
+
+class Load:
+    """The closed-loop client: ``connections`` threads, each with its own users and keep-alive connection."""
+
+    def __init__(self, port: int, users: list[dict[str, Any]], bodies: list[list[bytes]], connections: int) -> None:
+        self.port, self.users, self.bodies, self.connections = port, users, bodies, connections
+        self.lock = threading.Lock()
+        self.latencies: list[float] = []
+        self.accepted = 0
+        self.sent_events = 0
+        self.requests = 0
+        self.errors: dict[str, int] = {}
+        self.exhausted = 0
+        self.total_sent = self.total_accepted = 0  # every run's, the warm-up's included
+        self.next_batch: dict[int, int] = {}  # per user: the next batch to send (runs continue where the last stopped)
+
+    def reset(self) -> None:
+        """Forget the counts (a warm-up's), keep where each user is."""
+        self.latencies, self.accepted, self.sent_events, self.requests, self.errors = [], 0, 0, 0, {}
+        self.exhausted = 0
+
+    def _loop(self, slot: int, stop_at: float) -> None:
+        mine = [i for i in range(len(self.users)) if i % self.connections == slot]
+        next_batch = self.next_batch  # each user belongs to one slot: no two threads touch one entry
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        latencies, accepted, sent, requests, errors = [], 0, 0, 0, {}
+        k = 0
+        clock = time.perf_counter
+        while clock() < stop_at and mine:
+            i = mine[k % len(mine)]
+            k += 1
+            user = self.users[i]
+            road_bodies = self.bodies[user["road"]]
+            next_batch.setdefault(i, 0)
+            if next_batch[i] >= len(road_bodies):
+                self.exhausted += 1
+                break
+            body = road_bodies[next_batch[i]]
+            headers = {"Authorization": f"Bearer {user['token']}", "Content-Type": "application/json"}
+            t = clock()
+            try:
+                conn.request("POST", "/v1/me/context", body=body, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                continue
+            latencies.append(clock() - t)
+            requests += 1
+            if response.status == 202:
+                next_batch[i] += 1
+                accepted += json.loads(payload)["accepted"]
+                sent += body.count(b'"type"')
+            else:
+                errors[str(response.status)] = errors.get(str(response.status), 0) + 1
+        conn.close()
+        with self.lock:
+            self.latencies.extend(latencies)
+            self.accepted += accepted
+            self.sent_events += sent
+            self.total_accepted += accepted
+            self.total_sent += sent
+            self.requests += requests
+            for key, n in errors.items():
+                self.errors[key] = self.errors.get(key, 0) + n
+
+    def run(self, duration_s: float) -> dict[str, Any]:
+        self.reset()
+        threads = []
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        stop_at = t0 + duration_s
+        for slot in range(self.connections):
+            thread = threading.Thread(target=self._loop, args=(slot, stop_at), daemon=True)
+            threads.append(thread)
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        lat = summarize(self.latencies)
+        return {"wall_s": round(wall, 2), "requests": self.requests, "events_sent": self.sent_events,
+                "events_accepted": self.accepted, "events_per_s": self.accepted / wall if wall else 0.0,
+                "requests_per_s": self.requests / wall if wall else 0.0, "latency": lat,
+                "errors": self.errors, "client_cpu_s": round(cpu, 2),
+                "client_cpu_share_of_one_core": round(cpu / wall, 3) if wall else None,
+                "client_cpu_ms_per_request": round(cpu / self.requests * 1000, 3) if self.requests else None,
+                "users_out_of_batches": self.exhausted}
+
+
+# --------------------------------------------------------------------------- after the load
+
+
+def _counts(database: Any) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from smartsvc.models import ContextEvent, OutboxMessage, Suggestion, TriggerRecord
+
+    with database.session() as session:
+        def count(model: Any, *where: Any) -> int:
+            return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+        return {
+            "context_events": count(ContextEvent),
+            "triggers": count(TriggerRecord),
+            "triggers_unprocessed": count(TriggerRecord, TriggerRecord.processed_at.is_(None)),
+            "outbox_messages": count(OutboxMessage),
+            "outbox_uncompleted": count(OutboxMessage, OutboxMessage.completed_at.is_(None)),
+            "suggestions": count(Suggestion),
+            "suggestions_pending_push": count(Suggestion, Suggestion.delivery_status == "pending"),
+        }
+
+
+def drain(database: Any, timeout_s: float) -> tuple[dict[str, int], float]:
+    """Wait until nothing is left to do (bounded); the final counts and the seconds it took."""
+    t = time.perf_counter()
+    while True:
+        counts = _counts(database)
+        done = not (counts["triggers_unprocessed"] or counts["outbox_uncompleted"]
+                    or counts["suggestions_pending_push"])
+        if done or time.perf_counter() - t > timeout_s:
+            return counts, round(time.perf_counter() - t, 1)
+        time.sleep(0.5)
+
+
+def lags(database: Any, since: datetime) -> dict[str, Any]:
+    """Processing lag per trigger created ``since``: → processed (engine), and → its pushes completed (end to end)."""
+    from sqlalchemy import select
+
+    from smartsvc.models import OutboxMessage, Suggestion, TriggerRecord
+
+    with database.session() as session:
+        triggers = session.execute(select(TriggerRecord.id, TriggerRecord.event, TriggerRecord.created_at,
+                                          TriggerRecord.processed_at)).all()
+        made = dict(session.execute(select(Suggestion.id, Suggestion.trigger_id)).all())
+        pushes = session.execute(select(OutboxMessage.payload, OutboxMessage.completed_at, OutboxMessage.attempts)
+                                 .where(OutboxMessage.task == PUSH_TASK)).all()
+        handle_rows = session.execute(select(OutboxMessage.payload, OutboxMessage.sent_at, OutboxMessage.attempts)
+                                      .where(OutboxMessage.task == "smartsvc.engine.handle_trigger")).all()
+    handles = [attempts for _, _, attempts in handle_rows]
+    sent_at = {uuid.UUID(payload["trigger_id"]): sent for payload, sent, _ in handle_rows}
+    pushed_at: dict[Any, list[datetime]] = {}
+    for payload, completed, _attempts in pushes:
+        trigger = made.get(uuid.UUID(payload["suggestion_id"]))
+        if trigger is not None and completed is not None:
+            pushed_at.setdefault(trigger, []).append(completed)
+    engine, end_to_end, relayed, queued = [], [], [], []
+    by_event: dict[str, int] = {}
+    for trigger_id, event, created, processed in triggers:
+        by_event[event] = by_event.get(event, 0) + 1
+        if processed is None or created < since:
+            continue
+        engine.append((processed - created).total_seconds())
+        if sent_at.get(trigger_id) is not None:  # the last publication (a redelivery's, if any)
+            relayed.append((sent_at[trigger_id] - created).total_seconds())
+            queued.append((processed - sent_at[trigger_id]).total_seconds())
+        end = max([processed, *pushed_at.get(trigger_id, [])])
+        end_to_end.append((end - created).total_seconds())
+    to_s = {k: (v / 1000 if k.endswith("_ms") else v) for k, v in summarize(end_to_end).items()}
+    return {
+        "triggers_by_event": by_event,
+        "engine_lag_s": {k.replace("_ms", "_s"): (v / 1000 if k.endswith("_ms") else v)
+                         for k, v in summarize(engine).items()},
+        "end_to_end_lag_s": {k.replace("_ms", "_s"): v for k, v in to_s.items()},
+        "end_to_end_lag_max_s": max(end_to_end) if end_to_end else None,
+        # The engine lag in two: created → published by the relay, published → processed (broker queue + task).
+        "created_to_relayed_s": {k.replace("_ms", "_s"): (v / 1000 if k.endswith("_ms") else v)
+                                 for k, v in summarize(relayed).items()},
+        "relayed_to_processed_s": {k.replace("_ms", "_s"): (v / 1000 if k.endswith("_ms") else v)
+                                   for k, v in summarize(queued).items()},
+        "redelivered_messages": int(sum(1 for a in handles if a > 1) + sum(1 for _, _, a in pushes if a > 1)),
+    }
+
+
+# --------------------------------------------------------------------------- in-process profile
+
+
+def profile(app: Any, users: list[dict[str, Any]], all_bodies: list[list[bytes]], count: int) -> dict[str, Any]:
+    """CPU per 100-event batch in this process (thread time): whole request, schema load, the use case."""
+    from smartsvc.http.context import ContextBatchSchema
+    from smartsvc.services.context_ingest import ingest_context
+
+    container = app.extensions["smartsvc"]
+    client = app.test_client()
+    # Fresh users' first batches: the same work as under load (users of the load are past them).
+    fresh = add_users(container, count)
+    whole, schema, use_case = [], [], []
+    clock = time.thread_time
+    for n, (user_id, token) in enumerate(fresh):
+        road = users[n % len(users)]["road"]
+        body = all_bodies[road][0]
+        t = clock()
+        response = client.post("/v1/me/context", data=body, content_type="application/json",
+                               headers={"Authorization": f"Bearer {token}"})
+        whole.append(clock() - t)
+        if response.status_code != 202:
+            raise RuntimeError(f"profile batch answered {response.status_code}")
+        raw = json.loads(all_bodies[road][1])
+        with app.test_request_context():
+            t = clock()
+            loaded = ContextBatchSchema().load(raw)
+            schema.append(clock() - t)
+        t = clock()
+        ingest_context(container, user_id, loaded["events"])
+        use_case.append(clock() - t)
+    return {"batches": count, "whole_request_cpu": summarize(whole), "schema_load_cpu": summarize(schema),
+            "ingest_context_cpu": summarize(use_case)}
+
+
+# --------------------------------------------------------------------------- one deployment
+
+
+class Beat:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env, self.log_path = env, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([python(), "-m", "smartsvc", "beat"], env=self.env, cwd=REPO_ROOT,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def deployment(ctx: Context, cfg: dict[str, Any], name: str, root: Path) -> dict[str, Any]:
+    from tests.support.servers import RedisServer, WorkerProcess, free_port
+
+    cores = os.cpu_count() or 1
+    var = root / name
+    redis: RedisServer | None = None
+    pg_db: str | None = None
+    settings: dict[str, str] = {}
+    if name == "postgres-redis":
+        pg = ctx.postgres()
+        pg_db = f"bench_context_{os.getpid()}"
+        pg.server.create_database(pg_db, template="template0")
+        pg.server.execute("CREATE EXTENSION postgis", pg_db)
+        redis = RedisServer()
+        redis.start()
+        settings = {"database_url": pg.server.url(pg_db), "broker_url": redis.url(0)}
+    env = service_env(var, **settings)  # default INFO logs, as deployed
+    duration = float(cfg["duration_s"][name])
+    servers: list[Any] = []
+    try:
+        app = in_process_app(env)  # migrates
+        made = set_up(app, cfg)
+        database = app.extensions["smartsvc"].database
+        ctx.log(f"{name}: {cfg['users']} users, {made['fences']} fences, 3 rules in {made['set_up_s']} s")
+        # Enough batches that no user runs out at 2× the target rate.
+        per_user = int(np.ceil(2 * TARGET_EVENTS_PER_S["postgres-redis"] * (duration + cfg["warmup_s"])
+                                / cfg["users"] / cfg["batch"])) + 2
+        per_user = min(per_user, 30)
+        t0 = _t0(cfg["batch"] * cfg["step_s"] * per_user)
+        built = bodies(cfg, t0, per_user)
+
+        port = free_port()
+        api = Server(f"api ({name})", _api_argv(port, cores), env, root / f"api-{name}.log", port)
+        servers.append(api)
+        api.launch()
+        worker = WorkerProcess({k: v for k, v in env.items() if k.startswith("SMARTSVC_")},
+                               root / f"worker-{name}.log", concurrency=cores)
+        servers.append(worker)
+        worker.start(timeout=120)
+        beat = Beat(env, root / f"beat-{name}.log")
+        servers.append(beat)
+        beat.start()
+        api.wait_ready("/v1/health")
+
+        client = Load(port, made["users"], built, cfg["connections"])
+        warm = client.run(cfg["warmup_s"])  # every API process past its first requests (imports, caches)
+        ctx.log(f"{name}: warm-up {warm['events_accepted']:,} events in {warm['wall_s']} s")
+        timed_from = datetime.now(timezone.utc)
+        load = client.run(duration)
+        ctx.log(f"{name}: {load['events_accepted']:,} events accepted in {load['wall_s']} s = "
+                f"{load['events_per_s']:,.0f}/s; request p50 {load['latency']['p50_ms']:.0f} ms, "
+                f"p99 {load['latency']['p99_ms']:.0f} ms; errors {load['errors']}; client CPU "
+                f"{load['client_cpu_share_of_one_core']:.1%} of a core")
+        at_end = _counts(database)
+        counts, drain_s = drain(database, cfg["drain_timeout_s"])
+        lag = lags(database, timed_from)
+        ctx.log(f"{name}: backlog at the end of the load {at_end['triggers_unprocessed']} triggers, "
+                f"{at_end['outbox_uncompleted']} outbox messages; drained in {drain_s} s; lag p99 "
+                f"{lag['end_to_end_lag_s']['p99_s']:.2f} s (engine {lag['engine_lag_s']['p99_s']:.2f} s)")
+        for server in servers:
+            server.stop()
+        servers.clear()
+        profiled = profile(app, made["users"], built, cfg["profile_batches"])
+        database.engine.dispose()
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        if redis is not None:
+            redis.stop()
+        if pg_db is not None:
+            ctx.postgres().server.drop_database(pg_db)
+    lost = {  # the warm-up's events count too: they are stored with the others
+        "events_sent_minus_stored": client.total_sent - counts["context_events"],
+        "events_sent_minus_accepted": client.total_sent - client.total_accepted,
+        "triggers_unprocessed": counts["triggers_unprocessed"],
+        "outbox_uncompleted": counts["outbox_uncompleted"],
+        "suggestions_pending_push": counts["suggestions_pending_push"],
+    }
+    return {"duration_s": duration, "warm_up": warm, "events_sent_in_all": client.total_sent,
+            "load": load, "backlog_at_end_of_load": at_end, "drain_s": drain_s,
+            "counts": counts, "lag": lag, "lost": lost, "in_process": profiled,
+            "set_up_s": made["set_up_s"], "fences": made["fences"]}
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    cfg = dict(SMOKE if ctx.smoke else FULL)
+    load_before = os.getloadavg()
+    if shutil.which("redis-server") is None:
+        raise RuntimeError("redis-server is missing: run `make bench-sysdeps`")
+    root = ctx.tmp / "context"
+    root.mkdir(parents=True, exist_ok=True)
+    results = {name: deployment(ctx, cfg, name, root) for name in ("postgres-redis", "embedded")}
+    targets: dict[str, Any] = {}
+    for name, res in results.items():
+        rate, p99 = res["load"]["events_per_s"], res["lag"]["end_to_end_lag_s"]["p99_s"]
+        lost = sum(res["lost"].values())
+        targets[f"{name}_events_per_s"] = {"target_min": TARGET_EVENTS_PER_S[name], "measured": rate,
+                                            "met": rate >= TARGET_EVENTS_PER_S[name]}
+        targets[f"{name}_lag_p99_s"] = {"target_max": TARGET_LAG_P99_S, "measured": p99,
+                                        "met": bool(p99 == p99 and p99 <= TARGET_LAG_P99_S)}
+        targets[f"{name}_lost"] = {"target_max": 0, "measured": lost, "met": lost == 0}
+    return {
+        "params": {**cfg, "workers": os.cpu_count(), "load_average_before": load_before},
+        "results": results,
+        "ratios": {"embedded_over_postgres_events_per_s": ratio(results["embedded"]["load"]["events_per_s"],
+                                                                results["postgres-redis"]["load"]["events_per_s"])},
+        "targets": targets,
+        "load_average_after": os.getloadavg(),
+    }
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def tables(result: dict[str, Any]) -> list[Table]:
+    t = Table(title=f"POST /v1/me/context, {result['params']['users']} users, batches of "
+                    f"{result['params']['batch']}, {result['params']['connections']} connections")
+    for col in ("deployment", "s", "events/s", "req p50 ms", "req p99 ms", "errors", "client CPU",
+                "backlog (triggers)", "drain s", "engine lag p99 s", "lag p50 s", "lag p99 s", "lost"):
+        t.add_column(col, justify="left" if col == "deployment" else "right")
+    for name, res in result["results"].items():
+        load, lag = res["load"], res["lag"]
+        t.add_row(name, f"{load['wall_s']:.0f}", f"{load['events_per_s']:,.0f}", f"{load['latency']['p50_ms']:.0f}",
+                  f"{load['latency']['p99_ms']:.0f}", str(sum(load["errors"].values())),
+                  f"{load['client_cpu_share_of_one_core']:.1%}", str(res["backlog_at_end_of_load"]["triggers_unprocessed"]),
+                  f"{res['drain_s']:.1f}", f"{lag['engine_lag_s']['p99_s']:.2f}",
+                  f"{lag['end_to_end_lag_s']['p50_s']:.2f}", f"{lag['end_to_end_lag_s']['p99_s']:.2f}",
+                  str(sum(res["lost"].values())))
+    p = Table(title="One 100-event batch in-process, CPU ms (p50 / p99)")
+    for col in ("deployment", "whole request", "schema load", "ingest_context"):
+        p.add_column(col)
+    for name, res in result["results"].items():
+        ip = res["in_process"]
+        p.add_row(name, *(f"{ip[k]['p50_ms']:.1f} / {ip[k]['p99_ms']:.1f}"
+                          for k in ("whole_request_cpu", "schema_load_cpu", "ingest_context_cpu")))
+    r = Table(title="Targets")
+    r.add_column("what")
+    r.add_column("measured", justify="right")
+    for k, v in result["targets"].items():
+        bound = f"≤ {v['target_max']}" if "target_max" in v else f"≥ {v['target_min']}"
+        measured = v["measured"]
+        r.add_row(f"{k} ({bound})", f"{measured:,.2f} {'met' if v['met'] else 'NOT met'}"
+                  if isinstance(measured, float) else f"{measured} {'met' if v['met'] else 'NOT met'}")
+    return [t, p, r]
