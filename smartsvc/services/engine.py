@@ -2,7 +2,8 @@
 
 :func:`handle_trigger` works in one write transaction:
 
-1. the trigger, locked; already processed → the outbox message is completed, nothing else;
+1. the trigger; already processed → the outbox message is completed, nothing else; else the
+   user's row is locked and the user's earlier unprocessed triggers run first (order per user);
 2. the facts: :func:`~smartsvc.services.context_facts.context_facts` (``user``,
    ``product``, ``trip``) plus ``geofence`` (``tag``, ``metadata``, for
    geofence triggers) and ``event`` (the trigger's own fields); for a
@@ -50,7 +51,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from ..models import ContextEvent, OutboxMessage, TriggerRecord, UserContext
+from ..models import ContextEvent, OutboxMessage, TriggerRecord, User, UserContext
 from ..rules import evaluate
 from ..rules.ops import apply
 from ..timeutil import utcnow
@@ -193,46 +194,77 @@ def handle_trigger(container: Any, trigger_id: uuid.UUID, outbox_id: int | None 
     """Run the rules on a trigger; the number of suggestions proposed (see the module docstring).
 
     Idempotent: a trigger already processed only completes its outbox
-    message; a trigger handled twice concurrently is processed once (its row
-    is locked on PostgreSQL; SQLite's write transaction excludes the other).
+    message; a trigger handled twice concurrently is processed once.
+    One user's triggers run in the order they were noticed, whichever worker
+    takes which message: the user's row is locked (PostgreSQL; SQLite's write
+    transaction excludes the others) and any earlier trigger of the user still
+    waiting runs first, in this transaction (its own message then finds it
+    done).
     """
     with container.database.unit_of_work() as uow:
         session = uow.session
         assert session is not None
-        trigger = session.get(TriggerRecord, trigger_id, with_for_update=True, populate_existing=True)
+        trigger = session.get(TriggerRecord, trigger_id)
         if trigger is None or trigger.processed_at is not None:
             outbox.complete(session, outbox_id)
             uow.commit()
             return 0
-        facts = build_facts(session, trigger)
-        proposed, failed = 0, []
-        for candidate in candidates(container.rule_cache.current(session), trigger):
-            rule_facts = {**facts, "event": dict(candidate.event_facts)}
-            holds, matched = evaluate(candidate.rule.conditions, rule_facts)
-            if not holds:
-                continue
-            try:
-                proposed += _run_rule(uow, container, trigger, candidate, rule_facts, matched)
-            except (OperationalError, InterfaceError):
-                raise  # the database, not the rule: deliver the whole trigger again
-            except UnknownRecipe:
-                log.error("rule names an unknown recipe", extra={"rule_id": str(candidate.rule.id),
-                                                                  "recipe": candidate.rule.action.get("recipe")})
-            except Exception:
-                log.exception("recipe failed", extra={"trigger_id": str(trigger.id),
-                                                      "rule_id": str(candidate.rule.id)})
-                failed.append(candidate.rule.id)
-        attempts = _attempts(session, outbox_id)
-        if failed and attempts is not None and attempts < MAX_RECIPE_ATTEMPTS:
-            uow.commit()  # the other rules' suggestions stay; the message is delivered again for the failed ones
-            return proposed
-        if failed:
-            log.error("giving up failing rules for a trigger", extra={
-                "trigger_id": str(trigger.id), "rule_ids": [str(rule_id) for rule_id in failed],
-                "attempts": attempts})
-        trigger.processed_at = utcnow()
-        outbox.complete(session, outbox_id)
+        session.get(User, trigger.user_id, with_for_update=True)
+        waiting = session.scalars(
+            select(TriggerRecord)
+            .where(TriggerRecord.user_id == trigger.user_id, TriggerRecord.processed_at.is_(None),
+                   TriggerRecord.id <= trigger.id)
+            .order_by(TriggerRecord.id)
+            .execution_options(populate_existing=True)
+        ).all()
+        rule_set = container.rule_cache.current(session)
+        proposed = 0
+        for item in waiting:
+            if item.id == trigger.id:
+                proposed += _process(uow, container, rule_set, item, _attempts(session, outbox_id), outbox_id)
+            else:
+                # An earlier trigger whose own message has not run yet: a rule failing on it is retried
+                # when that message comes (attempts 0), not given up here.
+                _process(uow, container, rule_set, item, 0, None)
         uow.commit()
+    return proposed
+
+
+def _process(uow: Any, container: Any, rule_set: RuleSet, trigger: TriggerRecord, attempts: int | None,
+             outbox_id: int | None) -> int:
+    """Run the rules on one unprocessed trigger in the caller's transaction; the suggestions proposed.
+
+    The trigger is marked processed (and ``outbox_id`` completed) unless a
+    rule failed and ``attempts`` (None: no message will retry it) is below
+    :data:`MAX_RECIPE_ATTEMPTS`.
+    """
+    session = uow.session
+    facts = build_facts(session, trigger)
+    proposed, failed = 0, []
+    for candidate in candidates(rule_set, trigger):
+        rule_facts = {**facts, "event": dict(candidate.event_facts)}
+        holds, matched = evaluate(candidate.rule.conditions, rule_facts)
+        if not holds:
+            continue
+        try:
+            proposed += _run_rule(uow, container, trigger, candidate, rule_facts, matched)
+        except (OperationalError, InterfaceError):
+            raise  # the database, not the rule: deliver the whole trigger again
+        except UnknownRecipe:
+            log.error("rule names an unknown recipe", extra={"rule_id": str(candidate.rule.id),
+                                                              "recipe": candidate.rule.action.get("recipe")})
+        except Exception:
+            log.exception("recipe failed", extra={"trigger_id": str(trigger.id),
+                                                  "rule_id": str(candidate.rule.id)})
+            failed.append(candidate.rule.id)
+    if failed and attempts is not None and attempts < MAX_RECIPE_ATTEMPTS:
+        return proposed  # the other rules' suggestions stay; the message is delivered again for the failed ones
+    if failed:
+        log.error("giving up failing rules for a trigger", extra={
+            "trigger_id": str(trigger.id), "rule_ids": [str(rule_id) for rule_id in failed],
+            "attempts": attempts})
+    trigger.processed_at = utcnow()
+    outbox.complete(session, outbox_id)
     return proposed
 
 

@@ -167,6 +167,27 @@ def test_a_trigger_handled_twice_makes_one_suggestion(world):
     assert len(suggestions(world)) == 1
 
 
+def test_a_users_triggers_run_in_the_order_they_were_noticed_whichever_message_comes_first(world):
+    add_rule(world["client"], world["operator"], example_rule())
+    add_rule(world["client"], world["operator"], example_rule(
+        name="trip started", trigger={"event": "trip.started"}, conditions={"all": []},
+        action={"recipe": "message", "params": {"title": "Have a good trip", "body": "We watch the parking."}}))
+    drive(world, "smart")
+    [started], [approaching] = triggers(world, "trip.started"), triggers(world, "trip.approaching")
+
+    # A second worker takes the later trigger's message first: the earlier trigger still runs first.
+    assert handle(world, approaching) == 1
+    assert processed(world, started) and processed(world, approaching)
+    first, second = suggestions(world)
+    assert (first.kind, second.kind) == ("message", "spots_near_destination")
+    assert first.created_at <= second.created_at
+
+    # The earlier trigger's own message then only completes.
+    assert handle(world, started) == 0
+    assert message_of(world, started.id).completed_at is not None
+    assert len(suggestions(world)) == 2
+
+
 def test_a_rule_whose_conditions_fail_makes_nothing(world):
     add_rule(world["client"], world["operator"], example_rule())
     drive(world, "golf")  # 4.5 m: the rule is for cars of 3 m at most
