@@ -82,7 +82,7 @@ def recent_start(monkeypatch) -> None:
 
 
 @pytest.fixture
-def world(db_app, db_client) -> dict[str, Any]:
+def world(db_app, db_client, monkeypatch) -> dict[str, Any]:
     operator, app_key = api_key(db_app, "operator"), api_key(db_app, "app")
     alice = make_user(db_client, app_key, "alice", "Europe/Paris")
     grant(db_client, alice, "location", "proactive_push", "telemetry")
@@ -90,7 +90,7 @@ def world(db_app, db_client) -> dict[str, Any]:
                 "golf": own(db_client, alice, model(db_client, operator, "golf-sized", length_m=4.5))}
     store_dataset(db_app.extensions["smartsvc"].database, street(), time_zone="Europe/Paris")
     return {"app": db_app, "client": db_client, "operator": operator, "alice": alice, "products": products,
-            "container": db_app.extensions["smartsvc"]}
+            "container": db_app.extensions["smartsvc"], "monkeypatch": monkeypatch}
 
 
 def drive(world: dict[str, Any], product: str, destination: tuple[float, float] = DESTINATION) -> None:
@@ -186,6 +186,31 @@ def test_a_users_triggers_run_in_the_order_they_were_noticed_whichever_message_c
     assert handle(world, started) == 0
     assert message_of(world, started.id).completed_at is not None
     assert len(suggestions(world)) == 2
+
+
+def test_a_trigger_run_by_a_later_ones_task_while_its_own_task_waited_still_completes_its_message(world):
+    from smartsvc.services import engine
+
+    if world["container"].settings.is_sqlite:
+        pytest.skip("SQLite runs one writer at a time: a task cannot wait inside its transaction for another's")
+    add_rule(world["client"], world["operator"], example_rule())
+    drive(world, "smart")
+    [started], [approaching] = triggers(world, "trip.started"), triggers(world, "trip.approaching")
+    real_get = engine.Session.get
+    # The started trigger's task reads it unprocessed, then waits for the user's lock while the
+    # approaching trigger's task runs both: simulated by running that task inside the lock wait.
+    calls = []
+
+    def lock_wait(session, entity, ident, **kwargs):
+        if entity is engine.User and kwargs.get("with_for_update") and not calls:
+            calls.append(ident)
+            assert handle(world, approaching) == 1
+        return real_get(session, entity, ident, **kwargs)
+
+    world["monkeypatch"].setattr(engine.Session, "get", lock_wait)
+    assert handle(world, started) == 0
+    assert calls and processed(world, started)
+    assert message_of(world, started.id).completed_at is not None
 
 
 def test_a_rule_whose_conditions_fail_makes_nothing(world):

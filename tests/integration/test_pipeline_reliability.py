@@ -311,9 +311,8 @@ def test_a_worker_killed_mid_work_loses_nothing_and_repeats_nothing(deployment, 
     # have the same content ("already sent").
     assert Counter(line["user_id"] for line in push_lines(deployment)) == {user.id: 3 for user in phones}
     assert handled(deployment) == (5 * users + 5 * (users // 4),) * 2
-    with deployment.database.session() as session:
-        attempts = list(session.scalars(select(OutboxMessage.attempts).where(OutboxMessage.task == HANDLE_TASK)))
-    assert max(attempts) >= 2, "nothing the dead worker held was published again"
+    # Whether the dead worker held a message at the instant of the kill (then the relay published it
+    # again) or only had some queued in the broker is up to timing: the outcome above is what must hold.
 
 
 def interleaved(events: list[dict[str, Any]], count: int) -> list[list[dict[str, Any]]]:
