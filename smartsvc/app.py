@@ -6,7 +6,7 @@ import hashlib
 from typing import Any, Mapping
 
 from flask import Flask, request
-from flask_limiter import Limiter
+from flask.sessions import SessionInterface
 
 from .bootstrap import build_container
 from .config import Settings, ensure_secret_key, load_settings
@@ -16,7 +16,7 @@ from .http.registry import register_blueprints
 from .http.requests import install_request_hooks
 from .http.uploads import UploadRequest
 from .logging_setup import configure_logging
-from .ratelimit import storage_uri
+from .ratelimit import RequestRateLimiter
 
 API_VERSION = "1.0.0"
 
@@ -31,8 +31,8 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
     configure_logging(settings.log_level, settings.log_json)
 
     app = Flask("smartsvc")
-    limiter_storage = storage_uri(settings.rate_limit_storage_url)
     app.request_class = UploadRequest
+    app.session_interface = NoSessionInterface()
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -44,9 +44,6 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
         OPENAPI_SWAGGER_UI_PATH="docs",
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
         API_SPEC_OPTIONS=_spec_options(),
-        RATELIMIT_HEADERS_ENABLED=True,
-        RATELIMIT_STORAGE_URI=limiter_storage,
-        RATELIMIT_DEFAULT=settings.rate_limit,
         JSON_SORT_KEYS=False,
     )
     container = build_container(settings)
@@ -58,9 +55,11 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
     container.database.outbox_notifier = lambda: wake_relay(celery)
 
     install_request_hooks(app)
-    # Registered before the limiter so it runs after the limiter's header injection.
+    # Registered before the limiter so it runs after the limiter's headers are added.
     app.after_request(strip_stale_retry_after)
-    Limiter(key_func=_rate_limit_key, app=app, default_limits=[settings.rate_limit], storage_uri=limiter_storage)
+    limiter = RequestRateLimiter(settings.rate_limit, settings.rate_limit_storage_url, _rate_limit_key)
+    limiter.install(app)
+    app.extensions["rate_limiter"] = limiter
     app.json.sort_keys = False  # type: ignore[attr-defined]
     api = Api(app)
     register_blueprints(api)
@@ -68,6 +67,22 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
 
     register_flask_commands(app)
     return app
+
+
+class NoSessionInterface(SessionInterface):
+    """No cookie session: the API authenticates every request by its bearer credential.
+
+    Flask's default interface builds a signing serializer and looks for a
+    cookie on every request; with this one ``flask.session`` is Flask's
+    ``NullSession`` (reading gives nothing, writing raises) and no
+    ``Set-Cookie`` is ever sent.
+    """
+
+    def open_session(self, app: Flask, request: object) -> None:  # type: ignore[override]
+        return None
+
+    def save_session(self, app: Flask, session: object, response: object) -> None:  # type: ignore[override]
+        return None
 
 
 def _rate_limit_key() -> str:

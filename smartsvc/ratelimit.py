@@ -1,6 +1,9 @@
-"""The embedded rate-limit counter store: ``limits``' in-memory storage without a thread per request.
+"""Rate limiting: the per-request check and the embedded counter store.
 
-``limits.storage.MemoryStorage`` drops expired counters from a ``threading.Timer``
+:class:`RequestRateLimiter` counts each request (see its docstring).
+
+The embedded store (:class:`InlineExpiryMemoryStorage`): ``limits``'
+``MemoryStorage`` drops expired counters from a ``threading.Timer``
 that runs 10 ms after the last hit, and starts a new one whenever the previous
 has finished: under steady traffic that is a new thread every few requests, and
 ``Thread.start`` waits for the thread to be scheduled (~0.1–1 ms on a busy
@@ -14,10 +17,15 @@ and the other stores are ``limits``' own.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from typing import Callable
 
-from limits.storage import MemoryStorage
+from flask import Flask, Response, g, request
+from limits import parse_many
+from limits.storage import MemoryStorage, storage_from_string
+from werkzeug.exceptions import TooManyRequests
 
 SCHEME = "smartsvc-memory"
 EXPIRY_INTERVAL_S = 1.0
@@ -46,5 +54,57 @@ class InlineExpiryMemoryStorage(MemoryStorage):
 
 
 def storage_uri(url: str) -> str:
-    """The storage URI flask-limiter gets for ``SMARTSVC_RATE_LIMIT_STORAGE_URL``."""
+    """The ``limits`` storage URI for ``SMARTSVC_RATE_LIMIT_STORAGE_URL``."""
     return f"{SCHEME}://" if url.rstrip("/") in ("memory:", "memory://") else url
+
+
+class RequestRateLimiter:
+    """The API's rate limit: every limit of ``SMARTSVC_RATE_LIMIT`` per caller and per endpoint.
+
+    What flask-limiter did with our configuration (a fixed window per limit,
+    counted per caller key and endpoint, requests matching no endpoint not
+    counted, the first limit exceeded answers 429, ``X-RateLimit-*`` headers
+    on every counted response), in one counter increment per limit, without
+    resolving and filtering the limits on every request (~0.4 ms a request,
+    measured by benchmark 2). Counters are ``limits``' own, in any storage
+    ``limits`` knows (``memory://``, Redis, ...), under the same keys.
+    """
+
+    def __init__(self, limits: str, storage_url: str, key_func: Callable[[], str]) -> None:
+        self._limits = sorted(parse_many(limits))
+        self._storage = storage_from_string(storage_uri(storage_url))
+        self._key_func = key_func
+
+    def install(self, app: Flask) -> None:
+        """Count every request to an endpoint before its view; add the headers to its response."""
+        app.before_request(self.check)
+        app.after_request(self.add_headers)
+
+    def check(self) -> None:
+        """Count this request against every limit; 429 (with Retry-After) at the first one exceeded."""
+        endpoint = request.endpoint
+        if not endpoint or endpoint.rpartition(".")[2] == "static":
+            return
+        caller = self._key_func()
+        storage = self._storage
+        state = None
+        for item in self._limits:
+            key = item.key_for(caller, endpoint)
+            count = storage.incr(key, item.get_expiry())
+            if state is None or count > item.amount:
+                state = (item.amount, max(0, item.amount - count), storage.get_expiry(key))
+            if count > item.amount:
+                g.rate_limit = state
+                raise TooManyRequests(retry_after=max(1, math.ceil(state[2] - time.time())))
+        g.rate_limit = state
+
+    @staticmethod
+    def add_headers(response: Response) -> Response:
+        """``X-RateLimit-Limit``/``-Remaining``/``-Reset`` (epoch seconds) of the request's nearest limit."""
+        state = g.get("rate_limit")
+        if state is not None:
+            headers = response.headers
+            headers["X-RateLimit-Limit"] = str(state[0])
+            headers["X-RateLimit-Remaining"] = str(state[1])
+            headers["X-RateLimit-Reset"] = str(int(state[2]))
+        return response

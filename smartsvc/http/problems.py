@@ -29,7 +29,7 @@ _TITLES = {422: "Unprocessable Content"}
 
 
 def strip_stale_retry_after(response: Response) -> Response:
-    """Retry-After only means something on 429 and 503: drop it elsewhere (flask-limiter adds it everywhere)."""
+    """Retry-After only means something on 429 and 503: drop it elsewhere (a rate limiter may add it to any answer)."""
     if response.status_code not in (429, 503):
         response.headers.pop("Retry-After", None)
     return response
@@ -64,7 +64,7 @@ def handle_http_exception(error: HTTPException) -> Response:
     for name, value in error.get_headers():
         if name.lower() != "content-type":
             headers.setdefault(name, value)
-    if error.response is not None:  # e.g. flask-limiter's Retry-After
+    if error.response is not None:  # e.g. the rate limiter's Retry-After
         for name in ("Retry-After",):
             if name in error.response.headers:
                 headers[name] = error.response.headers[name]
