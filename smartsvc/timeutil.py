@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import Callable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+# Set only inside ``simulated_clock`` (``smartsvc demo`` replays a scenario at a fixed date).
+_simulated: Callable[[], datetime] | None = None
 
 
 def utcnow() -> datetime:
-    """The current time, timezone-aware, in UTC."""
+    """The current time, timezone-aware, in UTC (the simulated time inside :func:`simulated_clock`)."""
+    if _simulated is not None:
+        return _simulated()
     return datetime.now(timezone.utc)
+
+
+@contextmanager
+def simulated_clock(clock: Callable[[], datetime]) -> Iterator[None]:
+    """Make :func:`utcnow` answer ``clock()`` (an aware datetime) in this process until the block ends.
+
+    Every use case reads "now" through :func:`utcnow`, so a scenario replayed
+    at a fixed date sees one consistent time: the events' ``at``, the spot
+    search at the ETA, the attention budget, expiries and the outbox. Not for
+    servers: it changes the clock of the whole process.
+    """
+    global _simulated
+    previous, _simulated = _simulated, clock
+    try:
+        yield
+    finally:
+        _simulated = previous
 
 
 def is_valid_time_zone(name: str) -> bool:

@@ -1,4 +1,4 @@
-"""The ``smartsvc`` command line: run, api, worker, beat, db, keys, openapi."""
+"""The ``smartsvc`` command line: run, api, worker, beat, db, keys, import, openapi, demo."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import click
 
 from ..config import ConfigError
 from .commands import api, beat, db, keys, openapi, run, worker
+from .demo_command import demo
 from .import_command import import_file
 
 
@@ -23,5 +24,5 @@ def main() -> None:
     """smartsvc — context-aware smart-service backend."""
 
 
-for command in (run, api, worker, beat, db, keys, import_file, openapi):
+for command in (run, api, worker, beat, db, keys, import_file, openapi, demo):
     main.add_command(command)
