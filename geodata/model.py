@@ -153,14 +153,18 @@ class Spot:
     opening_hours: str | None = None
     brand: str | None = None
 
-    def to_properties(self) -> dict[str, Any]:
-        """Normalized properties (GEODATA.md names); ``None`` and empty values left out."""
+    def to_properties(self, rules: Any = None) -> dict[str, Any]:
+        """Normalized properties (GEODATA.md names); ``None`` and empty values left out.
+
+        ``rules``, when given, is written in place of the rule list (the importer
+        puts a placeholder there and splices in the list's JSON, encoded once).
+        """
         props: dict[str, Any] = {}
         for name in ("kind", "orientation", "length_m", *LIMIT_FIELDS, "capacity"):
             value = getattr(self, name)
             if value is not None:
                 props[name] = value
-        props["rules"] = [rule.to_dict() for rule in self.rules]
+        props["rules"] = [rule.to_dict() for rule in self.rules] if rules is None else rules
         if self.connectors:
             props["connectors"] = list(self.connectors)
         for name in ("power_kw", "name", "operator", "category", "opening_hours", "brand"):

@@ -23,9 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import queue
-import re
 import threading
 import time
 import uuid
@@ -36,7 +34,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from geodata.model import Rule, Spot
+from geodata.model import Spot
 from geodata.readers import FeatureResult, Reader, ReadOptions, open_reader
 from geodata.validate import FormatError, Issue, Limits, json_depth
 
@@ -45,7 +43,8 @@ from ..db import Database
 from ..models import Dataset, LayerFeature
 from ..timeutil import is_valid_time_zone, utcnow
 from . import outbox, uploads
-from .layers import dumps_json_strict, geometry_values, insert_feature_values
+from .import_rows import MAX_FEATURE_ID, feature_values, short, storable
+from .layers import insert_feature_values
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +55,7 @@ WRITE_IN_THREAD = True
 # file yields no spots for a long stretch (an OSM extract is mostly roads).
 PROGRESS_INTERVAL_S = 2.0
 MAX_ERRORS_KEPT = 1000
-_MAX_TEXT = 500  # characters of an issue's message or feature label that are kept
-_MAX_FEATURE_ID = 300  # the column's length
 _MAX_METADATA_BYTES = 64 * 1024
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-# What json.dumps (ensure_ascii) makes of those characters: text without this is storable as it is.
-_UNSTORABLE_ESCAPED = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -117,129 +111,10 @@ def import_limits(settings: Settings) -> Limits:
                   max_depth=settings.import_max_depth)
 
 
-def storable(value: Any) -> Any:
-    """``value`` with what no database here can store replaced.
-
-    NUL and unpaired surrogates (PostgreSQL refuses them in text and jsonb)
-    become U+FFFD; infinite or NaN numbers (not JSON) become null.
-    """
-    if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
-    if isinstance(value, dict):
-        return {storable(str(k)): storable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [storable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _short(text: str, limit: int = _MAX_TEXT) -> str:
-    text = storable(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# Rule lists as JSON text, by the identity of the (interned) tuple: a million spots share a few hundred.
-_RULES_JSON: dict[int, tuple[tuple[Rule, ...], str | None]] = {}
-_RULES_JSON_MAX = 10_000
-# Stands for the rule list in the one json.dumps of a spot's properties, then replaced by its cached text.
-_RULES_SLOT = "\x01rules\x01"
-_RULES_SLOT_JSON = json.dumps(_RULES_SLOT)
-
-
-def _rules_json(rules: tuple[Rule, ...]) -> str | None:
-    """``json.dumps`` of the rule list as ``Spot.to_properties`` writes it; None unless plain storable JSON."""
-    found = _RULES_JSON.get(id(rules))
-    if found is not None and found[0] is rules:
-        return found[1]
-    try:
-        text: str | None = dumps_json_strict([rule.to_dict() for rule in rules])
-    except ValueError:
-        text = None
-    if text is not None and _UNSTORABLE_ESCAPED.search(text):
-        text = None
-    if len(_RULES_JSON) >= _RULES_JSON_MAX:
-        _RULES_JSON.clear()
-    _RULES_JSON[id(rules)] = (rules, text)  # the tuple is kept alive, so its id is not reused
-    return text
-
-
-def properties_json(spot: Spot) -> str:
-    """``json.dumps(storable(spot.to_properties()))``, without rebuilding the rules' dicts for every spot.
-
-    The properties are built as ``to_properties`` builds them (same keys, same
-    order) with a placeholder for the rule list, serialised once, and the
-    placeholder replaced by the rule list's cached text. Whenever the text
-    shows something :func:`storable` would change (NUL, a surrogate, a
-    non-finite number) or the placeholder is not found exactly once, the
-    spot takes the plain path.
-    """
-    props: dict[str, Any] = {}
-    if spot.kind is not None:
-        props["kind"] = spot.kind
-    if spot.orientation is not None:
-        props["orientation"] = spot.orientation
-    if spot.length_m is not None:
-        props["length_m"] = spot.length_m
-    if spot.max_vehicle_length_m is not None:
-        props["max_vehicle_length_m"] = spot.max_vehicle_length_m
-    if spot.max_vehicle_width_m is not None:
-        props["max_vehicle_width_m"] = spot.max_vehicle_width_m
-    if spot.max_vehicle_height_m is not None:
-        props["max_vehicle_height_m"] = spot.max_vehicle_height_m
-    if spot.max_vehicle_weight_kg is not None:
-        props["max_vehicle_weight_kg"] = spot.max_vehicle_weight_kg
-    if spot.capacity is not None:
-        props["capacity"] = spot.capacity
-    props["rules"] = _RULES_SLOT
-    if spot.connectors:
-        props["connectors"] = list(spot.connectors)
-    if spot.power_kw is not None:
-        props["power_kw"] = spot.power_kw
-    if spot.name is not None:
-        props["name"] = spot.name
-    if spot.operator is not None:
-        props["operator"] = spot.operator
-    if spot.category is not None:
-        props["category"] = spot.category
-    if spot.opening_hours is not None:
-        props["opening_hours"] = spot.opening_hours
-    if spot.brand is not None:
-        props["brand"] = spot.brand
-    props["source"] = {"dataset": spot.source_dataset, "feature_id": spot.source_feature_id}
-    rules = _rules_json(spot.rules)
-    if rules is not None:
-        try:
-            text = dumps_json_strict(props)
-        except ValueError:  # a non-finite number
-            pass
-        else:
-            if text.count(_RULES_SLOT_JSON) == 1 and not _UNSTORABLE_ESCAPED.search(text):
-                return text.replace(_RULES_SLOT_JSON, rules)
-    return json.dumps(storable(spot.to_properties()))
-
-
-def feature_values(pending: list[tuple[Spot, int]], first_seq: int) -> tuple[list[tuple[Any, ...]], list[Any]]:
-    """The stored columns (:data:`~smartsvc.services.layers.VALUE_COLUMNS`) of a batch of spots from ``first_seq``,
-    and their geometries."""
-    geometries = [spot.geometry for spot, _ in pending]
-    rows = []
-    seq = first_seq
-    for (spot, index), (geometry, min_lon, min_lat, max_lon, max_lat) in zip(pending, geometry_values(geometries)):
-        feature_id = spot.source_feature_id
-        if feature_id is not None and (type(feature_id) is not str or len(feature_id) > _MAX_FEATURE_ID
-                                       or _UNSTORABLE.search(feature_id)):
-            feature_id = _short(str(feature_id), _MAX_FEATURE_ID)
-        rows.append((seq, index, feature_id, spot.kind, geometry, properties_json(spot),
-                     min_lon, min_lat, max_lon, max_lat))
-        seq += 1
-    return rows, geometries
-
-
 def issue_entry(issue: Issue) -> dict[str, Any]:
     """An issue as the API shows it: which feature (index or id), which field, what is wrong."""
-    feature = issue.feature if isinstance(issue.feature, int) else _short(str(issue.feature), _MAX_FEATURE_ID)
-    return {"feature": feature, "field": _short(issue.field, 200), "message": _short(issue.message),
+    feature = issue.feature if isinstance(issue.feature, int) else short(str(issue.feature), MAX_FEATURE_ID)
+    return {"feature": feature, "field": short(issue.field, 200), "message": short(issue.message),
             "level": issue.level}
 
 
@@ -551,7 +426,7 @@ def _time_zone(configured: str | None, from_file: str | None, tally: _Tally) -> 
     if len(tally.errors) < MAX_ERRORS_KEPT:
         tally.errors.append({
             "feature": "file", "field": "time_zone", "level": "warning",
-            "message": _short(f"the file's time zone '{from_file}' is not an IANA time zone and was ignored; "
+            "message": short(f"the file's time zone '{from_file}' is not an IANA time zone and was ignored; "
                               "upload again with time_zone set"),
         })
         tally.errors_changed = True
@@ -639,7 +514,7 @@ def fail_import(
         session.execute(delete(LayerFeature).where(LayerFeature.dataset_id == dataset_id))
         upload = dataset.upload_path
         dataset.status = "failed"
-        dataset.failure = _short(failure, 2000)
+        dataset.failure = short(failure, 2000)
         dataset.spots = 0
         dataset.bbox_min_lon = dataset.bbox_min_lat = dataset.bbox_max_lon = dataset.bbox_max_lat = None
         dataset.finished_at = utcnow()
