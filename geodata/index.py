@@ -29,9 +29,10 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 import shapely
 
+from geodata import kernels
 from geodata.allowed import RuleSet
 from geodata.fit import DEFAULT_FIT, FitConfig, is_parallel_curb, max_length_m
-from geodata.geo import metres_per_degree, point_distance2, segment_distance2
+from geodata.geo import metres_per_degree, plane_coefficients, point_distance2, segment_distance2
 from geodata.model import Spot
 
 _LEVEL_FACTOR = 4
@@ -119,9 +120,12 @@ class SpotIndex:
         self._keys = level * _LEVEL_STRIDE + key
         self._build_segments()
         self._build_attributes(timezones or {}, default_timezone, countries or {})
+        self._build_kernel_arrays()
         self.decision_cache: dict = {}
         # (spot, vehicle) -> the fit reasons of a result, kept by geodata.search (bounded there).
         self.fit_reasons: dict = {}
+        # Pieces of the answer's JSON text per spot and per (spot, vehicle), kept by geodata.answer_json.
+        self.item_json: dict = {}
 
     def __len__(self) -> int:
         return len(self.spots)
@@ -241,15 +245,61 @@ class SpotIndex:
             np.column_stack([np.where(self.never, -inf, self.max_len), self.max_width, self.max_height,
                              self.max_weight]) if n else np.zeros((0, 4)))
 
+    def _build_kernel_arrays(self) -> None:
+        """What :func:`geodata.kernels.nearest_allowed` reads: levels as rows, every spot as segments."""
+        self._kernel_levels = np.array(
+            [[lv.cell, lv.ncols, lv.nrows, lv.base, lv.pad_lat, lv.pad_lon] for lv in self._levels],
+            dtype=np.float64).reshape(len(self._levels), 6)
+        n = len(self.spots)
+        if self._all_points:
+            # A point is a zero-length segment: one loop serves every layer.
+            self._kernel_segments = np.ascontiguousarray(np.vstack([self._points, self._points]))
+            self._kernel_seg_bounds = np.arange(n + 1, dtype=np.int64)
+        else:
+            self._kernel_segments = np.ascontiguousarray(self._segments)
+            self._kernel_seg_bounds = self._seg_bounds.astype(np.int64)
+
     # -- query ---------------------------------------------------------------
 
-    def _row_bounds(self, lat: float, lon: float, radius_m: float) -> tuple[np.ndarray, np.ndarray]:
-        """Positions ``[lo, hi)`` of the spots in each row of cells of the query window, every level at once."""
+    @staticmethod
+    def _window(lat: float, radius_m: float) -> tuple[float, float]:
+        """Half sizes (degrees of latitude, of longitude) of the query circle's bounding box."""
         m_lat, _ = metres_per_degree(lat)
         dlat = radius_m / m_lat
         lat0, lat1 = max(lat - dlat, -90.0), min(lat + dlat, 90.0)
         _, m_lon = metres_per_degree(max(abs(lat0), abs(lat1)))
         dlon = 360.0 if m_lon * 360.0 <= radius_m * 2 else radius_m / m_lon
+        return dlat, dlon
+
+    def nearest_allowed(
+        self, lat: float, lon: float, radius_m: float, need: np.ndarray, states: np.ndarray, limit: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+        """The compiled search (:func:`geodata.kernels.nearest_allowed`), or None without Numba.
+
+        ``need`` is the vehicle's (length, width, height, weight), ``states``
+        the stay's state per rule list (filled in by the caller).
+        """
+        if len(self.spots) == 0 or not kernels.enabled():
+            return None
+        dlat, dlon = self._window(lat, radius_m)
+        coef = np.array(plane_coefficients(lat))
+        wrap = abs(lon) > 170.0 or abs(lat) > 80.0
+        return kernels.nearest_allowed(
+            self._keys, self._kernel_levels, self._kernel_seg_bounds, self._kernel_segments, self._is_polygon,
+            self.fit_limits, need, self.ruleset_id, states, lat, lon, dlat, dlon, coef, wrap,
+            radius_m * radius_m, limit)
+
+    def warm_up(self) -> None:
+        """Compile the search (or load it from Numba's disk cache) now, e.g. before a server forks."""
+        if len(self.spots) == 0 or not kernels.enabled():
+            return
+        lat, lon = float(self._kernel_segments[0, 0]), float(self._kernel_segments[1, 0])
+        self.nearest_allowed(lat, lon, 1.0, np.zeros(4), np.zeros(len(self.rulesets), dtype=np.int8), 1)
+
+    def _row_bounds(self, lat: float, lon: float, radius_m: float) -> tuple[np.ndarray, np.ndarray]:
+        """Positions ``[lo, hi)`` of the spots in each row of cells of the query window, every level at once."""
+        dlat, dlon = self._window(lat, radius_m)
+        lat0, lat1 = max(lat - dlat, -90.0), min(lat + dlat, 90.0)
         lo_keys: list[int] = []
         hi_keys: list[int] = []
         for lv in self._levels:

@@ -1,13 +1,16 @@
 """Spot search: nearest spots a vehicle fits and may park at for a while (API.md "Spot search").
 
-``search`` takes the hits of the spatial index, keeps those the vehicle fits
-(one comparison over the hits' limits), then takes them nearest first,
-deciding "allowed now" once per distinct rule list (cached on the index by
-rule list, start and duration, and as one state per rule list so that a warm
-search decides a whole batch of hits in one vectorised step), until
-``limit`` results are found. Only the results' fields are computed per spot;
-geometry and reasons are built when read (:func:`to_dicts` serialises a whole
-answer; the fit reasons are kept per spot and vehicle on the index).
+``search`` asks the index for the hits within the radius that the vehicle
+fits and whose rule list is not known to be refused, nearest first — in one
+compiled call (:mod:`geodata.kernels`, Numba) or, without it, with NumPy
+array operations (:func:`_nearest_allowed_arrays`, the reference). "Allowed
+now" is decided once per distinct rule list (cached on the index by rule
+list, start and duration, and as one state per rule list so that a warm
+search needs no rule evaluation at all), nearest first, until ``limit``
+results are found. Only the results' fields are computed per spot; geometry
+and reasons are built when read (:func:`to_dicts` serialises a whole answer,
+:mod:`geodata.answer_json` writes it as JSON text; the fit reasons are kept
+per spot and vehicle on the index).
 """
 
 from __future__ import annotations
@@ -246,40 +249,22 @@ def _spaces(index: SpotIndex, positions: list[int], vehicle_length: float) -> li
     return out
 
 
-def search(
-    index: SpotIndex,
-    lat: float,
-    lon: float,
-    radius_m: float,
-    vehicle: Vehicle,
-    at: datetime,
-    duration_min: float,
-    limit: int = 20,
-) -> list[SpotResult]:
-    """The ``limit`` nearest spots within ``radius_m`` that ``vehicle`` fits and may park at.
-
-    "May park" means allowed for ``duration_min`` minutes from ``at`` (a naive
-    ``at`` is wall-clock time in each spot's dataset zone). Sorted by distance.
-    """
+def _nearest_allowed_arrays(
+    index: SpotIndex, lat: float, lon: float, radius_m: float, need: np.ndarray, states: np.ndarray, limit: int,
+    at: datetime, duration_min: float,
+) -> tuple[list[int], list[float], list[int]]:
+    """What :meth:`SpotIndex.nearest_allowed` finds, with NumPy array operations (no Numba; the reference)."""
     pos, dist = index.within(lat, lon, radius_m)
-    if len(pos) == 0 or limit <= 0:
-        return []
-    inf = math.inf
-    need = np.array([
-        vehicle.length_m,
-        inf if vehicle.width_m is None else vehicle.width_m,
-        inf if vehicle.height_m is None else vehicle.height_m,
-        inf if vehicle.weight_kg is None else vehicle.weight_kg,
-    ])
+    if len(pos) == 0:
+        return [], [], []
     # Fit: every limit of the spot (length -inf where no rule ever allows parking) at least the vehicle's.
     # Four booleans per spot viewed as one uint32: all true is 0x01010101.
     ok = (index.fit_limits.take(pos, axis=0) >= need).view(np.uint32).ravel() == 0x01010101
     fitting = np.flatnonzero(ok)
     n = len(fitting)
     if n == 0:
-        return []
+        return [], [], []
     pos, dist = pos.take(fitting), dist.take(fitting)
-    states = _states(index, at, duration_min)
     batch = limit * _FIRST_BATCH
     if n > batch:
         head = np.argpartition(dist, batch - 1)[:batch]
@@ -309,6 +294,47 @@ def search(
         rest[order] = False
         remaining = np.flatnonzero(rest)
         order = remaining[np.argsort(dist[remaining], kind="stable")]
+    return chosen, chosen_d, chosen_rs
+
+
+def search(
+    index: SpotIndex,
+    lat: float,
+    lon: float,
+    radius_m: float,
+    vehicle: Vehicle,
+    at: datetime,
+    duration_min: float,
+    limit: int = 20,
+) -> list[SpotResult]:
+    """The ``limit`` nearest spots within ``radius_m`` that ``vehicle`` fits and may park at.
+
+    "May park" means allowed for ``duration_min`` minutes from ``at`` (a naive
+    ``at`` is wall-clock time in each spot's dataset zone). Sorted by distance.
+    """
+    if limit <= 0 or len(index) == 0:
+        return []
+    inf = math.inf
+    need = np.array([
+        vehicle.length_m,
+        inf if vehicle.width_m is None else vehicle.width_m,
+        inf if vehicle.height_m is None else vehicle.height_m,
+        inf if vehicle.weight_kg is None else vehicle.weight_kg,
+    ])
+    states = _states(index, at, duration_min)
+    found = index.nearest_allowed(lat, lon, radius_m, need, states, limit)
+    if found is None:
+        chosen, chosen_d, chosen_rs = _nearest_allowed_arrays(index, lat, lon, radius_m, need, states, limit,
+                                                              at, duration_min)
+    else:
+        pos, d2, rs, k = found
+        if k < 0:  # a rule list not decided for this stay yet: decide nearest first, then pick
+            _decide_unknown(index, states, rs.tolist(), limit, at, duration_min)
+            good = np.flatnonzero(states.take(rs) == _ALLOWED)[:limit]
+            pos, d2, rs = pos.take(good), d2.take(good), rs.take(good)
+        else:
+            pos, d2, rs = pos[:k], d2[:k], rs[:k]
+        chosen, chosen_d, chosen_rs = pos.tolist(), np.sqrt(d2).tolist(), rs.tolist()
     spaces = _spaces(index, chosen, vehicle.length_m)
     ids, spots = index.ids, index.spots
     decided: dict[int, Decision] = {}

@@ -175,7 +175,7 @@ def preload_spot_index(finder: object, database: Database) -> IndexedLayer | Non
 
     ``smartsvc api`` calls it in the gunicorn master before forking: every worker (and every worker
     recycled after ``max_requests``) inherits the built index copy-on-write instead of reading the
-    whole layer again. The database's connections are closed afterwards, so none crosses the fork.
+    whole layer again, and the compiled search. The database's connections are closed afterwards, so none crosses the fork.
     None for the PostGIS finder (nothing to build).
     """
     live_index = getattr(finder, "live_index", None)
@@ -183,7 +183,10 @@ def preload_spot_index(finder: object, database: Database) -> IndexedLayer | Non
         return None
     try:
         with database.session() as session:
-            return live_index.current(session)
+            layer = live_index.current(session)
+        if layer is not None and layer.index is not None:
+            layer.index.warm_up()  # the compiled search too, so no worker compiles it again
+        return layer
     except Exception:  # the workers then build it themselves at their first search, as without preloading
         log.exception("could not build the spot index before starting the workers")
         return None

@@ -14,6 +14,7 @@ from geodata.allowed import evaluate
 from geodata.fit import fit
 from geodata.index import SpotIndex
 from geodata.model import Rule, Spot, Vehicle
+from geodata.answer_json import answer_json
 from geodata.search import search, to_dicts
 
 WGS84 = Geodesic.WGS84
@@ -171,3 +172,25 @@ def test_to_dicts_gives_what_to_dict_gives_for_every_kind_of_geometry():
     assert [r.why for r in search(index, *HERE, 300, GOLF, TUESDAY_10, 60, limit=20)] == [
         [*fit(r.spot, GOLF).reasons, *r.decision.why] for r in search(index, *HERE, 300, GOLF, TUESDAY_10, 60,
                                                                          limit=20)]
+
+
+def test_the_answer_as_json_text_is_the_answer_as_dicts_for_every_kind_of_geometry_and_vehicle():
+    ring = [east(0, 50), east(40, 50), east(40, 80), east(0, 80), east(0, 50)]
+    spots = [
+        curb_at(10, 8.0, FREE, "line"),
+        curb_at(20, 5.4, PAID, "paid-gap"),
+        curb_at(40, 9.0, (Rule(None, "parking", max_stay_min=30),), "short-stay"),
+        Spot(Point(*east(5, 10)), kind="space", length_m=5, rules=PAID, source_dataset="paris",
+             source_feature_id="point"),
+        Spot(Polygon(ring), kind="lot", capacity=30, rules=FREE, source_dataset="paris", source_feature_id="lot"),
+        Spot(LineString([(*east(50, 5), 35.0), (*east(58, 5), 35.0)]), kind="curb", orientation="parallel",
+             length_m=8.0, rules=FREE, source_dataset="paris", source_feature_id="with-z ü"),
+    ]
+    index = SpotIndex(spots, timezones={"paris": "Europe/Paris"})
+    for vehicle, at, duration in [(SMART, TUESDAY_10, 60), (GOLF, TUESDAY_10, 60), (SMART, TUESDAY_10, 20),
+                                  (GOLF, datetime(2024, 7, 7, 10, 0), 600), (SMART, TUESDAY_10, 60)]:
+        results = search(index, *HERE, 300, vehicle, at, duration, limit=20)
+        assert results
+        # The same document, fields in the same order.
+        assert json.dumps(json.loads(answer_json(results))) == json.dumps({"items": to_dicts(results)})
+    assert json.loads(answer_json([])) == {"items": []}
