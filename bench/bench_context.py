@@ -49,6 +49,7 @@ import subprocess
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ NAME = "context"
 TITLE = "Benchmark 4 — context ingest end to end (API + workers)"
 
 FULL = {"users": 1000, "roads": 200, "batch": 100, "step_s": 2, "connections": 8, "drain_timeout_s": 90, "warmup_s": 5,
-        "duration_s": {"postgres-redis": 60, "embedded": 15}, "profile_batches": 40}
+        "duration_s": {"postgres-redis": 60, "embedded": 10}, "profile_batches": 40}
 SMOKE = {"users": 12, "roads": 6, "batch": 100, "step_s": 2, "connections": 4, "drain_timeout_s": 60, "warmup_s": 1,
          "duration_s": {"postgres-redis": 2, "embedded": 2}, "profile_batches": 4}
 TARGET_EVENTS_PER_S = {"postgres-redis": 5000, "embedded": 1000}
@@ -382,6 +383,12 @@ class Beat:
                 self.proc.wait()
 
 
+def _stop_all(servers: list[Any]) -> None:
+    """Stop the API, the workers and beat at once: each waits for its own graceful shutdown."""
+    with ThreadPoolExecutor(max(1, len(servers))) as pool:
+        list(pool.map(lambda server: server.stop(), servers))
+
+
 def deployment(ctx: Context, cfg: dict[str, Any], name: str, root: Path) -> dict[str, Any]:
     from tests.support.servers import RedisServer, WorkerProcess, free_port
 
@@ -441,8 +448,7 @@ def deployment(ctx: Context, cfg: dict[str, Any], name: str, root: Path) -> dict
         ctx.log(f"{name}: backlog at the end of the load {at_end['triggers_unprocessed']} triggers, "
                 f"{at_end['outbox_uncompleted']} outbox messages; drained in {drain_s} s; lag p99 "
                 f"{lag['end_to_end_lag_s']['p99_s']:.2f} s (engine {lag['engine_lag_s']['p99_s']:.2f} s)")
-        for server in servers:
-            server.stop()
+        _stop_all(servers)
         servers.clear()
         profiled = profile(app, made["users"], built, cfg["profile_batches"])
         database.engine.dispose()

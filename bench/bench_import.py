@@ -41,7 +41,7 @@ TITLE = "Benchmark 5 — import a GeoJSON file"
 # for a million extrapolated.
 # service_backends: the smoke run imports into SQLite only (three `smartsvc` process starts per backend
 # are most of its time); the full run into both.
-FULL = {"features": 1_000_000, "service_features": 100_000, "service_backends": ("postgres", "sqlite")}
+FULL = {"features": 1_000_000, "service_features": 50_000, "service_backends": ("postgres", "sqlite")}
 SMOKE = {"features": 5_000, "service_features": 5_000, "service_backends": ("sqlite",)}
 
 TARGET_SECONDS_PER_MILLION = 60.0

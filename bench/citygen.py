@@ -42,6 +42,7 @@ import numpy as np
 import shapely
 from shapely.geometry import mapping
 
+from bench.parallel import ordered_map
 from geodata.geo import metres_per_degree
 from geodata.model import Rate, Rule, Spot, Vehicle
 
@@ -341,18 +342,25 @@ class City:
             head = '{"type":"FeatureCollection","features":[\n'
             fp.write(head)
             written += len(head)
-            rules_text: dict[tuple[Rule, ...], str] = {}
-            first = True
-            for k in range(self.chunk_count()):
-                lines = _feature_lines(self.chunk(k), rules_text)
-                text = (",\n" if not first else "") + ",\n".join(lines)
-                first = False
+            # The chunks' text is made on every core (bench.parallel), written here in order.
+            for k, text in enumerate(ordered_map(_chunk_text, ((self, k) for k in range(self.chunk_count())))):
+                if k:
+                    text = ",\n" + text
                 fp.write(text)
                 written += len(text.encode("utf-8")) if not text.isascii() else len(text)
             tail = "\n]}\n"
             fp.write(tail)
             written += len(tail)
         return written
+
+
+# Each distinct rule list's JSON, per process (a city has a few dozen).
+_RULES_TEXT: dict[tuple[Rule, ...], str] = {}
+
+
+def _chunk_text(city: City, k: int) -> str:
+    """The features of chunk ``k`` as JSON text, one a line, joined by ``,\\n``."""
+    return ",\n".join(_feature_lines(city.chunk(k), _RULES_TEXT))
 
 
 _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
