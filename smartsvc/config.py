@@ -95,7 +95,9 @@ class Settings:
     max_body_bytes: int = 1_048_576
     rate_limit: str = "1200/minute"
     rate_limit_storage_url: str = "memory://"
-    push_provider: str = "log"
+    # "auto": a device goes to its platform's provider when that one is configured, else to the log one;
+    # "log": every push to the log provider.
+    push_provider: str = "auto"
     log_level: str = "INFO"
     log_json: bool = True
     outbox_relay_interval_s: int = 2
@@ -134,6 +136,40 @@ class Settings:
     # Suggestions: dismissals in a row that mute a rule for a user, and the lifetime when a recipe gives none.
     mute_after_dismissals: int = 3
     suggestion_ttl_s: int = 21600
+    # FCM HTTP v1: the push service's base URL, the Firebase project (default: the credentials file's) and
+    # the service-account JSON file (unset: FCM devices get the log provider).
+    fcm_url: str = "https://fcm.googleapis.com"
+    fcm_project_id: str = ""
+    fcm_credentials: Path | None = None
+    # Pushes: tries per device when the push service says "later" (429, 5xx, network), and the waits
+    # between tries (the last repeats; a longer Retry-After wins).
+    push_max_tries: int = 5
+    push_retry_backoff_s: tuple[int, ...] = (30, 120, 600)
+    # Partner webhooks: the waits before each try of a delivery (the first 0: at once; jittered), how long
+    # an endpoint may fail without a success before it is disabled, and endpoints per API key.
+    webhook_retry_schedule: tuple[int, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+    webhook_disable_after_s: int = 5 * 86400
+    max_webhooks: int = 20
+    # Webhook destinations: private/loopback addresses (tests, local setups) and plain http are refused
+    # unless allowed; one send (connect to last byte read) is bounded by the timeout.
+    webhook_allow_private: bool = False
+    webhook_allow_http: bool = False
+    webhook_timeout_s: float = 15.0
+    # APNs (token auth): base URL, the .p8 key file with its key id, the team id and the app's bundle id
+    # (the key file set: iOS devices get APNs), and a CA file replacing the system trust store (tests).
+    apns_url: str = "https://api.push.apple.com"
+    apns_key_file: Path | None = None
+    apns_key_id: str = ""
+    apns_team_id: str = ""
+    apns_topic: str = ""
+    apns_ca_file: Path | None = None
+    # Web Push: the VAPID private key (a PEM file; set: Web Push devices get Web Push), the VAPID contact
+    # (mailto: or https:), a CA file replacing the system trust store, and whether endpoints may resolve
+    # to private addresses (off: a subscription cannot make the server post into its own network).
+    vapid_private_key: Path | None = None
+    vapid_subject: str = ""
+    webpush_ca_file: Path | None = None
+    webpush_allow_private: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -170,7 +206,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "MAX_BODY_BYTES": ("max_body_bytes", lambda n, v: _as_int(n, v, 1024, 1 << 30)),
     "RATE_LIMIT": ("rate_limit", lambda n, v: _check_rate_limit(v)),
     "RATE_LIMIT_STORAGE_URL": ("rate_limit_storage_url", lambda n, v: v),
-    "PUSH_PROVIDER": ("push_provider", lambda n, v: _check_choice(n, v, {"log"})),
+    "PUSH_PROVIDER": ("push_provider", lambda n, v: _check_choice(n, v.strip().lower(), {"auto", "log"})),
     "LOG_LEVEL": ("log_level", lambda n, v: _check_choice(n, v.upper(), {"DEBUG", "INFO", "WARNING", "ERROR"})),
     "LOG_JSON": ("log_json", _as_bool),
     "OUTBOX_RELAY_INTERVAL_S": ("outbox_relay_interval_s", lambda n, v: _as_int(n, v, 1, 3600)),
@@ -196,6 +232,29 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "MAX_CONTEXT_EVENTS": ("max_context_events", lambda n, v: _as_int(n, v, 1, 10_000)),
     "MUTE_AFTER_DISMISSALS": ("mute_after_dismissals", lambda n, v: _as_int(n, v, 1, 1000)),
     "SUGGESTION_TTL_S": ("suggestion_ttl_s", lambda n, v: _as_int(n, v, 60, 30 * 86400)),
+    "WEBHOOK_RETRY_SCHEDULE": ("webhook_retry_schedule",
+                               lambda n, v: tuple(_as_int(n, part.strip(), 0, 7 * 86400) for part in v.split(","))),
+    "WEBHOOK_DISABLE_AFTER_S": ("webhook_disable_after_s", lambda n, v: _as_int(n, v, 60, 365 * 86400)),
+    "MAX_WEBHOOKS": ("max_webhooks", lambda n, v: _as_int(n, v, 1, 10_000)),
+    "WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", _as_bool),
+    "WEBHOOK_ALLOW_HTTP": ("webhook_allow_http", _as_bool),
+    "WEBHOOK_TIMEOUT_S": ("webhook_timeout_s", lambda n, v: float(_as_int(n, v, 1, 300))),
+    "FCM_URL": ("fcm_url", lambda n, v: _as_base_url(n, v)),
+    "FCM_PROJECT_ID": ("fcm_project_id", lambda n, v: v.strip()),
+    "FCM_CREDENTIALS": ("fcm_credentials", lambda n, v: _as_path(n, v)),
+    "PUSH_MAX_TRIES": ("push_max_tries", lambda n, v: _as_int(n, v, 1, 50)),
+    "PUSH_RETRY_BACKOFF_S": ("push_retry_backoff_s",
+                             lambda n, v: tuple(_as_int(n, part.strip(), 1, 86400) for part in v.split(","))),
+    "APNS_URL": ("apns_url", lambda n, v: _as_base_url(n, v)),
+    "APNS_KEY_FILE": ("apns_key_file", lambda n, v: _as_path(n, v)),
+    "APNS_KEY_ID": ("apns_key_id", lambda n, v: v.strip()),
+    "APNS_TEAM_ID": ("apns_team_id", lambda n, v: v.strip()),
+    "APNS_TOPIC": ("apns_topic", lambda n, v: v.strip()),
+    "APNS_CA_FILE": ("apns_ca_file", lambda n, v: _as_path(n, v)),
+    "VAPID_PRIVATE_KEY": ("vapid_private_key", lambda n, v: _as_path(n, v)),
+    "VAPID_SUBJECT": ("vapid_subject", lambda n, v: v.strip()),
+    "WEBPUSH_CA_FILE": ("webpush_ca_file", lambda n, v: _as_path(n, v)),
+    "WEBPUSH_ALLOW_PRIVATE": ("webpush_allow_private", _as_bool),
 }
 
 
@@ -203,6 +262,13 @@ def _as_path(name: str, raw: str) -> Path:
     if not raw.strip():
         raise ConfigError(f"{PREFIX}{name} is empty: give a folder path")
     return Path(raw)
+
+
+def _as_base_url(name: str, raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    if not url.startswith(("https://", "http://")) or len(url.split("://", 1)[1]) == 0:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a base URL such as https://fcm.googleapis.com")
+    return url
 
 
 def _check_choice(name: str, value: str, choices: set[str]) -> str:
@@ -248,15 +314,33 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not settings.database_url:
         path = (settings.var_dir / "smartsvc.db").resolve()
         settings = settings.replace(database_url=f"sqlite:///{path}")
+    _check_push_keys(settings)
     if settings.spot_search == "postgis" and settings.is_sqlite:
         raise ConfigError(
             f"{PREFIX}SPOT_SEARCH=postgis needs a PostgreSQL {PREFIX}DATABASE_URL (SQLite has no PostGIS)")
     return settings
 
 
+def _check_push_keys(settings: Settings) -> None:
+    """APNs and Web Push need their companion settings once their key is set (a half setup fails at start)."""
+    if settings.apns_key_file is not None:
+        missing = [f"{PREFIX}{name}" for name, value in (("APNS_KEY_ID", settings.apns_key_id),
+                   ("APNS_TEAM_ID", settings.apns_team_id), ("APNS_TOPIC", settings.apns_topic)) if not value]
+        if missing:
+            raise ConfigError(f"{PREFIX}APNS_KEY_FILE is set, so {', '.join(missing)} must be set too")
+    if settings.vapid_private_key is not None and not settings.vapid_subject.startswith(("mailto:", "https://")):
+        raise ConfigError(f"{PREFIX}VAPID_PRIVATE_KEY is set, so {PREFIX}VAPID_SUBJECT must be a mailto: "
+                          "or https: contact (e.g. mailto:ops@example.com)")
+    for name, path in (("APNS_KEY_FILE", settings.apns_key_file), ("APNS_CA_FILE", settings.apns_ca_file),
+                       ("VAPID_PRIVATE_KEY", settings.vapid_private_key),
+                       ("WEBPUSH_CA_FILE", settings.webpush_ca_file)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{PREFIX}{name}={path} is not a readable file")
+
+
 # Variables read by other parts (delivery, geodata) that later issues own;
 # accepted here so the strict check above does not refuse them.
-_PASSTHROUGH = {"WEBHOOK_ALLOW_PRIVATE", "WEBHOOK_ALLOW_HTTP", "ENV"}
+_PASSTHROUGH = {"ENV"}
 
 
 def ensure_secret_key(settings: Settings) -> Settings:

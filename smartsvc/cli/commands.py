@@ -42,13 +42,15 @@ def api(port: int, host: str, workers: int | None) -> None:
 @click.command()
 @click.option("--concurrency", type=click.IntRange(1, 256), default=None,
               help="Worker processes [default: number of cores]")
-def worker(concurrency: int | None) -> None:
+@click.option("--queues", default="smartsvc,webhooks", show_default=True,
+              help="Queues to consume (e.g. a worker of its own for partner webhooks: --queues webhooks)")
+def worker(concurrency: int | None, queues: str) -> None:
     """A Celery worker for the outbox relay, imports, suggestions and deliveries."""
     app = build_app()
     ensure_schema(app)
     celery = app.extensions["celery"]
     argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency or os.cpu_count() or 1}",
-            "-Q", "smartsvc", "--without-gossip", "--without-mingle", "-n", "smartsvc@%h"]
+            "-Q", queues, "--without-gossip", "--without-mingle", "-n", "smartsvc@%h"]
     celery.worker_main(argv)
 
 

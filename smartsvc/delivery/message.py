@@ -53,13 +53,21 @@ class PushResult:
     """What a provider made of one push.
 
     ``status`` is ``sent`` or ``failed``; ``token_dead`` says the push
-    service no longer knows the device (it is then deactivated).
+    service no longer knows the device (it is then deactivated, unless the
+    device registered again after ``token_dead_since``, APNs' timestamp).
+    ``retryable`` says a later try may succeed (quota, 429, 5xx, network);
+    ``retry_after_s`` is the wait the push service asked for, if any.
+    ``status_code`` is the push service's HTTP status (None: no answer).
     """
 
     status: str
     latency_ms: int
     error: str | None = None
     token_dead: bool = False
+    token_dead_since: datetime | None = None
+    retryable: bool = False
+    retry_after_s: float | None = None
+    status_code: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -11,8 +11,11 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol
 
 from ..config import Settings
+from .apns import apns_provider
+from .fcm import fcm_provider
 from .log import LogProvider
 from .message import PushMessage, PushResult
+from .webpush import webpush_provider
 
 
 class PushProvider(Protocol):
@@ -29,7 +32,11 @@ class PushProvider(Protocol):
 ProviderFactory = Callable[[Settings], "PushProvider | None"]
 
 # platform -> factory; a factory returns None when its settings are not there (the log provider then).
-_PLATFORM_FACTORIES: dict[str, ProviderFactory] = {}
+_PLATFORM_FACTORIES: dict[str, ProviderFactory] = {
+    "fcm": fcm_provider,
+    "apns": apns_provider,
+    "webpush": webpush_provider,
+}
 
 
 def provider_for(device: Any, settings: Settings) -> PushProvider:

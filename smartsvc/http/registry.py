@@ -10,7 +10,8 @@ def register_blueprints(api: Api) -> None:
     from . import collections, consents, datasets, devices, health, keys, products, spots, users
     from . import context, geofences, rules
     from . import suggestions
+    from . import webhooks
 
     for module in (health, users, consents, devices, products, keys, datasets, collections, spots, geofences,
-                   rules, context, suggestions):
+                   rules, context, suggestions, webhooks):
         api.register_blueprint(module.blp)

@@ -46,8 +46,8 @@ class SuggestionSchema(ma.Schema):
         "description": "Set while it waits for the end of quiet hours"})
     snoozed_until = ma.fields.DateTime(required=True, allow_none=True)
     delivery_status = ma.fields.String(required=True, validate=ma.validate.OneOf(DELIVERY_STATUSES), metadata={
-        "description": "pending (not pushed yet), delivered (a device got it), failed (none did), "
-                       "none (not pushed: suppressed, or no active device)"})
+        "description": "pending (not pushed yet, or retries to come), delivered (a device got it), "
+                       "failed (none did, and no retry is left), none (not pushed: suppressed, or no active device)"})
     delivered_at = ma.fields.DateTime(required=True, allow_none=True)
 
 
@@ -56,12 +56,18 @@ class PushAttemptSchema(ma.Schema):
     device_id = ma.fields.UUID(required=True)
     platform = ma.fields.String(required=True)
     round = ma.fields.Integer(required=True, metadata={"description": "0, then +1 for each push after a snooze"})
-    provider = ma.fields.String(required=True)
+    try_number = ma.fields.Integer(required=True, metadata={
+        "description": "1 for the first try to this device in the round, +1 for each retry"})
+    provider = ma.fields.String(required=True, metadata={"description": "log, fcm, apns or webpush"})
     status = ma.fields.String(required=True, validate=ma.validate.OneOf(("sending", "sent", "failed")))
     error = ma.fields.String(required=True, allow_none=True)
+    status_code = ma.fields.Integer(required=True, allow_none=True, metadata={
+        "description": "The push service's HTTP status (null: no answer, or the log provider)"})
     latency_ms = ma.fields.Integer(required=True, allow_none=True)
     started_at = ma.fields.DateTime(required=True)
     finished_at = ma.fields.DateTime(required=True, allow_none=True)
+    retry_at = ma.fields.DateTime(required=True, allow_none=True, metadata={
+        "description": "Set on a failed try that will be tried again: when"})
 
 
 class SuggestionDetailSchema(SuggestionSchema):
@@ -107,9 +113,9 @@ def detail_body(view: SuggestionView) -> dict[str, Any]:
     """A suggestion with its push attempts."""
     attempts = [{
         "id": a.attempt.id, "device_id": a.attempt.device_id, "platform": a.platform, "round": a.attempt.round,
-        "provider": a.attempt.provider, "status": a.attempt.status, "error": a.attempt.error,
-        "latency_ms": a.attempt.latency_ms, "started_at": a.attempt.started_at,
-        "finished_at": a.attempt.finished_at,
+        "try_number": a.attempt.try_number, "provider": a.attempt.provider, "status": a.attempt.status,
+        "error": a.attempt.error, "status_code": a.attempt.status_code, "latency_ms": a.attempt.latency_ms,
+        "started_at": a.attempt.started_at, "finished_at": a.attempt.finished_at, "retry_at": a.attempt.retry_at,
     } for a in view.attempts]
     return {**suggestion_body(view.suggestion), "push_attempts": attempts}
 

@@ -11,6 +11,7 @@ from .rules import Rule, RuleVersion, UserRuleScore
 from .suggestions import DELIVERY_STATUSES, SUGGESTION_STATUSES, Interaction, PushAttempt, Suggestion
 from .triggers import TriggerRecord
 from .users import CONSENT_PURPOSES, DEVICE_PLATFORMS, Consent, ConsentEvent, Device, User
+from .webhooks import SharingLedgerEntry, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookNotice
 
 __all__ = [
     "Base",
@@ -49,4 +50,9 @@ __all__ = [
     "ConsentEvent",
     "Device",
     "User",
+    "SharingLedgerEntry",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookNotice",
 ]

@@ -74,24 +74,37 @@ class Suggestion(Base):
 
 
 class PushAttempt(Base):
-    """One push of a suggestion to one device: claimed (``sending``) before the send, finished after."""
+    """One try to push a suggestion to one device: claimed (``sending``) before the send, finished after.
+
+    A try the push service asked to repeat (429, 5xx, network) ends
+    ``failed`` with ``retry_at`` set; the next try is a new row with the
+    next ``try_number``. The row with the highest try number is where the
+    device stands.
+    """
 
     __tablename__ = "push_attempts"
     __table_args__ = (
-        UniqueConstraint("suggestion_id", "device_id", "round", name="uq_push_attempts_suggestion_device_round"),
+        UniqueConstraint("suggestion_id", "device_id", "round", "try_number",
+                         name="uq_push_attempts_suggestion_device_round_try"),
     )
 
     id: Mapped[uuid.UUID] = id_column()
     suggestion_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("suggestions.id", ondelete="CASCADE"))
     device_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
     round: Mapped[int] = mapped_column(Integer)
+    # 1 for the first try of a device in a round, +1 for each retry.
+    try_number: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     provider: Mapped[str] = mapped_column(String(32))
     # One of PUSH_ATTEMPT_STATUSES.
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(String(2000))
+    # The push service's HTTP status (None: not sent yet, or no answer).
+    status_code: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime] = created_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+    # Set on a failed try that will be tried again: when the next try is due.
+    retry_at: Mapped[datetime | None] = mapped_column()
 
 
 class Interaction(Base):

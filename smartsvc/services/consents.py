@@ -45,6 +45,10 @@ def set_consent(database: Database, user_id: uuid.UUID, purpose: str, granted: b
                 consent.changed_at = now
         if changed:
             session.add(ConsentEvent(user_id=user_id, purpose=purpose, granted=granted, at=now))
+        if changed and purpose == "partner_sharing" and not granted:
+            from .webhook_events import cancel_user_deliveries  # it imports this module
+
+            cancel_user_deliveries(uow, user_id)  # TRUST.md: queued work for the purpose is not delivered
         uow.commit()
     return next(state for state in list_consents(database, user_id) if state.purpose == purpose)
 

@@ -27,6 +27,7 @@ from ..models import DATASET_FORMATS, DATASET_STATUSES, LAYERS, Dataset, LayerFe
 from ..timeutil import is_valid_time_zone, utcnow
 from . import outbox, uploads
 from .pagination import Page, keyset_page
+from .webhook_events import dataset_event, emit_event
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,7 @@ def publish_dataset(database: Database, dataset_id: uuid.UUID) -> Dataset:
         live.published_at = now
         dataset.status = "published"
         dataset.published_at = now
+        emit_event(uow, "dataset.published", f"layer:{dataset.layer}", dataset_event(dataset, live.version), now=now)
         uow.commit()
     log.info("dataset published", extra={"dataset_id": str(dataset_id), "layer": dataset.layer,
                                          "version": live.version})

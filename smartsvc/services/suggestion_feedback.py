@@ -28,6 +28,7 @@ from ..errors import Conflict, InvalidInput, NotFound
 from ..models import Suggestion, UserRuleScore
 from ..timeutil import utcnow
 from .suggestions import SuggestionView, load_view, lock_user, record_interaction
+from .webhook_events import emit_event, feedback_event
 
 ACTIONS = ("opened", "accepted", "dismissed", "snoozed")
 SNOOZE_MIN_RANGE = (5, 1440)
@@ -121,6 +122,8 @@ def give_feedback(database: Database, user_id: uuid.UUID, suggestion_id: uuid.UU
                 and suggestion.delivery_status == "pending":
             suggestion.delivery_status = "none"  # it waited for quiet hours to end: it will not be pushed now
         record_interaction(session, user_id, f"suggestion.{action}", subject_id=suggestion.id, data=data, at=now)
+        emit_event(uow, "suggestion.feedback", f"user:{user_id}", feedback_event(suggestion, action, previous, now),
+                   user_id=user_id, now=now)
         view = load_view(session, user_id, suggestion_id)  # before the commit: nothing is expired after it
         uow.commit()
     return view

@@ -29,6 +29,7 @@ from ..timeutil import utcnow
 from . import attention, outbox
 from .pagination import Page
 from .proposals import Proposal
+from .webhook_events import emit_event, suggestion_event
 
 # The Celery task that pushes one suggestion to the user's devices (workers/tasks/delivery.py).
 PUSH_TASK = "smartsvc.delivery.push"
@@ -167,6 +168,7 @@ def propose(uow: UnitOfWork, proposal: Proposal, *, now: datetime | None = None,
         "kind": suggestion.kind, "rule_id": suggestion.rule_id, "trigger_id": suggestion.trigger_id,
         "status": suggestion.status, "status_reason": suggestion.status_reason,
     })
+    emit_event(uow, "suggestion.created", f"user:{user.id}", suggestion_event(suggestion), user_id=user.id, now=now)
     return suggestion
 
 

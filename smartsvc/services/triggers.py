@@ -22,6 +22,7 @@ from ..ids import new_id
 from ..models.triggers import TriggerRecord
 from ..timeutil import utcnow
 from . import outbox
+from .webhook_events import emit_trigger_event
 
 # The Celery task that runs the rules on one trigger (workers/tasks/engine.py).
 HANDLE_TASK = "smartsvc.engine.handle_trigger"
@@ -61,6 +62,7 @@ def emit_trigger(
         return None
     outbox.enqueue(uow, HANDLE_TASK, {"trigger_id": str(trigger_id)}, ordering_key=f"user:{user_id}",
                    user_id=user_id)
+    emit_trigger_event(uow, user_id=user_id, event=event, at=at, fields=fields, product_id=product_id)
     return trigger_id
 
 

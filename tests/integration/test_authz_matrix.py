@@ -49,6 +49,10 @@ APP_OR_OPERATOR = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, operator=OK, app
 OWN = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, owner=OK, other_user=OK)
 # /v1/me/.../{id} with the owner's id: another user must get 404.
 OWNED_OBJECT = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, owner=OK, other_user=NOT_FOUND)
+# Webhooks: partner or operator keys, each its own endpoints (the matrix's belongs to the partner key).
+WEBHOOK_KEYS = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, operator=OK, partner=OK)
+PARTNERS_WEBHOOK = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, partner=OK, operator=NOT_FOUND)
+WEBHOOK_RULE = "/v1/webhooks/<uuid:webhook_id>"
 
 CONSENT_RULE = "/v1/me/consents/<any(location, telemetry, proactive_push, partner_sharing):purpose>"
 COLLECTION_RULE = "/v1/collections/<any(parking, pois, geofences):layer>"
@@ -105,6 +109,16 @@ TABLE: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/me/suggestions", "GET"): OWN,
     ("/v1/me/suggestions/<uuid:suggestion_id>", "GET"): OWNED_OBJECT,
     ("/v1/me/suggestions/<uuid:suggestion_id>/feedback", "POST"): OWNED_OBJECT,
+    ("/v1/webhooks", "GET"): WEBHOOK_KEYS,
+    ("/v1/webhooks", "POST"): WEBHOOK_KEYS,
+    (WEBHOOK_RULE, "GET"): PARTNERS_WEBHOOK,
+    (WEBHOOK_RULE, "PATCH"): PARTNERS_WEBHOOK,
+    (WEBHOOK_RULE, "DELETE"): PARTNERS_WEBHOOK,
+    (WEBHOOK_RULE + "/deliveries", "GET"): PARTNERS_WEBHOOK,
+    (WEBHOOK_RULE + "/deliveries/<uuid:delivery_id>/retry", "POST"): PARTNERS_WEBHOOK,
+    (WEBHOOK_RULE + "/recover", "POST"): PARTNERS_WEBHOOK,
+    (WEBHOOK_RULE + "/rotate-secret", "POST"): PARTNERS_WEBHOOK,
+    (WEBHOOK_RULE + "/test", "POST"): PARTNERS_WEBHOOK,
 }
 
 _unique = itertools.count()
@@ -144,6 +158,10 @@ BODIES: dict[tuple[str, str], Callable[[], Any]] = {
     # An activity (no consent needed); its own time each call, so that it is never a duplicate.
     ("/v1/me/context", "POST"): lambda: {"events": [{"type": "activity", "value": "walking",
                                                      "at": f"2026-01-01T10:00:{next(_unique) % 60:02d}+00:00"}]},
+    # A public address written as an IP: registering it needs no DNS, and no worker runs here to call it.
+    ("/v1/webhooks", "POST"): lambda: {"url": "https://93.184.215.14/hook", "event_types": ["webhook.test"]},
+    (WEBHOOK_RULE, "PATCH"): lambda: {"description": f"matrix {next(_unique)}"},
+    (WEBHOOK_RULE + "/recover", "POST"): lambda: {"since": "2026-01-01T00:00:00+00:00"},
 }
 WORLD_MODEL_ID: list[str] = []
 
@@ -177,6 +195,8 @@ class World:
     geofence_id: str = ""
     rule_id: str = ""
     suggestion_id: str = ""
+    webhook_id: str = ""  # the partner key's, with one delivery (a test event)
+    webhook_delivery_id: str = ""
 
     def fresh_device(self) -> str:
         response = self.client.post("/v1/me/devices", json={"platform": "apns", "token": f"t-{next(_unique)}"},
@@ -208,6 +228,12 @@ class World:
         assert response.status_code == 201, response.get_json()
         return response.get_json()["id"]
 
+    def fresh_webhook(self) -> str:
+        response = self.client.post("/v1/webhooks", json=BODIES[("/v1/webhooks", "POST")](),
+                                    headers=bearer(self.tokens["partner"] or ""))
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()["id"]
+
     def path_value(self, name: str, method: str) -> str:
         """A real id for a path parameter; destructive calls get a fresh object each time."""
         destructive = method == "DELETE"
@@ -233,6 +259,10 @@ class World:
             return self.fresh_rule() if destructive else self.rule_id
         if name == "suggestion_id":
             return self.suggestion_id
+        if name == "webhook_id":
+            return self.fresh_webhook() if destructive else self.webhook_id
+        if name == "delivery_id":
+            return self.webhook_delivery_id
         raise AssertionError(f"the matrix does not know how to fill <{name}>; teach World.path_value")
 
 
@@ -271,6 +301,9 @@ def world(tmp_path_factory) -> World:
     world.rule_id = world.fresh_rule()
     world.suggestion_id = owner_suggestion(app, owner, world.rule_id)
     world.private_ids.add(world.suggestion_id)
+    world.webhook_id = world.fresh_webhook()
+    world.webhook_delivery_id = client.post(f"/v1/webhooks/{world.webhook_id}/test",
+                                            headers=bearer(keys["partner"])).get_json()["id"]
     return world
 
 

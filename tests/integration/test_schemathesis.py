@@ -193,6 +193,12 @@ def _create_credentials_and_objects() -> None:
     assert rule.status_code == 201, rule.get_json()
     _KNOWN["rule_id"] = rule.get_json()["id"]
     _KNOWN["suggestion_id"] = _known_suggestion(user.id, _KNOWN["rule_id"])
+    hook = client.post("/v1/webhooks", headers=bearer(_TOKENS["operator"]),
+                       json={"url": PUBLIC_WEBHOOK_URL, "event_types": ["webhook.test"]})
+    assert hook.status_code == 201, hook.get_json()
+    _KNOWN["webhook_id"] = hook.get_json()["id"]
+    test = client.post(f"/v1/webhooks/{_KNOWN['webhook_id']}/test", headers=bearer(_TOKENS["operator"]))
+    _KNOWN["delivery_id"] = test.get_json()["id"]
 
 
 def _known_suggestion(user_id: str, rule_id: str) -> str:
@@ -208,6 +214,9 @@ def _known_suggestion(user_id: str, rule_id: str) -> str:
         uow.commit()
     return suggestion_id
 
+
+# A public address written as an IP: accepted without a DNS lookup (nothing is sent: no worker runs here).
+PUBLIC_WEBHOOK_URL = "https://93.184.215.14/hook"
 
 _create_credentials_and_objects()
 
@@ -315,6 +324,30 @@ def make_context_events_valid(case) -> None:
     case.body = {**body, "events": events}
 
 
+def make_webhook_body_valid(case) -> None:
+    """In a positive webhook body, the URL becomes a public one and ``since`` is not in the future.
+
+    Whether a URL may be called depends on where its host resolves (public
+    addresses only) — DNS, not something a JSON Schema says, and a lookup of a
+    generated host would leave the machine; a recover ``since`` in the future
+    is refused by the clock. tests/integration/test_api_webhooks.py covers both
+    refusals; negative cases are sent as generated (they fail before any lookup).
+    """
+    body, meta = case.body, case.meta
+    if (not case.operation.path.startswith("/v1/webhooks") or not isinstance(body, dict) or meta is None
+            or not meta.generation.mode.is_positive):
+        return
+    if "url" in body:
+        body = {**body, "url": PUBLIC_WEBHOOK_URL}
+    try:
+        since = datetime.fromisoformat(str(body.get("since")))
+    except ValueError:
+        since = None
+    if since is not None and since.tzinfo is not None and since > datetime.now(timezone.utc):
+        body = {**body, "since": datetime.now(timezone.utc).isoformat()}
+    case.body = body
+
+
 def checks_for(case) -> list:
     """Every check, except negative_data_rejection for a multipart body that only the body makes invalid.
 
@@ -350,6 +383,7 @@ def test_api_conforms_to_its_openapi_document(case):
         case.body = {**body, "model_id": _KNOWN["model_id"]}
     make_geofence_semantically_valid(case)
     make_context_events_valid(case)
+    make_webhook_body_valid(case)
     key = (case.headers or {}).get(IDEMPOTENCY_KEY)
     if isinstance(key, str) and re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
         # Hypothesis repeats small values ("0") across examples, and a key used

@@ -16,7 +16,7 @@ def test_no_variables_gives_the_embedded_defaults():
     assert settings.database_url == f"sqlite:///{(Path('var') / 'smartsvc.db').resolve()}"
     assert settings.is_sqlite
     assert settings.broker_url == "filesystem://"
-    assert settings.push_provider == "log"
+    assert settings.push_provider == "auto"
     assert settings.max_body_bytes == 1_048_576
     assert settings.access_token_ttl_s == 3600
     assert settings.rate_limit_storage_url == "memory://"

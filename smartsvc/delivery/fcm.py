@@ -1,0 +1,218 @@
+"""The FCM HTTP v1 push provider (DELIVERY.md "Pushes").
+
+One ``POST {url}/v1/projects/{project}/messages:send`` per push, shaped per
+the ``projects.messages.send`` schema (Google's ``fcm.v1`` discovery
+document): the token, the data payload (strings only), a notification, and
+the Android and APNs overrides that carry the collapse key, the time to live
+and the priority. The OAuth token comes from the service-account file and is
+reused until near expiry. What FCM answers is mapped onto :class:`PushResult`:
+``UNREGISTERED`` or an invalid token → dead token; 429/``QUOTA_EXCEEDED``,
+5xx and network errors → retry later (``Retry-After`` honoured); any other
+refusal → failed for good.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from google.auth import exceptions as auth_exceptions
+
+from ..config import Settings
+from .google_oauth import CredentialsFileError, ServiceAccountTokens
+from .message import MAX_PAYLOAD_BYTES, PushMessage, PushResult, fit_payload
+
+FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+SEND_TIMEOUT_S = 10.0
+APNS_COLLAPSE_ID_MAX_BYTES = 64
+# A suggestion is time-critical ("spots before arrival"): wake the phone.
+ANDROID_PRIORITY = "HIGH"
+APNS_PRIORITY = "10"
+MAX_RETRY_AFTER_S = 86400.0
+
+
+def apns_collapse_id(collapse_key: str) -> str:
+    """The key itself when it fits APNs' 64 bytes, else its SHA-256 in hex (64 characters, the same for equal keys)."""
+    if len(collapse_key.encode()) <= APNS_COLLAPSE_ID_MAX_BYTES:
+        return collapse_key
+    return hashlib.sha256(collapse_key.encode()).hexdigest()
+
+
+def build_request(message: PushMessage) -> dict[str, Any]:
+    """The ``SendMessageRequest`` body for ``message`` (camelCase field names, as in the discovery document)."""
+    ttl_s = max(0, math.ceil((message.expires_at - message.at).total_seconds()))
+    return {"message": {
+        "token": message.token or "",
+        "data": {key: str(value) for key, value in message.data().items()},
+        "notification": {"title": message.title, "body": message.body},
+        "android": {"collapseKey": message.collapse_key, "ttl": f"{ttl_s}s", "priority": ANDROID_PRIORITY},
+        "apns": {"headers": {
+            "apns-collapse-id": apns_collapse_id(message.collapse_key),
+            "apns-expiration": str(int(message.expires_at.timestamp())),
+            "apns-priority": APNS_PRIORITY,
+            "apns-push-type": "alert",
+        }},
+    }}
+
+
+def payload_size(request: dict[str, Any]) -> int:
+    """Bytes FCM counts against its 4 KB limit: the data and the notification, as compact UTF-8 JSON."""
+    message = request["message"]
+    return sum(len(json.dumps(message.get(part, {}), ensure_ascii=False, separators=(",", ":")).encode())
+               for part in ("data", "notification"))
+
+
+def fit_fcm(message: PushMessage, limit: int = MAX_PAYLOAD_BYTES) -> PushMessage:
+    """``message`` trimmed (body first, never the ids) so that its FCM data and notification fit ``limit`` bytes.
+
+    The notification repeats the title and body of the data, so the data
+    alone gets a smaller share: the largest share that keeps the whole within
+    ``limit`` is found by bisection.
+    """
+    if payload_size(build_request(message)) <= limit:
+        return message
+    low, high = 0, limit  # ``low``: a data budget known to fit (0 trims everything it can)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if payload_size(build_request(fit_payload(message, middle))) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return fit_payload(message, low)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _google_error(response: httpx.Response) -> tuple[str, str, list[dict[str, Any]]]:
+    """(FCM error code or Google status, message, details) of an error response; tolerant of any body."""
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        error = {}
+    if not isinstance(error, dict):
+        error = {}
+    details = [d for d in error.get("details") or [] if isinstance(d, dict)]
+    code = next((d.get("errorCode") for d in details if str(d.get("@type", "")).endswith("FcmError")
+                 and d.get("errorCode")), None) or error.get("status") or response.reason_phrase or "ERROR"
+    return str(code), str(error.get("message") or response.text[:200]), details
+
+
+def _about_the_token(message: str, details: list[dict[str, Any]]) -> bool:
+    fields = {str(v.get("field", "")) for d in details for v in d.get("fieldViolations") or [] if isinstance(v, dict)}
+    return "message.token" in fields or "registration token" in message.lower()
+
+
+def interpret(response: httpx.Response, latency_ms: int) -> PushResult:
+    """What an answer of ``messages:send`` means for the push and the device."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return PushResult("sent", latency_ms, status_code=status)
+    code, text, details = _google_error(response)
+    error = f"{code} ({status}): {text}"[:2000]
+    # Only FCM's own verdict kills a token: a bare 404 (a wrong URL or project) must not deactivate every device.
+    if code == "UNREGISTERED":
+        return PushResult("failed", latency_ms, error=error, token_dead=True, status_code=status)
+    if code == "INVALID_ARGUMENT" and _about_the_token(text, details):
+        return PushResult("failed", latency_ms, error=error, token_dead=True, status_code=status)
+    if status == 429 or code == "QUOTA_EXCEEDED" or status >= 500:
+        return PushResult("failed", latency_ms, error=error, retryable=True, retry_after_s=_retry_after(response),
+                          status_code=status)
+    return PushResult("failed", latency_ms, error=error, status_code=status)
+
+
+class FcmProvider:
+    """Sends pushes through FCM HTTP v1 with one pooled HTTP client and one cached OAuth token."""
+
+    name = "fcm"
+
+    def __init__(self, url: str, credentials: Path, project_id: str = "",
+                 client: httpx.Client | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._client = client or httpx.Client(timeout=SEND_TIMEOUT_S, follow_redirects=False)
+        self._tokens = ServiceAccountTokens(credentials, [FCM_SCOPE], self._client)
+        self._project_id = project_id
+
+    def _endpoint(self) -> str:
+        project = self._project_id or self._tokens.project_id
+        if not project:
+            raise CredentialsFileError("no Firebase project: set SMARTSVC_FCM_PROJECT_ID "
+                                       "or use a credentials file with a project_id")
+        return f"{self.url}/v1/projects/{project}/messages:send"
+
+    def _post(self, body: bytes) -> httpx.Response:
+        return self._client.post(self._endpoint(), content=body, headers={
+            "Authorization": f"Bearer {self._tokens.token()}", "Content-Type": "application/json; charset=UTF-8"})
+
+    def send(self, message: PushMessage) -> PushResult:
+        """Send one push; never raises (network, OAuth and FCM errors become the result)."""
+        started = time.perf_counter()
+        body = json.dumps(build_request(fit_fcm(message)), ensure_ascii=False).encode()
+        try:
+            response = self._post(body)
+            if response.status_code == 401:  # the token was revoked or expired early: one more with a fresh one
+                self._tokens.forget()
+                response = self._post(body)
+        except CredentialsFileError as exc:
+            return PushResult("failed", _elapsed_ms(started), error=str(exc)[:2000])
+        except auth_exceptions.RefreshError as exc:  # the token endpoint refused (bad key) or failed
+            return PushResult("failed", _elapsed_ms(started), error=f"OAuth token: {exc}"[:2000],
+                              retryable=bool(getattr(exc, "retryable", False)))
+        except (auth_exceptions.TransportError, httpx.HTTPError) as exc:
+            return PushResult("failed", _elapsed_ms(started), error=f"network: {type(exc).__name__}: {exc}"[:2000],
+                              retryable=True)
+        return interpret(response, _elapsed_ms(started))
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._client.close()
+
+
+def _elapsed_ms(started: float) -> int:
+    return int(round((time.perf_counter() - started) * 1000))
+
+
+# One provider per process and configuration, so the connection pool and the OAuth token are reused
+# across tasks; keyed by the process id too, since a forked worker must not share its parent's sockets.
+_PROVIDERS: dict[tuple[Any, ...], FcmProvider] = {}
+_PROVIDERS_LOCK = threading.Lock()
+_MAX_PROVIDERS = 8
+
+
+def fcm_provider(settings: Settings) -> FcmProvider | None:
+    """The FCM provider for ``settings``, or None when ``SMARTSVC_FCM_CREDENTIALS`` is not set."""
+    if settings.fcm_credentials is None:
+        return None
+    key = (os.getpid(), settings.fcm_url, settings.fcm_project_id, str(Path(settings.fcm_credentials).resolve()))
+    with _PROVIDERS_LOCK:
+        provider = _PROVIDERS.get(key)
+        if provider is None:
+            if len(_PROVIDERS) >= _MAX_PROVIDERS:  # settings changed a lot (tests): drop the oldest
+                oldest = next(iter(_PROVIDERS))
+                _PROVIDERS.pop(oldest).close()
+            provider = _PROVIDERS[key] = FcmProvider(settings.fcm_url, settings.fcm_credentials,
+                                                     settings.fcm_project_id)
+        return provider

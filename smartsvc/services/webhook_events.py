@@ -1,0 +1,196 @@
+"""Emit partner webhook events: one delivery per subscribed endpoint, in the caller's transaction.
+
+:func:`emit_event` is called where something happens (a suggestion stored,
+feedback given, a dataset published, a geofence or trip trigger written).
+It writes a :class:`~smartsvc.models.WebhookDelivery` per enabled endpoint
+subscribed to the event type, each with its body ``{"type", "timestamp",
+"data"}`` (coordinates rounded to the endpoint's ``coordinate_decimals``),
+and an outbox message per delivery (the transactional outbox: the send
+happens only if the caller commits). Events about a user (``user_id``) go
+out only while the user grants ``partner_sharing``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import datetime
+from typing import Any, Mapping
+
+from sqlalchemy import select, update
+
+from ..db import UnitOfWork
+from ..models import WebhookDelivery, WebhookEndpoint
+from ..timeutil import utcnow
+from . import outbox
+from .consents import has_consent
+
+# DELIVERY.md "Partner webhooks": the event types an endpoint can subscribe to.
+EVENT_TYPES = (
+    "suggestion.created", "suggestion.feedback", "help.requested", "help.updated",
+    "geofence.entered", "geofence.exited", "geofence.dwelled", "trip.approaching",
+    "dataset.published", "webhook.test",
+)
+# The trigger events (smartsvc.services.triggers) that are also webhook events.
+TRIGGER_EVENTS = ("geofence.entered", "geofence.exited", "geofence.dwelled", "trip.approaching")
+# The Celery task sending one delivery (workers/tasks/webhooks.py), on its own queue.
+DELIVER_TASK = "smartsvc.webhooks.deliver"
+WEBHOOK_QUEUE = "webhooks"
+PARTNER_SHARING = "partner_sharing"
+CONSENT_WITHDRAWN = "partner_sharing consent withdrawn"
+# Keys whose number is a coordinate, and keys under which every number is one (GeoJSON, bounding boxes).
+COORDINATE_KEYS = frozenset({"lat", "lon", "lng", "latitude", "longitude"})
+COORDINATE_CONTAINERS = frozenset({"coordinates", "bbox", "center", "position", "location"})
+MAX_FIELD_PATHS = 200
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def as_json(value: Any) -> Any:
+    """``value`` as plain JSON (datetimes and UUIDs as strings)."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def coarsen(value: Any, decimals: int, *, inside: bool = False) -> Any:
+    """``value`` with every coordinate rounded to ``decimals`` (TRUST.md: data for partners can be coarser).
+
+    A coordinate is a number under a key such as ``lat``/``lon``, or any
+    number inside ``coordinates``/``bbox``/``center``/``position``/``location``.
+    """
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            if key in COORDINATE_KEYS and _is_number(item):
+                result[key] = round(float(item), decimals)
+            else:
+                result[key] = coarsen(item, decimals, inside=inside or key in COORDINATE_CONTAINERS)
+        return result
+    if isinstance(value, list):
+        return [coarsen(item, decimals, inside=inside) for item in value]
+    if inside and _is_number(value):
+        return round(float(value), decimals)
+    return value
+
+
+def field_paths(value: Any, prefix: str = "") -> list[str]:
+    """The dotted paths of the leaves of ``value`` (``payload.spots[].lat``), sorted: what the ledger lists."""
+    paths: set[str] = set()
+    stack: list[tuple[Any, str]] = [(value, prefix)]
+    while stack and len(paths) < MAX_FIELD_PATHS:
+        item, path = stack.pop()
+        if isinstance(item, dict) and item:
+            stack.extend((child, f"{path}.{key}" if path else str(key)) for key, child in item.items())
+        elif isinstance(item, list) and item:
+            stack.extend((child, f"{path}[]") for child in item)
+        elif path:
+            paths.add(path)
+    return sorted(paths)
+
+
+def new_delivery(uow: UnitOfWork, endpoint: WebhookEndpoint, event_type: str, subject: str, data: Any, *,
+                 user_id: uuid.UUID | None, now: datetime) -> WebhookDelivery:
+    """Write one delivery for ``endpoint`` and the outbox message that sends it."""
+    session = uow.session
+    assert session is not None
+    body = {"type": event_type, "timestamp": now.isoformat().replace("+00:00", "Z"),
+            "data": coarsen(data, endpoint.coordinate_decimals)}
+    delivery = WebhookDelivery(webhook_id=endpoint.id, event_type=event_type, subject=subject[:200],
+                               user_id=user_id, payload=body, status="pending", attempts=0,
+                               next_attempt_at=now, created_at=now, updated_at=now)
+    session.add(delivery)
+    session.flush()
+    enqueue_delivery(uow, delivery, now)
+    return delivery
+
+
+def enqueue_delivery(uow: UnitOfWork, delivery: WebhookDelivery, at: datetime) -> None:
+    """Queue the sending of ``delivery`` for ``at`` (now or a retry's time)."""
+    message = outbox.enqueue(uow, DELIVER_TASK, {"delivery_id": str(delivery.id)},
+                             ordering_key=f"webhook:{delivery.webhook_id}", user_id=delivery.user_id)
+    message.available_at = at
+
+
+def emit_event(uow: UnitOfWork, type: str, subject: str, data: Mapping[str, Any], *,
+               user_id: uuid.UUID | None = None, now: datetime | None = None) -> int:
+    """Fan ``type`` out to every enabled endpoint subscribed to it; how many deliveries were written.
+
+    ``subject`` names what the event is about (``"user:<id>"``,
+    ``"dataset:<id>"``): deliveries to one endpoint about one subject are
+    sent in order. With ``user_id`` the data is personal: nothing is written
+    unless the user grants ``partner_sharing`` (each delivery then writes
+    the user's sharing ledger when it is sent).
+    """
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown webhook event type {type!r}")
+    session = uow.session
+    assert session is not None
+    endpoints = [endpoint for endpoint in session.scalars(
+        select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id))
+        if type in (endpoint.event_types or [])]
+    if not endpoints:
+        return 0
+    if user_id is not None and not has_consent(session, user_id, PARTNER_SHARING):
+        return 0
+    now = now or utcnow()
+    payload = as_json(dict(data))
+    for endpoint in endpoints:
+        new_delivery(uow, endpoint, type, subject, payload, user_id=user_id, now=now)
+    return len(endpoints)
+
+
+def emit_trigger_event(uow: UnitOfWork, *, user_id: uuid.UUID, event: str, at: datetime,
+                       fields: Mapping[str, Any] | None, product_id: uuid.UUID | None) -> int:
+    """The webhook event of a trigger that is one (:data:`TRIGGER_EVENTS`); others are ignored."""
+    if event not in TRIGGER_EVENTS:
+        return 0
+    data: dict[str, Any] = {"user_id": user_id, "at": at, **dict(fields or {})}
+    if product_id is not None:
+        data["product_id"] = product_id
+    return emit_event(uow, event, f"user:{user_id}", data, user_id=user_id)
+
+
+def cancel_user_deliveries(uow: UnitOfWork, user_id: uuid.UUID, reason: str = CONSENT_WITHDRAWN) -> int:
+    """Cancel the user's deliveries not sent yet (consent withdrawn, user erased); how many."""
+    session = uow.session
+    assert session is not None
+    result = session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.user_id == user_id, WebhookDelivery.status == "pending")
+        .values(status="cancelled", status_reason=reason, next_attempt_at=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def suggestion_event(suggestion: Any) -> dict[str, Any]:
+    """The data of ``suggestion.created``: the suggestion as the user sees it."""
+    return {"id": suggestion.id, "user_id": suggestion.user_id, "kind": suggestion.kind, "rule_id": suggestion.rule_id,
+            "title": suggestion.title, "body": suggestion.body, "payload": suggestion.payload,
+            "status": suggestion.status, "created_at": suggestion.created_at, "expires_at": suggestion.expires_at}
+
+
+def feedback_event(suggestion: Any, action: str, previous: str, at: datetime) -> dict[str, Any]:
+    """The data of ``suggestion.feedback``: what the user did and what became of the suggestion."""
+    return {"suggestion_id": suggestion.id, "user_id": suggestion.user_id, "kind": suggestion.kind,
+            "rule_id": suggestion.rule_id, "action": action, "from": previous, "to": suggestion.status,
+            "snoozed_until": suggestion.snoozed_until, "at": at}
+
+
+def dataset_event(dataset: Any, version: int | None) -> dict[str, Any]:
+    """The data of ``dataset.published``: which dataset is now live for its layer, and its extent."""
+    bbox = None
+    if dataset.bbox_min_lon is not None:
+        bbox = [dataset.bbox_min_lon, dataset.bbox_min_lat, dataset.bbox_max_lon, dataset.bbox_max_lat]
+    return {"id": dataset.id, "name": dataset.name, "layer": dataset.layer, "version": version,
+            "spots": dataset.spots, "bbox": bbox, "published_at": dataset.published_at}

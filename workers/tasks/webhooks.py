@@ -1,0 +1,17 @@
+"""Partner webhook delivery: one task per delivery, on the ``webhooks`` queue (workers/celery_app.py)."""
+
+from __future__ import annotations
+
+import uuid
+
+from celery import shared_task
+from flask import current_app
+
+from smartsvc.services.webhook_delivery import deliver_webhook
+from smartsvc.services.webhook_events import DELIVER_TASK
+
+
+@shared_task(name=DELIVER_TASK, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def deliver(delivery_id: str, outbox_id: int | None = None) -> str:
+    """Idempotent: run twice (a redelivery), the delivery is still sent once per due attempt."""
+    return deliver_webhook(current_app.extensions["smartsvc"], uuid.UUID(delivery_id), outbox_id)
