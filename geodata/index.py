@@ -32,7 +32,7 @@ import shapely
 from geodata import kernels
 from geodata.allowed import RuleSet
 from geodata.fit import DEFAULT_FIT, FitConfig, is_parallel_curb, max_length_m
-from geodata.geo import metres_per_degree, plane_coefficients, point_distance2, segment_distance2
+from geodata.geo import metres_per_degree, point_distance2, segment_distance2
 from geodata.model import Spot
 
 _LEVEL_FACTOR = 4
@@ -273,7 +273,7 @@ class SpotIndex:
 
     def nearest_allowed(
         self, lat: float, lon: float, radius_m: float, need: np.ndarray, states: np.ndarray, limit: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int] | None:
         """The compiled search (:func:`geodata.kernels.nearest_allowed`), or None without Numba.
 
         ``need`` is the vehicle's (length, width, height, weight), ``states``
@@ -281,13 +281,10 @@ class SpotIndex:
         """
         if len(self.spots) == 0 or not kernels.enabled():
             return None
-        dlat, dlon = self._window(lat, radius_m)
-        coef = np.array(plane_coefficients(lat))
-        wrap = abs(lon) > 170.0 or abs(lat) > 80.0
         return kernels.nearest_allowed(
             self._keys, self._kernel_levels, self._kernel_seg_bounds, self._kernel_segments, self._is_polygon,
-            self.fit_limits, need, self.ruleset_id, states, lat, lon, dlat, dlon, coef, wrap,
-            radius_m * radius_m, limit)
+            self.fit_limits, need, self.ruleset_id, states, self.parallel_curb, self.length, self.capacity,
+            self.fit_config.manoeuvre_margin_m, lat, lon, radius_m, limit)
 
     def warm_up(self) -> None:
         """Compile the search (or load it from Numba's disk cache) now, e.g. before a server forks."""

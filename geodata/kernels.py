@@ -23,7 +23,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from geodata.geo import plane_coefficients
+
 UNKNOWN, ALLOWED, REFUSED = 0, 1, 2
+
+
+_plane = plane_coefficients  # compiled by _compile()
 
 
 def _lower_bound(keys, value):
@@ -93,24 +98,40 @@ def _row_ranges(keys, levels, lat, lon, dlat, dlon):
     return lo[:m], hi[:m]
 
 
+def _window(lat, radius_m):
+    """Half sizes (degrees of latitude, of longitude) of the query circle's bbox, as ``SpotIndex._window``."""
+    dlat = radius_m / _plane(lat)[2]  # metres per degree of latitude
+    lat0 = max(lat - dlat, -90.0)
+    lat1 = min(lat + dlat, 90.0)
+    m_lon = _plane(max(abs(lat0), abs(lat1)))[0]  # metres per degree of longitude there
+    dlon = 360.0 if m_lon * 360.0 <= radius_m * 2 else radius_m / m_lon
+    return dlat, dlon
+
+
 def _nearest_allowed(keys, levels, seg_bounds, segments, is_polygon, fit_limits, need, ruleset_id, states,
-                     lat, lon, dlat, dlon, coef, wrap, radius2, limit):
+                     parallel, length, capacity, margin, lat, lon, radius_m, limit):
     """The search's candidates, nearest first, and how many of them answer it.
 
-    Returns ``(positions, d2, rulesets, k)``. When ``k >= 0`` the first ``k``
+    Returns ``(positions, d2, rulesets, spaces, k)``. When ``k >= 0`` the first ``k``
     entries are the answer: the ``limit`` nearest spots within the radius that
-    the vehicle fits and whose rule list is allowed for the stay. ``k == -1``
+    the vehicle (``need``: length, width, height, weight) fits and whose rule
+    list is allowed for the stay, with the spaces for the vehicle in each
+    (``geodata.fit.spaces_for_vehicle``: ``parallel`` curbs hold
+    ``(length + margin) / (vehicle + margin)``, at most ``capacity``). ``k == -1``
     means a rule list not decided yet for this stay came first; the arrays
     then hold every fitting hit not known to be refused, nearest first, and
     the caller decides the unknown ones and picks the answer.
     """
+    dlat, dlon = _window(lat, radius_m)
+    a, b, c, d = _plane(lat)
+    wrap = abs(lon) > 170.0 or abs(lat) > 80.0
+    radius2 = radius_m * radius_m
     lo, hi = _row_ranges(keys, levels, lat, lon, dlat, dlon)
     total = 0
     for i in range(len(lo)):
         total += hi[i] - lo[i]
     pos = np.empty(total, dtype=np.int64)
     d2s = np.empty(total, dtype=np.float64)
-    a, b, c, d = coef[0], coef[1], coef[2], coef[3]
     n = 0
     for i in range(len(lo)):
         for p in range(lo[i], hi[i]):
@@ -162,17 +183,25 @@ def _nearest_allowed(keys, levels, seg_bounds, segments, is_polygon, fit_limits,
     out_rs = np.empty(n, dtype=np.int64)
     for j in range(n):
         out_rs[j] = ruleset_id[out_pos[j]]
+    spaces = np.empty(min(n, limit), dtype=np.int64)
     k = 0
     for j in range(n):
         if k == limit:
             break
         state = states[out_rs[j]]
         if state == UNKNOWN:
-            return out_pos, out_d2, out_rs, -1
+            return out_pos, out_d2, out_rs, spaces, -1
         if state == ALLOWED:
-            out_pos[k], out_d2[k], out_rs[k] = out_pos[j], out_d2[j], out_rs[j]
+            p = out_pos[j]
+            out_pos[k], out_d2[k], out_rs[k] = p, out_d2[j], out_rs[j]
+            cap = capacity[p]
+            if parallel[p]:
+                count = np.floor((length[p] + margin) / (need[0] + margin) + 1e-9)
+                spaces[k] = int(count if np.isnan(cap) else min(count, cap))
+            else:
+                spaces[k] = 1 if np.isnan(cap) else int(cap)
             k += 1
-    return out_pos, out_d2, out_rs, k
+    return out_pos, out_d2, out_rs, spaces, k
 
 
 _compiled: Callable[..., Any] | None = None
@@ -193,14 +222,15 @@ def _compile() -> Callable[..., Any]:
     # the machine code is cached on disk next to this module, so later processes skip the compilation.
     from numba import njit
 
-    global _lower_bound, _upper_bound, _row_ranges
-    _lower_bound = njit(cache=True, nogil=True)(_lower_bound)
-    _upper_bound = njit(cache=True, nogil=True)(_upper_bound)
-    _row_ranges = njit(cache=True, nogil=True)(_row_ranges)
-    return njit(cache=True, nogil=True)(_nearest_allowed)
+    global _lower_bound, _upper_bound, _row_ranges, _plane, _window
+    jit = njit(cache=True, nogil=True)
+    _lower_bound, _upper_bound, _row_ranges = jit(_lower_bound), jit(_upper_bound), jit(_row_ranges)
+    _plane = jit(plane_coefficients)  # the very formula geodata.geo uses, compiled
+    _window = jit(_window)
+    return jit(_nearest_allowed)
 
 
-def nearest_allowed(*args: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def nearest_allowed(*args: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """:func:`_nearest_allowed` compiled (on the first call in a process)."""
     global _compiled
     if _compiled is None:

@@ -323,19 +323,22 @@ def search(
     ])
     states = _states(index, at, duration_min)
     found = index.nearest_allowed(lat, lon, radius_m, need, states, limit)
+    spaces: list[int] | None = None
     if found is None:
         chosen, chosen_d, chosen_rs = _nearest_allowed_arrays(index, lat, lon, radius_m, need, states, limit,
                                                               at, duration_min)
     else:
-        pos, d2, rs, k = found
+        pos, d2, rs, spaces, k = found
         if k < 0:  # a rule list not decided for this stay yet: decide nearest first, then pick
             _decide_unknown(index, states, rs.tolist(), limit, at, duration_min)
             good = np.flatnonzero(states.take(rs) == _ALLOWED)[:limit]
             pos, d2, rs = pos.take(good), d2.take(good), rs.take(good)
+            spaces = None
         else:
-            pos, d2, rs = pos[:k], d2[:k], rs[:k]
+            pos, d2, rs, spaces = pos[:k], d2[:k], rs[:k], spaces[:k].tolist()
         chosen, chosen_d, chosen_rs = pos.tolist(), np.sqrt(d2).tolist(), rs.tolist()
-    spaces = _spaces(index, chosen, vehicle.length_m)
+    if spaces is None:
+        spaces = _spaces(index, chosen, vehicle.length_m)
     ids, spots = index.ids, index.spots
     decided: dict[int, Decision] = {}
     results = []
