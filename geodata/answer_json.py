@@ -67,6 +67,29 @@ def _fit_part(result: SpotResult, index: Any) -> str:
     return found
 
 
+def _item_parts(result: SpotResult, index: Any) -> tuple[str, str]:
+    """The item's text before and after its distance (the only part that changes from search to search).
+
+    Kept per (spot, vehicle, decision) with the decision itself, so that a
+    decision dropped from the caches and a new one at its address never meet.
+    """
+    cache = index.item_json
+    decision = result.decision
+    key = (result.spot, result._vehicle, id(decision))
+    found = cache.get(key)
+    if found is None or found[0] is not decision:
+        if len(cache) >= _SPOTS_MAX:
+            cache.clear()
+        fields, rule_why = _decision_part(decision)
+        fit_why = _fit_part(result, index)
+        why = fit_why + "," + rule_why if fit_why and rule_why else fit_why or rule_why
+        head, middle, tail = _spot_parts(result, index)
+        found = cache[key] = (
+            decision, "{" + head + ',"distance_m":',
+            f',{middle},"spaces_for_vehicle":{int(result.spaces_for_vehicle)},{fields},"why":[{why}],{tail}}}')
+    return found[1], found[2]
+
+
 def answer_json(results: list[SpotResult]) -> str:
     """``{"items": [...]}`` for a search's results, as compact JSON text (UTF-8 characters kept)."""
     if not results:
@@ -76,11 +99,6 @@ def answer_json(results: list[SpotResult]) -> str:
         return _encode({"items": to_dicts(results)})
     items = []
     for result in results:
-        fields, rule_why = _decision_part(result.decision)
-        fit_why = _fit_part(result, index)
-        why = fit_why + "," + rule_why if fit_why and rule_why else fit_why or rule_why
-        head, middle, tail = _spot_parts(result, index)
-        items.append(
-            f'{{{head},"distance_m":{round(float(result.distance_m), 2)!r},{middle},'
-            f'"spaces_for_vehicle":{int(result.spaces_for_vehicle)},{fields},"why":[{why}],{tail}}}')
+        before, after = _item_parts(result, index)
+        items.append(before + repr(round(float(result.distance_m), 2)) + after)
     return '{"items":[' + ",".join(items) + "]}"

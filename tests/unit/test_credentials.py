@@ -76,6 +76,29 @@ def test_a_token_just_inside_its_lifetime_is_accepted(monkeypatch):
     assert tokens.verify(token).generation == 0
 
 
+def test_a_token_accepted_once_is_refused_once_it_expires(monkeypatch):
+    tokens = AccessTokens(SECRET, ttl_s=60)
+    issued_at = int(time.time()) - 50
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: issued_at)
+    token = tokens.issue(uuid.uuid4(), 0)
+    monkeypatch.undo()
+    assert tokens.verify(token).generation == 0  # the process now knows this token
+
+    later = time.time() + 11
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(InvalidToken, match="expired"):
+        tokens.verify(token)
+
+
+def test_a_tampered_copy_of_a_known_token_is_still_refused():
+    tokens = AccessTokens(SECRET, ttl_s=3600)
+    token = tokens.issue(uuid.uuid4(), 3)
+    assert tokens.verify(token).generation == 3
+
+    with pytest.raises(InvalidToken):
+        tokens.verify(token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1])
+
+
 @pytest.mark.parametrize("token", ["", "ssk_abc", "sat_", "sat_not.a.token", "Bearer sat_x"])
 def test_garbage_is_not_a_token(token):
     with pytest.raises(InvalidToken):
