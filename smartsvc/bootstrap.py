@@ -9,6 +9,7 @@ from .credentials import AccessTokens
 from .db import Database
 from .services.collections import DatasetExtents
 from .services.geofence_tracking import GeofenceTracker
+from .services.journal_buffer import SearchJournal
 from .services.rule_set import RuleCache
 from .services.schedule import ScheduleMemo
 from .services.spot_query import SpotFinder
@@ -31,6 +32,8 @@ class Container:
     rule_cache: RuleCache = field(default_factory=RuleCache)
     # Scheduler: the (rule, time zone, local date) slots this process found done today.
     schedule_memo: ScheduleMemo = field(default_factory=ScheduleMemo)
+    # Journal: this process's spot searches not yet written (written in batches, off the hot path).
+    search_journal: SearchJournal = field(default_factory=SearchJournal)
 
 
 def build_container(settings: Settings) -> Container:

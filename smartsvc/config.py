@@ -136,6 +136,8 @@ class Settings:
     # Suggestions: dismissals in a row that mute a rule for a user, and the lifetime when a recipe gives none.
     mute_after_dismissals: int = 3
     suggestion_ttl_s: int = 21600
+    # Location history and context events older than this many days are purged by a daily task.
+    retention_days: int = 30
     # FCM HTTP v1: the push service's base URL, the Firebase project (default: the credentials file's) and
     # the service-account JSON file (unset: FCM devices get the log provider).
     fcm_url: str = "https://fcm.googleapis.com"
@@ -255,6 +257,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "VAPID_SUBJECT": ("vapid_subject", lambda n, v: v.strip()),
     "WEBPUSH_CA_FILE": ("webpush_ca_file", lambda n, v: _as_path(n, v)),
     "WEBPUSH_ALLOW_PRIVATE": ("webpush_allow_private", _as_bool),
+    "RETENTION_DAYS": ("retention_days", lambda n, v: _as_int(n, v, 1, 3650)),
 }
 
 

@@ -59,6 +59,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "geofence-timer": {"task": "smartsvc.context.geofence_timer", "schedule": timedelta(seconds=15)},
             "suggestion-timers": {"task": "smartsvc.suggestions.timers", "schedule": timedelta(seconds=30)},
             "schedule-rules": {"task": "smartsvc.schedule.run", "schedule": timedelta(minutes=1)},
+            "retention-purge": {"task": "smartsvc.retention.purge", "schedule": timedelta(days=1)},
         },
     }
     if settings.broker_url.startswith("filesystem"):

@@ -11,7 +11,10 @@ def register_blueprints(api: Api) -> None:
     from . import context, geofences, rules
     from . import suggestions
     from . import webhooks
+    from . import me_erase
+    from . import agent_help, help
+    from . import me_data
 
     for module in (health, users, consents, devices, products, keys, datasets, collections, spots, geofences,
-                   rules, context, suggestions, webhooks):
+                   rules, context, suggestions, webhooks, me_erase, help, agent_help, me_data):
         api.register_blueprint(module.blp)

@@ -16,6 +16,7 @@ from geodata.answer_json import answer_json
 from ..credentials import ACCESS_TOKEN_PREFIX, InvalidToken
 from ..errors import Unauthorized
 from ..services.auth import USER_ROLE, Principal
+from ..services.journal_buffer import search_data
 from ..services.spot_query import SpotQuery
 from ..services.spots import search_spots, search_spots_for_token
 from ..timeutil import utcnow
@@ -163,13 +164,20 @@ def _fast_search() -> Response | None:
     except InvalidToken as exc:
         raise Unauthorized(str(exc)) from None
     g.principal = Principal(role=USER_ROLE, user_id=claims.user_id)
+    query = _query(args)
     try:
         results = search_spots_for_token(container.database, container.spot_finder, claims.user_id,
-                                         claims.generation, _query(args))
+                                         claims.generation, query)
     except Unauthorized:
         g.pop("principal", None)
         raise
+    _journal(container, claims.user_id, query, results)
     return _answer(results)
+
+
+def _journal(container: Any, user_id: Any, query: SpotQuery, results: list[Any]) -> None:
+    # A touchpoint (TRUST.md): buffered, never a write on this path (services/journal_buffer.py).
+    container.search_journal.add(container.database, user_id, utcnow(), search_data(query, len(results)))
 
 
 def _answer(results: list[Any]) -> Response:
@@ -209,7 +217,9 @@ class Spots(MethodView):
         Another user's product is 404; a product whose catalogue model has no `length_m` is 422.
         """
         container = _container()
-        results = search_spots(container.database, container.spot_finder, current_user_id(), _query(args))
+        query = _query(args)
+        results = search_spots(container.database, container.spot_finder, current_user_id(), query)
+        _journal(container, current_user_id(), query, results)
         # The items are exactly what SpotsSchema describes (test_api_spots dumps an answer through the schema
         # and compares): answering with the JSON directly skips marshmallow's field-by-field dump of each item.
         return _answer(results)

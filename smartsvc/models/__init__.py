@@ -4,6 +4,7 @@ from .base import Base
 from .context import ContextEvent, UserContext
 from .geodata import DATASET_FORMATS, DATASET_STATUSES, LAYERS, Dataset, LayerFeature, LiveLayer
 from .geofences import GEOFENCE_KINDS, GeofenceRecord, GeofenceVersion, UserGeofenceState
+from .help import HELP_AUTHORS, HELP_STATUSES, HelpCase, HelpMessage
 from .keys import KEY_ROLES, ApiKey
 from .outbox import IdempotencyRecord, OutboxMessage
 from .products import PRODUCT_KINDS, OwnedProduct, ProductModel, TelemetryReading
@@ -26,6 +27,10 @@ __all__ = [
     "GeofenceRecord",
     "GeofenceVersion",
     "UserGeofenceState",
+    "HELP_AUTHORS",
+    "HELP_STATUSES",
+    "HelpCase",
+    "HelpMessage",
     "KEY_ROLES",
     "IdempotencyRecord",
     "OutboxMessage",

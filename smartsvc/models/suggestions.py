@@ -107,15 +107,35 @@ class PushAttempt(Base):
     retry_at: Mapped[datetime | None] = mapped_column()
 
 
+# How the user met a touchpoint, when the writer does not say (smartsvc.services.journal documents them).
+_KIND_CHANNELS = {"suggestion.created": "inbox", "suggestion.pushed": "push", "help.answered": "agent",
+                  "help.closed": "agent"}
+
+
+def default_channel(kind: str) -> str:
+    """The channel of a touchpoint of ``kind`` recorded without one: ``api`` unless the kind says otherwise."""
+    return _KIND_CHANNELS.get(kind, "api")
+
+
+def _channel_default(context: Any) -> str:
+    return default_channel(context.get_current_parameters().get("kind") or "")
+
+
 class Interaction(Base):
     """Something a user did or was shown (``suggestion.created``, ``suggestion.dismissed``, …): their memory."""
 
     __tablename__ = "interactions"
-    __table_args__ = (Index("ix_interactions_user_id_id", "user_id", "id"),)
+    __table_args__ = (
+        Index("ix_interactions_user_id_id", "user_id", "id"),
+        # Effort metrics: every touchpoint of one suggestion or help case.
+        Index("ix_interactions_subject_id", "subject_id"),
+    )
 
     id: Mapped[uuid.UUID] = id_column()
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(64))
+    # Where it happened: api, inbox, push, webhook, agent (TRUST.md: "with its channel and time").
+    channel: Mapped[str] = mapped_column(String(16), default=_channel_default, server_default="api")
     subject_type: Mapped[str | None] = mapped_column(String(32))
     subject_id: Mapped[uuid.UUID | None] = mapped_column()
     data: Mapped[dict[str, Any]] = mapped_column()

@@ -45,10 +45,10 @@ def set_consent(database: Database, user_id: uuid.UUID, purpose: str, granted: b
                 consent.changed_at = now
         if changed:
             session.add(ConsentEvent(user_id=user_id, purpose=purpose, granted=granted, at=now))
-        if changed and purpose == "partner_sharing" and not granted:
-            from .webhook_events import cancel_user_deliveries  # it imports this module
+        if changed and not granted:
+            from .consent_effects import apply_withdrawal  # it imports modules that import this one
 
-            cancel_user_deliveries(uow, user_id)  # TRUST.md: queued work for the purpose is not delivered
+            apply_withdrawal(uow, user_id, purpose, now)  # TRUST.md: queued work for the purpose is not delivered
         uow.commit()
     return next(state for state in list_consents(database, user_id) if state.purpose == purpose)
 

@@ -36,7 +36,7 @@ from ..errors import InvalidInput, NotFound
 from ..ids import new_id
 from ..models import ContextEvent, OwnedProduct, User, UserContext
 from ..timeutil import utcnow
-from .consents import require_consent
+from .consents import has_consent, require_consent
 from .geofence_tracking import UserFences
 from .context_state import (
     MIN_SPEED_SPAN_S, approaching_reached, fix_speed, parse_time, round_coordinate, trip_progress,
@@ -374,6 +374,10 @@ def tick_geofences(container: Any, user_id: uuid.UUID, now: datetime | None = No
         # The context row first, as a batch does: a batch and a tick of one user never interleave.
         context = session.get(UserContext, user_id, with_for_update=True, populate_existing=True)
         if context is None or context.geofence_due_at is None or context.geofence_due_at > now:
+            uow.commit()
+            return []
+        if not has_consent(session, user_id, "location"):
+            context.geofence_due_at = None  # location withdrawn: no more geofence events for the user
             uow.commit()
             return []
         due = tracker.due_at(session, user_id)

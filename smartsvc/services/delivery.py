@@ -40,7 +40,7 @@ from ..db import Database, UnitOfWork
 from ..delivery import PushMessage, PushProvider, PushResult, fit_payload, provider_for
 from ..models import Device, OutboxMessage, PushAttempt, Suggestion
 from ..timeutil import utcnow
-from . import attention, outbox
+from . import attention, journal, outbox
 from .consents import has_consent
 from .suggestions import PUSH_TASK, lock_user
 
@@ -215,6 +215,9 @@ def _finish(database: Database, claim: _Claim, result: PushResult, now: datetime
         attempt.error = error[:2000] if error else None
         attempt.status_code, attempt.retry_at = result.status_code, retry_at
         attempt.latency_ms, attempt.finished_at = result.latency_ms, now
+        if result.ok:  # the journal's "pushed" touchpoint, one per device that got it
+            journal.record_push(session, claim.message, provider=attempt.provider, round_=attempt.round,
+                                try_number=attempt.try_number, at=now)
         if result.token_dead:
             device = session.get(Device, claim.message.device_id)
             if device is not None and device.active and not _registered_since(device, result.token_dead_since):

@@ -67,10 +67,13 @@ def _clip(text: str, limit: int) -> str:
 
 
 def record_interaction(session: Session, user_id: uuid.UUID, kind: str, *, subject_id: uuid.UUID | None,
-                       data: Mapping[str, Any], at: datetime, subject_type: str = "suggestion") -> Interaction:
-    """Add one interaction (the user's memory of what happened) in the caller's transaction."""
+                       data: Mapping[str, Any], at: datetime, subject_type: str = "suggestion",
+                       channel: str | None = None) -> Interaction:
+    """Add one interaction (the user's memory of what happened) in the caller's transaction.
+
+    ``channel`` defaults to the kind's (:func:`smartsvc.models.suggestions.default_channel`)."""
     interaction = Interaction(user_id=user_id, kind=kind, subject_type=subject_type, subject_id=subject_id,
-                              data=as_json(data), at=at)
+                              data=as_json(data), at=at, **({"channel": channel} if channel else {}))
     session.add(interaction)
     return interaction
 

@@ -13,7 +13,7 @@ from ..errors import InvalidInput, NotFound
 from ..models import OwnedProduct, TelemetryReading
 from ..timeutil import utcnow
 from . import outbox
-from .consents import require_consent
+from .consents import has_consent, require_consent
 from .pagination import Page, keyset_page
 from .triggers import emit_trigger
 
@@ -115,6 +115,10 @@ def process_reading(database: Database, reading_id: uuid.UUID, outbox_id: int | 
             reading = session.get(TelemetryReading, reading_id, populate_existing=True)
         if reading is None or product is None or reading.processed_at is not None:
             uow.commit()  # nothing (left) to do: the message is still done
+            return False
+        if not has_consent(session, reading.user_id, "telemetry"):
+            reading.processed_at = utcnow()  # withdrawn since it was sent: dropped, never folded
+            uow.commit()
             return False
         latest = dict(product.latest_telemetry or {})
         if _is_newest(reading, latest):

@@ -52,6 +52,10 @@ OWNED_OBJECT = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, owner=OK, other_use
 # Webhooks: partner or operator keys, each its own endpoints (the matrix's belongs to the partner key).
 WEBHOOK_KEYS = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, operator=OK, partner=OK)
 PARTNERS_WEBHOOK = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, partner=OK, operator=NOT_FOUND)
+# Help cases for support agents: agent keys only (a user token, even the owner's, is 403).
+AGENT = _expect(FORBIDDEN, anonymous=UNAUTHENTICATED, agent=OK)
+HELP_CASE_RULE = "/v1/me/help/<uuid:case_id>"
+AGENT_CASE_RULE = "/v1/help/<uuid:case_id>"
 WEBHOOK_RULE = "/v1/webhooks/<uuid:webhook_id>"
 
 CONSENT_RULE = "/v1/me/consents/<any(location, telemetry, proactive_push, partner_sharing):purpose>"
@@ -66,6 +70,7 @@ TABLE: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/users/<uuid:user_id>/tokens", "POST"): APP_OR_OPERATOR,
     ("/v1/me", "GET"): OWN,
     ("/v1/me", "PATCH"): OWN,
+    ("/v1/me", "DELETE"): OWN,
     ("/v1/me/consents", "GET"): OWN,
     (CONSENT_RULE, "PUT"): OWN,
     ("/v1/me/devices", "GET"): OWN,
@@ -109,6 +114,9 @@ TABLE: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/me/suggestions", "GET"): OWN,
     ("/v1/me/suggestions/<uuid:suggestion_id>", "GET"): OWNED_OBJECT,
     ("/v1/me/suggestions/<uuid:suggestion_id>/feedback", "POST"): OWNED_OBJECT,
+    ("/v1/me/interactions", "GET"): OWN,
+    ("/v1/me/sharing", "GET"): OWN,
+    ("/v1/me/export", "GET"): OWN,
     ("/v1/webhooks", "GET"): WEBHOOK_KEYS,
     ("/v1/webhooks", "POST"): WEBHOOK_KEYS,
     (WEBHOOK_RULE, "GET"): PARTNERS_WEBHOOK,
@@ -119,6 +127,14 @@ TABLE: dict[tuple[str, str], dict[str, Any]] = {
     (WEBHOOK_RULE + "/recover", "POST"): PARTNERS_WEBHOOK,
     (WEBHOOK_RULE + "/rotate-secret", "POST"): PARTNERS_WEBHOOK,
     (WEBHOOK_RULE + "/test", "POST"): PARTNERS_WEBHOOK,
+    ("/v1/me/help", "GET"): OWN,
+    ("/v1/me/help", "POST"): OWN,
+    (HELP_CASE_RULE, "GET"): OWNED_OBJECT,
+    (HELP_CASE_RULE + "/messages", "POST"): OWNED_OBJECT,
+    ("/v1/help", "GET"): AGENT,
+    (AGENT_CASE_RULE, "GET"): AGENT,
+    (AGENT_CASE_RULE + "/messages", "POST"): AGENT,
+    (AGENT_CASE_RULE, "PATCH"): AGENT,
 }
 
 _unique = itertools.count()
@@ -162,6 +178,10 @@ BODIES: dict[tuple[str, str], Callable[[], Any]] = {
     ("/v1/webhooks", "POST"): lambda: {"url": "https://93.184.215.14/hook", "event_types": ["webhook.test"]},
     (WEBHOOK_RULE, "PATCH"): lambda: {"description": f"matrix {next(_unique)}"},
     (WEBHOOK_RULE + "/recover", "POST"): lambda: {"since": "2026-01-01T00:00:00+00:00"},
+    ("/v1/me/help", "POST"): lambda: {"topic": "matrix", "message": f"matrix help {next(_unique)}"},
+    (HELP_CASE_RULE + "/messages", "POST"): lambda: {"text": f"matrix message {next(_unique)}"},
+    (AGENT_CASE_RULE + "/messages", "POST"): lambda: {"text": "matrix answer", "guidance": {"screen": "home"}},
+    (AGENT_CASE_RULE, "PATCH"): lambda: {"status": "closed"},
 }
 WORLD_MODEL_ID: list[str] = []
 
@@ -197,6 +217,7 @@ class World:
     suggestion_id: str = ""
     webhook_id: str = ""  # the partner key's, with one delivery (a test event)
     webhook_delivery_id: str = ""
+    help_case_id: str = ""  # the owner's
 
     def fresh_device(self) -> str:
         response = self.client.post("/v1/me/devices", json={"platform": "apns", "token": f"t-{next(_unique)}"},
@@ -261,6 +282,8 @@ class World:
             return self.suggestion_id
         if name == "webhook_id":
             return self.fresh_webhook() if destructive else self.webhook_id
+        if name == "case_id":
+            return self.help_case_id
         if name == "delivery_id":
             return self.webhook_delivery_id
         raise AssertionError(f"the matrix does not know how to fill <{name}>; teach World.path_value")
@@ -304,6 +327,8 @@ def world(tmp_path_factory) -> World:
     world.webhook_id = world.fresh_webhook()
     world.webhook_delivery_id = client.post(f"/v1/webhooks/{world.webhook_id}/test",
                                             headers=bearer(keys["partner"])).get_json()["id"]
+    world.help_case_id = client.post("/v1/me/help", json={"topic": "matrix", "message": "matrix"}, headers=owner.headers).get_json()["id"]
+    world.private_ids.add(world.help_case_id)
     return world
 
 
@@ -338,6 +363,9 @@ def _call(world: World, rule_text: str, method: str, caller: str):
     values = {name: world.path_value(name, method) for name in rule.arguments}
     path = rule.build(values, append_unknown=False)[1]
     token = world.tokens[caller]
+    if (rule_text, method) == ("/v1/me", "DELETE") and caller in ("owner", "other_user"):
+        # Erasing the owner would leave the rest of the matrix without one: a fresh user is erased instead.
+        token = make_user(world.client, world.tokens["app"], f"matrix-erased-{uuid.uuid4()}").token
     headers = bearer(token) if token else {}
     body = BODIES.get((rule_text, method if method != "HEAD" else "GET"))
     kwargs: dict[str, Any] = {"headers": headers}

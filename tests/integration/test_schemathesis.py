@@ -85,6 +85,8 @@ def role_for(method: str, path: str) -> str | None:
         return "user"
     if path.startswith("/v1/users"):
         return "app"
+    if path == "/v1/help" or path.startswith("/v1/help/"):
+        return "agent"
     return "operator"  # /v1/keys, /v1/catalog/models (POST is operator-only; GET allows any)
 
 
@@ -170,7 +172,7 @@ def _create_credentials_and_objects() -> None:
     (coverage-phase) cases while pytest collects, and they need real tokens.
     """
     upgrade(APP.extensions["smartsvc"].database)
-    for role in ("operator", "app"):
+    for role in ("operator", "app", "agent"):
         _TOKENS[role] = api_key(APP, role, f"schemathesis {role}")
     client = APP.test_client()
     user = make_user(client, _TOKENS["app"], "schemathesis-user")
@@ -199,6 +201,9 @@ def _create_credentials_and_objects() -> None:
     _KNOWN["webhook_id"] = hook.get_json()["id"]
     test = client.post(f"/v1/webhooks/{_KNOWN['webhook_id']}/test", headers=bearer(_TOKENS["operator"]))
     _KNOWN["delivery_id"] = test.get_json()["id"]
+    case = client.post("/v1/me/help", headers=user.headers, json={"message": "schemathesis"})
+    assert case.status_code == 201, case.get_json()
+    _KNOWN["case_id"] = case.get_json()["id"]
 
 
 def _known_suggestion(user_id: str, rule_id: str) -> str:
@@ -381,6 +386,8 @@ def test_api_conforms_to_its_openapi_document(case):
         # say which ids exist, so well-formed ones become a real one (the API
         # tests cover the unknown model).
         case.body = {**body, "model_id": _KNOWN["model_id"]}
+    if case.operation.path == "/v1/me/help" and isinstance(body, dict) and _is_uuid(body.get("product_id")):
+        case.body = {**body, "product_id": _KNOWN["product_id"]}  # likewise: a help case names one of my products
     make_geofence_semantically_valid(case)
     make_context_events_valid(case)
     make_webhook_body_valid(case)

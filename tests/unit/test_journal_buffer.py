@@ -1,0 +1,87 @@
+"""Spot searches reach the journal in batches, never for a user erased meanwhile, and never twice."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import delete, select
+
+from smartsvc.db import Database
+from smartsvc.migrate import upgrade
+from smartsvc.models import Interaction, User
+from smartsvc.services.journal_buffer import SearchJournal
+from smartsvc.timeutil import utcnow
+from tests.support.factories import make_settings
+
+
+@pytest.fixture
+def database(tmp_path):
+    database = Database(make_settings(tmp_path))
+    upgrade(database)
+    yield database
+    database.dispose()
+
+
+def new_user(database: Database, name: str) -> uuid.UUID:
+    with database.unit_of_work() as uow:
+        user = User(external_id=name, time_zone="UTC")
+        uow.session.add(user)
+        uow.commit()
+        return user.id
+
+
+def journal_of(database: Database, user_id: uuid.UUID) -> list[Interaction]:
+    with database.session() as session:
+        return list(session.scalars(select(Interaction).where(Interaction.user_id == user_id)
+                                    .order_by(Interaction.id)))
+
+
+def test_searches_are_written_once_in_order_with_their_time_and_channel(database):
+    alice = new_user(database, "alice")
+    searches = SearchJournal(background=False)
+    first = utcnow() - timedelta(seconds=3)
+    for n in range(3):
+        searches.add(database, alice, first + timedelta(seconds=n), {"results": n})
+    assert searches.flush() == 3
+    assert searches.flush() == 0  # written once
+    rows = journal_of(database, alice)
+    assert [(r.kind, r.channel, r.data["results"], r.at) for r in rows] == [
+        ("spot.searched", "api", n, first + timedelta(seconds=n)) for n in range(3)]
+
+
+def test_the_background_writer_writes_without_being_asked(database):
+    alice = new_user(database, "alice")
+    searches = SearchJournal()
+    searches.add(database, alice, utcnow(), {"results": 1})
+    for _ in range(200):  # polled, not timed: the writer runs about every second
+        if journal_of(database, alice):
+            break
+        time.sleep(0.05)
+    assert [r.kind for r in journal_of(database, alice)] == ["spot.searched"]
+    assert searches.pending == 0
+
+
+def test_searches_of_an_erased_user_are_dropped_and_others_kept(database):
+    alice, bob = new_user(database, "alice"), new_user(database, "bob")
+    searches = SearchJournal(background=False)
+    searches.add(database, alice, utcnow(), {"results": 1})
+    searches.add(database, bob, utcnow(), {"results": 2})
+    with database.unit_of_work() as uow:
+        uow.session.execute(delete(User).where(User.id == alice))
+        uow.commit()
+    assert searches.flush() == 1
+    assert journal_of(database, alice) == []
+    assert [r.data["results"] for r in journal_of(database, bob)] == [2]
+
+
+def test_forget_drops_a_users_pending_searches(database):
+    alice, bob = new_user(database, "alice"), new_user(database, "bob")
+    searches = SearchJournal(background=False)
+    searches.add(database, alice, utcnow(), {"results": 1})
+    searches.add(database, bob, utcnow(), {"results": 2})
+    searches.forget(alice)
+    searches.flush()
+    assert journal_of(database, alice) == [] and len(journal_of(database, bob)) == 1
