@@ -34,6 +34,8 @@ BENCHMARKS: dict[str, str] = {
     "geofences": "bench.bench_geofences",  # 3. geofence point evaluations in-process (PostGIS ST_Contains beside)
     "context": "bench.bench_context",  # 4. context ingest end to end: API + workers + beat, PostgreSQL+Redis and embedded
     "import": "bench.bench_import",  # 5. import a 1M-feature GeoJSON
+    "push": "bench.bench_push",  # 6. push fan-out through the FCM provider to a loopback FCM server
+    "webhooks": "bench.bench_webhooks",  # 7. signed webhooks to a loopback receiver, with a dead endpoint beside
 }
 
 # Programs the references run, and the Debian package that has each (installed by `make bench-sysdeps`).

@@ -42,7 +42,7 @@ def smoke_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     found = {path.name: json.loads(path.read_text()) for path in out.glob("*.json")}
     # Every registered benchmark writes one file; these are checked in detail below.
     assert {"search-smoke.json", "import-smoke.json", "http-smoke.json", "geofences-smoke.json",
-            "context-smoke.json"} <= set(found), \
+            "context-smoke.json", "push-smoke.json", "webhooks-smoke.json"} <= set(found), \
         sorted(found)
     return found
 
@@ -183,3 +183,44 @@ def test_context_benchmark_ran_end_to_end_on_both_deployments_and_lost_nothing(s
         assert counts["context_events"] == result["events_sent_in_all"]
         assert counts["triggers"] > 0 and counts["triggers_unprocessed"] == 0 and counts["outbox_uncompleted"] == 0
         assert record["targets"][f"{deployment}_lost"]["measured"] == 0
+
+
+def test_push_benchmark_delivered_every_notification_through_the_fcm_provider(smoke_results):
+    record = smoke_results["push-smoke.json"]
+    _common(record, "push")
+    results = record["results"]
+    for ceiling in results["server_ceiling"].values():  # the lean server and the tests' fake, both under wrk
+        assert ceiling["requests"] > 0 and ceiling["non_2xx"] == 0 and _finite(ceiling["rps"])
+    for run in [*results["provider_alone"], results["provider_alone_fake_fcm"]]:
+        assert run["ok"] == run["items"] > 0  # FCM accepted every message the provider sent
+    e2e = results["end_to_end_postgres"]
+    for run in [*e2e["layouts"], e2e["wide_users"], results["end_to_end_sqlite"]]:
+        # Every device got its push: an attempt row `sent` per notification, each suggestion delivered, each
+        # outbox message completed, and the server accepted exactly that many messages.
+        assert run["complete"] is True
+        assert run["notifications"] == run["users"] * run["devices_per_user"] == run["server_accepted"]
+        _latency(run["latency"])
+    profile = results["where_time_goes"]
+    assert profile["counts"]["attempts_sent"] == \
+        record["params"]["profile_suggestions"] * record["params"]["devices_per_user"]
+    for stage in ("claim", "send", "finish", "settle"):
+        _latency(profile["stages_ms"][stage])
+    assert _finite(record["ratios"]["end_to_end_over_server_ceiling"])
+    assert {"notifications_per_s", "provider_alone_notifications_per_s"} <= set(record["targets"])
+
+
+def test_webhooks_benchmark_delivered_signed_webhooks_through_the_workers(smoke_results):
+    record = smoke_results["webhooks-smoke.json"]
+    _common(record, "webhooks")
+    phases = record["results"]["phases"]
+    for name in ("burst", "paced", "with-refusing"):
+        # Every event reached the healthy endpoint once, through the outbox, Celery and send_webhook.
+        healthy = phases[name]["healthy"]
+        assert healthy["received"] == healthy["unique"] == phases[name]["producer"]["events"] > 0
+        assert phases[name]["healthy_db"].get("delivered") == healthy["received"]
+        _latency(healthy["latency"])
+    assert phases["with-refusing"]["dead_db"]["attempts"] > 0
+    assert record["targets"]["signatures_bad"]["checked"] > 0 and record["targets"]["signatures_bad"]["measured"] == 0
+    in_process = record["results"]["in_process"]
+    assert in_process["shared_client"]["delivered"] == in_process["shared_client"]["deliveries"] > 0
+    assert {"deliveries_per_s", "p99_event_to_delivery_s", "isolation_with-hanging"} <= set(record["targets"])

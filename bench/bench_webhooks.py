@@ -1,0 +1,652 @@
+"""Benchmark 7 — partner webhooks to a loopback receiver: signed deliveries/s, event → delivery latency, isolation.
+
+``python -m bench --only webhooks [--smoke]`` (``bench/results/webhooks.json``).
+
+The service's own pipeline, as deployed, on PostgreSQL (a database of the
+run's throwaway PostgreSQL) with a throwaway Redis as the broker:
+:func:`smartsvc.services.webhook_events.emit_event` writes one delivery and
+one outbox message per subscribed endpoint in the caller's transaction; the
+commit wakes the outbox relay (``smartsvc worker --queues smartsvc``, and
+``smartsvc beat`` sweeping every 2 s), which publishes to the ``webhooks``
+queue; a worker of its own consumes it (``smartsvc worker --queues webhooks
+--concurrency 16``, the layout ``docs/webhooks.md`` recommends), each task
+claiming, signing, POSTing through
+:func:`smartsvc.webhooks.transport.send_webhook` and recording the attempt.
+``SMARTSVC_WEBHOOK_ALLOW_PRIVATE=1`` and ``SMARTSVC_WEBHOOK_ALLOW_HTTP=1`` let
+it reach 127.0.0.1; the timeout is the default 15 s.
+
+Events are ``suggestion.created`` about users who granted
+``partner_sharing`` (personal data: the consent is checked when the event is
+emitted and again at the send, and each delivery writes the user's sharing
+ledger), ``batch`` events per transaction, emitted by a thread of this
+process at a fixed offered rate (or as fast as it can for the burst).
+Subjects cycle over ``users`` users, so deliveries about one user keep their
+order as in production.
+
+The receiver (:mod:`bench.webhook_sink`, one asyncio process) records every
+request with its arrival time; afterwards every recorded signature is
+verified with ``standardwebhooks`` (the partner's library, unchanged) and
+latency is event → delivery: the event's ``timestamp`` in the body (the
+delivery's ``created_at``, written in the emitting transaction) to the
+receiver's arrival time (same clock). Its own ceiling (a client of this
+process on keep-alive connections) is measured too, to show it is not the
+bottleneck.
+
+Phases, each with endpoints of its own (the previous ones disabled):
+
+1. ``burst`` — ``burst_events`` emitted as fast as the producer can, one healthy
+   endpoint: the pipeline's capacity (deliveries/s from the first event to
+   the last delivery);
+2. ``paced`` — an offered rate (the target, or less when the burst showed
+   the pipeline cannot take it: 70 % of its capacity) for ``duration_s``: rate
+   and p50/p99 latency with one healthy endpoint;
+3. ``with-refusing`` — the same, plus an endpoint whose port refuses connections;
+4. ``with-hanging`` — the same, plus an endpoint that reads the request and
+   never answers (each attempt holds a worker until the 15 s timeout).
+
+Isolation is the healthy endpoint's rate and p99 in 3 and 4 against 2.
+The load average (the machine is shared) is recorded before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from bench.common import REPO_ROOT, Context, python, ratio, summarize
+
+NAME = "webhooks"
+TITLE = "Benchmark 7 — partner webhooks to a loopback receiver"
+TARGET_DELIVERIES_PER_S = 2000
+TARGET_P99_S = 1.0
+# Isolation: the healthy endpoint beside a dead one keeps at least this share of its rate, and p99 within the target.
+ISOLATION_MIN_RATE_SHARE = 0.9
+EVENT = "suggestion.created"
+OWNER = "bench-partner"
+
+FULL = {"users": 6000, "batch": 100, "burst_events": 1000, "duration_s": 20.0, "webhook_concurrency": 16,
+        "relay_concurrency": 2, "drain_timeout_s": 120.0, "hang_drain_timeout_s": 40.0, "stage_deliveries": 400,
+        "sink_ceiling_requests": 20000, "sink_ceiling_threads": 4, "warmup_events": 320}
+SMOKE = {"users": 200, "batch": 10, "burst_events": 20, "duration_s": 1.0, "webhook_concurrency": 2,
+         "relay_concurrency": 1, "drain_timeout_s": 20.0, "hang_drain_timeout_s": 1.0, "stage_deliveries": 10,
+         "sink_ceiling_requests": 200, "sink_ceiling_threads": 2, "warmup_events": 4}
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Sink:
+    """The receiver (:mod:`bench.webhook_sink`) in a child process."""
+
+    def __init__(self, port: int, log_path: Path) -> None:
+        self.port, self.log_path = port, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([python(), "-m", "bench.webhook_sink", str(self.port)], cwd=REPO_ROOT,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        _wait_for(lambda: f"ready {self.port}" in self.log_path.read_text(errors="replace"), 30,
+                  f"the webhook sink did not start: {self.log_path}")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def counts(self) -> dict[str, int]:
+        with urllib.request.urlopen(self.url("/count"), timeout=10) as response:
+            return json.loads(response.read())
+
+    def dump(self, path: Path) -> list[dict[str, Any]]:
+        """Every recorded request since the last dump (then forgotten by the sink)."""
+        request = urllib.request.Request(self.url("/dump"), data=str(path).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            json.loads(response.read())
+        with open(path, encoding="utf-8") as lines:
+            return [json.loads(line) for line in lines]
+
+    def cpu_s(self) -> float:
+        return _cpu_s(self.proc.pid) if self.proc is not None else 0.0
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class Service:
+    """One ``smartsvc worker`` or ``smartsvc beat`` process in its own process group."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, ready_mark: str | None) -> None:
+        self.argv, self.env, self.log_path, self.ready_mark = argv, env, log_path, ready_mark
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def launch(self) -> None:
+        env = dict(self.env, PYTHONUNBUFFERED="1")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([python(), "-m", "smartsvc", *self.argv], cwd=REPO_ROOT, env=env,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        if self.ready_mark is not None:
+            def ready() -> bool:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.argv} exited: {self.log_path.read_text(errors='replace')[-3000:]}")
+                return self.ready_mark in self.log_path.read_text(errors="replace")
+
+            _wait_for(ready, timeout, f"{self.argv} was not ready: {self.log_path}")
+
+    def cpu_s(self) -> float:
+        """CPU seconds of the process and its children (the prefork pool)."""
+        if self.proc is None:
+            return 0.0
+        return _cpu_s(self.proc.pid) + sum(_cpu_s(child) for child in _children(self.proc.pid))
+
+    def stop(self) -> None:
+        # A worker: Celery's cold shutdown (SIGQUIT); the benchmark's data is thrown away anyway.
+        _stop(self.proc, signal.SIGQUIT if self.argv[0] == "worker" else signal.SIGTERM)
+
+
+def _wait_for(check: Any, timeout: float, message: str) -> None:
+    """Poll ``check`` until true; after ``timeout`` raise ``message`` (an empty message: just return)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    if message:
+        raise RuntimeError(message)
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
+    # Not Celery's warm shutdown's full wait: a send to the hanging endpoint would hold it for the 15 s timeout.
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def add_users(database: Any, count: int) -> list[uuid.UUID]:
+    """``count`` users granting ``partner_sharing``, in one transaction (the rows ``set_consent`` writes)."""
+    from smartsvc.models import Consent, ConsentEvent, User
+    from smartsvc.timeutil import utcnow
+
+    now = utcnow()
+    with database.unit_of_work() as uow:
+        session = uow.session
+        users = [User(external_id=f"bench-user-{uuid.uuid4().hex}", time_zone="Europe/Berlin") for _ in range(count)]
+        session.add_all(users)
+        session.flush()
+        for user in users:
+            session.add(Consent(user_id=user.id, purpose="partner_sharing", granted=True, changed_at=now))
+            session.add(ConsentEvent(user_id=user.id, purpose="partner_sharing", granted=True, at=now))
+        uow.commit()
+    return [user.id for user in users]
+
+
+def add_endpoint(database: Any, url: str) -> tuple[uuid.UUID, str]:
+    """A webhook subscribed to :data:`EVENT`, through the use case (URL checks included); (id, secret)."""
+    from smartsvc.services.webhooks import create_webhook
+
+    issued = create_webhook(database, OWNER, {"url": url, "event_types": [EVENT], "description": "benchmark"})
+    return issued.view.endpoint.id, issued.secret
+
+
+def disable_endpoints(database: Any) -> None:
+    """Disable every endpoint (the next phase gets its own); what is pending for them fails."""
+    from smartsvc.services.webhooks import update_webhook
+
+    from smartsvc.models import WebhookEndpoint
+    from sqlalchemy import select
+
+    with database.session() as session:
+        ids = list(session.scalars(select(WebhookEndpoint.id).where(WebhookEndpoint.enabled.is_(True))))
+    for webhook_id in ids:
+        update_webhook(database, OWNER, webhook_id, {"enabled": False})
+
+
+# --------------------------------------------------------------------------- producer
+
+
+def event_data(user_id: uuid.UUID, n: int, now: datetime) -> dict[str, Any]:
+    """A ``suggestion.created`` body as :func:`smartsvc.services.webhook_events.suggestion_event` makes it."""
+    return {"id": uuid.uuid4(), "user_id": user_id, "kind": "message", "rule_id": uuid.uuid4(),
+            "title": "Parking near your destination", "body": f"3 free spots within 300 m (#{n})",
+            "payload": {"spots": [{"id": f"spot-{n}-{k}", "lat": 52.52 + k * 1e-4, "lon": 13.405 + k * 1e-4}
+                                  for k in range(3)]},
+            "status": "new", "created_at": now, "expires_at": None}
+
+
+def produce(database: Any, users: list[uuid.UUID], start: int, events: int, batch: int,
+            rate: float | None) -> dict[str, Any]:
+    """Emit ``events`` events, ``batch`` per transaction, at ``rate`` events/s (None: as fast as possible)."""
+    from smartsvc.services.webhook_events import emit_event
+    from smartsvc.timeutil import utcnow
+
+    clock = time.perf_counter
+    began = clock()
+    deliveries = 0
+    lag_behind = 0.0
+    for first in range(0, events, batch):
+        if rate is not None:
+            due = began + first / rate
+            wait = due - clock()
+            if wait > 0:
+                time.sleep(wait)
+            else:
+                lag_behind = max(lag_behind, -wait)
+        with database.unit_of_work() as uow:
+            now = utcnow()
+            for n in range(first, min(events, first + batch)):
+                user_id = users[(start + n) % len(users)]
+                deliveries += emit_event(uow, EVENT, f"user:{user_id}", event_data(user_id, start + n, now),
+                                         user_id=user_id)
+            uow.commit()
+    wall = clock() - began
+    return {"events": events, "deliveries_written": deliveries, "wall_s": round(wall, 3),
+            "events_per_s": round(events / wall, 1) if wall else None, "max_behind_schedule_s": round(lag_behind, 3)}
+
+
+# --------------------------------------------------------------------------- one phase
+
+
+def _parse_ts(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def measure(records: list[dict[str, Any]], path: str, secret: str, verify_all: bool) -> dict[str, Any]:
+    """Rate, latency and signature checks of the deliveries received on ``path``."""
+    from standardwebhooks import Webhook
+
+    mine = [r for r in records if r["path"] == path]
+    if not mine:
+        return {"received": 0, "unique": 0, "deliveries_per_s": 0.0, "latency": summarize([]),
+                "signatures_checked": 0, "signatures_bad": 0}
+    created = [_parse_ts(json.loads(r["body"])["timestamp"]) for r in mine]
+    arrived = [r["at"] for r in mine]
+    span = max(arrived) - min(created)
+    verifier = Webhook(secret)
+    sample = mine if verify_all else mine[:: max(1, len(mine) // 500)]
+    bad = 0
+    for r in sample:
+        try:
+            # The partner's check, timestamp tolerance included (5 min): run right after the phase.
+            verifier.verify(r["body"], r["headers"])
+        except Exception:
+            bad += 1
+    return {
+        "received": len(mine),
+        "unique": len({r["headers"]["webhook-id"] for r in mine}),
+        "span_s": round(span, 3),
+        "deliveries_per_s": round(len(mine) / span, 1) if span > 0 else None,
+        "latency": summarize([a - c for a, c in zip(arrived, created)]),
+        "signatures_checked": len(sample),
+        "signatures_bad": bad,
+    }
+
+
+def db_state(database: Any, webhook_id: uuid.UUID) -> dict[str, int]:
+    """Deliveries of one endpoint by status, and its attempts."""
+    from sqlalchemy import func, select
+
+    from smartsvc.models import WebhookAttempt, WebhookDelivery
+
+    with database.session() as session:
+        by_status = dict(session.execute(select(WebhookDelivery.status, func.count())
+                                         .where(WebhookDelivery.webhook_id == webhook_id)
+                                         .group_by(WebhookDelivery.status)).all())
+        attempts = session.scalar(select(func.count()).select_from(WebhookAttempt).join(
+            WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id)
+            .where(WebhookDelivery.webhook_id == webhook_id)) or 0
+    return {**{str(k): int(v) for k, v in by_status.items()}, "attempts": int(attempts)}
+
+
+def quiet(database: Any, timeout_s: float) -> None:
+    """Wait (bounded) until the queue holds no delivery due now: the last phase's leftovers are not this one's load."""
+    from sqlalchemy import func, select
+
+    from smartsvc.models import OutboxMessage
+    from smartsvc.services.webhook_events import DELIVER_TASK
+    from smartsvc.timeutil import utcnow
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with database.session() as session:
+            left = session.scalar(select(func.count()).select_from(OutboxMessage).where(
+                OutboxMessage.task == DELIVER_TASK, OutboxMessage.completed_at.is_(None),
+                OutboxMessage.available_at <= utcnow()))
+        if not left:
+            return
+        time.sleep(0.5)
+
+
+def phase(ctx: Context, name: str, database: Any, sink: Sink, users: list[uuid.UUID], start: int,
+          cfg: dict[str, Any], *, events: int, rate: float | None, dead: str | None,
+          procs: list[Any], tmp: Path) -> dict[str, Any]:
+    """One phase: fresh endpoints, emit, wait for the healthy deliveries, measure."""
+    disable_endpoints(database)
+    quiet(database, cfg["drain_timeout_s"])
+    healthy_path = f"/ok/{name}"
+    healthy_id, secret = add_endpoint(database, sink.url(healthy_path))
+    dead_id = None
+    if dead == "hang":
+        dead_id, _ = add_endpoint(database, sink.url(f"/hang/{name}"))
+    elif dead == "refuse":
+        from tests.support.servers import free_port
+
+        dead_id, _ = add_endpoint(database, f"http://127.0.0.1:{free_port()}/refused/{name}")
+    cpu_before = {p.log_path.stem: p.cpu_s() for p in procs}
+    t0 = time.perf_counter()
+    produced = produce(database, users, start, events, cfg["batch"], rate)
+    # Every healthy delivery arrives (or the drain gives up): the rate spans the first event to the last arrival.
+    deadline = time.monotonic() + cfg["hang_drain_timeout_s" if dead == "hang" else "drain_timeout_s"]
+    while time.monotonic() < deadline and sink.counts().get(healthy_path, 0) < events:
+        time.sleep(0.2)
+    wall = time.perf_counter() - t0
+    cpu = {k: round(p.cpu_s() - cpu_before[k], 2) for k, p in zip(cpu_before, procs)}
+    records = sink.dump(tmp / f"{name}.jsonl")
+    healthy = measure(records, healthy_path, secret, verify_all=True)
+    # The receiver answers before the worker's finishing commit: give the last ones a moment (bounded).
+    if healthy["received"]:
+        _wait_for(lambda: db_state(database, healthy_id).get("delivered", 0) >= healthy["received"], 15, "")
+    result: dict[str, Any] = {
+        "offered_events_per_s": rate, "dead_endpoint": dead, "producer": produced, "wall_s": round(wall, 2),
+        "healthy": healthy, "healthy_db": db_state(database, healthy_id), "cpu_s": cpu,
+        "cpu_ms_per_delivery": round(1000 * sum(cpu.values()) / healthy["received"], 2)
+        if healthy["received"] else None,
+    }
+    if dead_id is not None:
+        result["dead_received"] = sum(v for k, v in sink.counts().items() if k.startswith(f"/hang/{name}"))
+        result["dead_db"] = db_state(database, dead_id)
+    lat = healthy["latency"]
+    ctx.log(f"{name}: {healthy['received']:,}/{events:,} delivered, {healthy['deliveries_per_s'] or 0:,.0f}/s, "
+            f"latency p50 {lat['p50_ms']:.0f} ms p99 {lat['p99_ms']:.0f} ms; producer "
+            f"{produced['events_per_s']:,.0f} events/s; signatures bad {healthy['signatures_bad']}/"
+            f"{healthy['signatures_checked']}; CPU {cpu}")
+    return result
+
+
+# --------------------------------------------------------------------------- where the time goes
+
+
+def stages(database: Any, sink: Sink, users: list[uuid.UUID], start: int, count: int) -> dict[str, Any]:
+    """One process, one thread, no broker: the CPU of emitting, and of ``deliver_webhook`` per delivery.
+
+    Run after the workers are stopped. Half the deliveries go through one
+    keep-alive client (:func:`smartsvc.webhooks.transport.make_client`), half
+    through a new client per send (what the task does): is the HTTP client
+    where the time goes? SQL statements are counted on the engine.
+    """
+    from sqlalchemy import event, select
+
+    from smartsvc.models import WebhookDelivery
+    from smartsvc.services import webhook_delivery
+    from smartsvc.webhooks.transport import make_client, send_webhook
+
+    disable_endpoints(database)
+    notifier, database.outbox_notifier = database.outbox_notifier, None  # no relay: nothing consumes the queue
+    statements = [0]
+
+    def count_statement(*_args: Any) -> None:
+        statements[0] += 1
+
+    event.listen(database.engine, "before_cursor_execute", count_statement)
+    try:
+        webhook_id, _secret = add_endpoint(database, sink.url("/ok/stages"))
+        cpu, before = time.process_time(), statements[0]
+        produced = produce(database, users, start, count, 100, None)
+        emit = {"events": count, "cpu_ms_per_event": round(1000 * (time.process_time() - cpu) / count, 3),
+                "wall_ms_per_event": round(1000 * produced["wall_s"] / count, 3),
+                "statements_per_event": round((statements[0] - before) / count, 2)}
+        with database.session() as session:
+            ids = list(session.scalars(select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook_id)
+                                       .order_by(WebhookDelivery.id)))
+        out: dict[str, Any] = {"emit": emit}
+        shared = make_client()
+        half = len(ids) // 2
+        for mode, part in (("shared_client", ids[:half]), ("client_per_send", ids[half:])):
+            sends: list[float] = []
+
+            def sender(url: str, body: bytes, headers: dict[str, str], **options: Any) -> Any:
+                t = time.perf_counter()
+                client = shared if mode == "shared_client" else None
+                outcome = send_webhook(url, body, headers, client=client, **options)
+                sends.append(time.perf_counter() - t)
+                return outcome
+
+            cpu, wall, before = time.process_time(), time.perf_counter(), statements[0]
+            delivered = sum(webhook_delivery.deliver_webhook(database, i, sender=sender) == "delivered" for i in part)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            out[mode] = {"deliveries": len(part), "delivered": delivered,
+                         "cpu_ms_per_delivery": round(1000 * cpu / max(1, len(part)), 3),
+                         "wall_ms_per_delivery": round(1000 * wall / max(1, len(part)), 3),
+                         "send_wall": summarize(sends),
+                         "statements_per_delivery": round((statements[0] - before) / max(1, len(part)), 2),
+                         "one_thread_deliveries_per_s": round(len(part) / wall, 1) if wall else None}
+    finally:
+        event.remove(database.engine, "before_cursor_execute", count_statement)
+        database.outbox_notifier = notifier
+    return out
+
+
+# --------------------------------------------------------------------------- the sink's ceiling
+
+
+def sink_ceiling(sink: Sink, requests: int, threads: int) -> dict[str, Any]:
+    """Requests/s the sink takes from keep-alive clients (threads of this process) with a webhook-sized body."""
+    import http.client
+
+    body = json.dumps({"type": EVENT, "timestamp": "2026-01-01T00:00:00Z",
+                       "data": event_data(uuid.uuid4(), 0, datetime(2026, 1, 1))}, default=str).encode()
+    headers = {"content-type": "application/json", "webhook-id": "msg_x", "webhook-timestamp": "0",
+               "webhook-signature": "v1,x"}
+    per = requests // threads
+
+    def run() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", sink.port, timeout=30)
+        for _ in range(per):
+            conn.request("POST", "/ok/ceiling", body=body, headers=headers)
+            conn.getresponse().read()
+        conn.close()
+
+    cpu = sink.cpu_s()
+    t = time.perf_counter()
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - t
+    return {"requests": per * threads, "wall_s": round(wall, 3), "requests_per_s": round(per * threads / wall, 1),
+            "sink_cpu_ms_per_request": round(1000 * (sink.cpu_s() - cpu) / (per * threads), 3)}
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    from bench.bench_http import in_process_app, service_env
+    from tests.support.servers import RedisServer, free_port
+
+    cfg = dict(SMOKE if ctx.smoke else FULL)
+    load_before = os.getloadavg()
+    if shutil.which("redis-server") is None:
+        raise RuntimeError("redis-server is missing: run `make bench-sysdeps`")
+    root = ctx.tmp / "webhooks"
+    root.mkdir(parents=True, exist_ok=True)
+    pg = ctx.postgres()
+    db_name = f"bench_webhooks_{os.getpid()}"
+    pg.server.create_database(db_name, template="template0")
+    pg.server.execute("CREATE EXTENSION postgis", db_name)
+    redis = RedisServer()
+    redis.start()
+    procs: list[Any] = []
+    sink = Sink(free_port(), root / "sink.log")
+    try:
+        env = service_env(root / "var", database_url=pg.server.url(db_name), broker_url=redis.url(0),
+                          webhook_allow_private="1", webhook_allow_http="1")
+        app = in_process_app(env)
+        database = app.extensions["smartsvc"].database
+        t = time.perf_counter()
+        users = add_users(database, cfg["users"])
+        ctx.log(f"{len(users):,} users granting partner_sharing in {time.perf_counter() - t:.1f} s")
+        sink.start()
+        procs.append(sink)
+        ceiling = sink_ceiling(sink, cfg["sink_ceiling_requests"], cfg["sink_ceiling_threads"])
+        sink.dump(root / "ceiling.jsonl")
+        ctx.log(f"sink ceiling {ceiling['requests_per_s']:,.0f} requests/s "
+                f"({ceiling['sink_cpu_ms_per_request']} ms CPU each)")
+        service_env_only = {k: v for k, v in env.items()}
+        hooks = Service(["worker", "--queues", "webhooks", "--concurrency", str(cfg["webhook_concurrency"])],
+                        service_env_only, root / "worker-webhooks.log", " ready.")
+        relay = Service(["worker", "--queues", "smartsvc", "--concurrency", str(cfg["relay_concurrency"])],
+                        service_env_only, root / "worker-relay.log", " ready.")
+        beat = Service(["beat"], service_env_only, root / "beat.log", None)
+        for p in (hooks, relay, beat):  # started together: each takes seconds to import
+            p.launch()
+            procs.append(p)
+        for p in (hooks, relay, beat):
+            p.wait_ready()
+        # Warm-up: every pool process past its imports and first connections.
+        phases: dict[str, Any] = {}
+        start = 0
+        warm = phase(ctx, "warmup", database, sink, users, start, cfg, events=cfg["warmup_events"],
+                     rate=None, dead=None, procs=procs, tmp=root)
+        start += warm["producer"]["events"]
+        burst = phase(ctx, "burst", database, sink, users, start, cfg, events=cfg["burst_events"], rate=None,
+                      dead=None, procs=procs, tmp=root)
+        phases["burst"] = burst
+        start += cfg["burst_events"]
+        capacity = burst["healthy"]["deliveries_per_s"] or 1.0
+        offered = float(TARGET_DELIVERIES_PER_S) if capacity >= TARGET_DELIVERIES_PER_S else round(0.7 * capacity, 1)
+        events = max(cfg["batch"], int(offered * cfg["duration_s"]))
+        ctx.log(f"capacity {capacity:,.0f} deliveries/s: the next phases offer {offered:,.0f} events/s for "
+                f"{events / offered:.0f} s")
+        for name, dead in (("paced", None), ("with-refusing", "refuse"), ("with-hanging", "hang")):
+            phases[name] = phase(ctx, name, database, sink, users, start, cfg, events=events, rate=offered,
+                                 dead=dead, procs=procs, tmp=root)
+            start += events
+        for p in (beat, relay, hooks):
+            p.stop()
+        breakdown = stages(database, sink, users, start, cfg["stage_deliveries"])
+        ctx.log(f"in-process: emit {breakdown['emit']['cpu_ms_per_event']} ms CPU/event; deliver_webhook "
+                f"{breakdown['shared_client']['cpu_ms_per_delivery']} ms CPU (shared client) vs "
+                f"{breakdown['client_per_send']['cpu_ms_per_delivery']} ms (client per send), "
+                f"{breakdown['shared_client']['statements_per_delivery']} SQL statements each")
+        disable_endpoints(database)
+        database.engine.dispose()
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        redis.stop()
+        pg.server.drop_database(db_name)
+
+    paced = phases["paced"]["healthy"]
+    targets: dict[str, Any] = {
+        "deliveries_per_s": {"target_min": TARGET_DELIVERIES_PER_S, "measured": capacity,
+                             "met": capacity >= TARGET_DELIVERIES_PER_S,
+                             "note": "capacity: the burst, first event to last delivery"},
+        "p99_event_to_delivery_s": {"target_max": TARGET_P99_S, "measured": paced["latency"]["p99_ms"] / 1000,
+                                    "met": paced["latency"]["p99_ms"] / 1000 <= TARGET_P99_S
+                                    and offered >= TARGET_DELIVERIES_PER_S,
+                                    "note": f"paced at {offered:,.0f} events/s"
+                                    + ("" if offered >= TARGET_DELIVERIES_PER_S else
+                                       " (70 % of the capacity, below the target rate: not met whatever the p99)")},
+    }
+    for name in ("with-refusing", "with-hanging"):
+        h = phases[name]["healthy"]
+        share = ratio(h["deliveries_per_s"] or 0, paced["deliveries_per_s"] or 0)
+        p99 = h["latency"]["p99_ms"] / 1000
+        targets[f"isolation_{name}"] = {
+            "target_min": ISOLATION_MIN_RATE_SHARE,
+            "measured": share,
+            "what": f"the healthy endpoint's deliveries/s beside the dead one over without; with p99 ≤ {TARGET_P99_S} s "
+                    "and every healthy delivery made",
+            "p99_s": p99, "delivered": h["received"], "expected": phases[name]["producer"]["events"],
+            "met": bool(share is not None and share >= ISOLATION_MIN_RATE_SHARE and p99 == p99 and p99 <= TARGET_P99_S
+                        and h["received"] >= phases[name]["producer"]["events"]),
+        }
+    signatures_bad = sum(p["healthy"]["signatures_bad"] for p in phases.values())
+    targets["signatures_bad"] = {"target_max": 0, "measured": signatures_bad,
+                                 "checked": sum(p["healthy"]["signatures_checked"] for p in phases.values()),
+                                 "what": "recorded deliveries that standardwebhooks.Webhook(secret).verify rejects",
+                                 "met": signatures_bad == 0}
+    return {
+        "params": {**cfg, "event": EVENT, "offered_events_per_s": offered, "webhook_timeout_s": 15,
+                   "load_average_before": load_before},
+        "results": {"sink_ceiling": ceiling, "phases": phases, "in_process": breakdown},
+        "ratios": {
+            "capacity_over_target": ratio(capacity, TARGET_DELIVERIES_PER_S),
+            "capacity_over_sink_ceiling": ratio(capacity, ceiling["requests_per_s"]),
+            "healthy_rate_with_refusing_over_without": targets["isolation_with-refusing"]["measured"],
+            "healthy_rate_with_hanging_over_without": targets["isolation_with-hanging"]["measured"],
+        },
+        "targets": targets,
+        "load_average_after": os.getloadavg(),
+    }
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def tables(result: dict[str, Any]) -> list[Table]:
+    p = result["params"]
+    t = Table(title=f"Webhooks: {EVENT}, batches of {p['batch']}, webhooks worker --concurrency "
+                    f"{p['webhook_concurrency']}; sink ceiling "
+                    f"{result['results']['sink_ceiling']['requests_per_s']:,.0f} req/s")
+    for col in ("phase", "offered/s", "dead endpoint", "delivered", "deliveries/s", "p50 ms", "p99 ms",
+                "CPU ms/delivery", "signatures bad", "dead attempts"):
+        t.add_column(col, justify="left" if col == "phase" else "right")
+    for name, ph in result["results"]["phases"].items():
+        h = ph["healthy"]
+        t.add_row(name, "max" if ph["offered_events_per_s"] is None else f"{ph['offered_events_per_s']:,.0f}",
+                  ph["dead_endpoint"] or "-", f"{h['received']:,}/{ph['producer']['events']:,}",
+                  f"{h['deliveries_per_s'] or 0:,.0f}", f"{h['latency']['p50_ms']:.0f}",
+                  f"{h['latency']['p99_ms']:.0f}", str(ph["cpu_ms_per_delivery"]),
+                  f"{h['signatures_bad']}/{h['signatures_checked']}",
+                  str(ph.get("dead_db", {}).get("attempts", "-")))
+    r = Table(title="Targets")
+    r.add_column("what")
+    r.add_column("measured", justify="right")
+    r.add_column("met")
+    for k, v in result["targets"].items():
+        bound = f"≤ {v['target_max']}" if "target_max" in v else f"≥ {v['target_min']}"
+        measured = v["measured"]
+        shown = f"{measured:,.2f}" if isinstance(measured, float) else str(measured)
+        if "p99_s" in v:
+            shown += f" (p99 {v['p99_s']:.2f} s, {v['delivered']}/{v['expected']} delivered)"
+        r.add_row(f"{k} ({bound})", shown, "met" if v["met"] else "NOT met")
+    return [t, r]
