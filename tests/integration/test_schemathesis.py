@@ -201,7 +201,7 @@ def _create_credentials_and_objects() -> None:
     _KNOWN["webhook_id"] = hook.get_json()["id"]
     test = client.post(f"/v1/webhooks/{_KNOWN['webhook_id']}/test", headers=bearer(_TOKENS["operator"]))
     _KNOWN["delivery_id"] = test.get_json()["id"]
-    case = client.post("/v1/me/help", headers=user.headers, json={"message": "schemathesis"})
+    case = client.post("/v1/me/help", headers=user.headers, json={"topic": "schemathesis", "message": "schemathesis"})
     assert case.status_code == 201, case.get_json()
     _KNOWN["case_id"] = case.get_json()["id"]
 

@@ -196,6 +196,9 @@ def _google(code: int, status: str, message: str) -> dict[str, Any]:
 def _handler_for(fake: FakeFcm) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: the provider's pooled connection is reused
+        # Headers and body go out in separate writes: without TCP_NODELAY each answer waits ~40 ms for
+        # the client's delayed ACK (Nagle), which made these servers the slowest part of the tests.
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))

@@ -204,6 +204,9 @@ def _as_reply(reply: Reply | int) -> Reply:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY each answer waits ~40 ms for
+    # the client's delayed ACK (Nagle), which made these servers the slowest part of the tests.
+    disable_nagle_algorithm = True
     server_version = "WebhookReceiver/1"
 
     def log_message(self, format: str, *args: Any) -> None:
