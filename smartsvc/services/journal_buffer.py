@@ -5,7 +5,8 @@ costs 0.1–1 ms on SQLite (p99 several ms at WAL checkpoints) and takes the
 database's single write lock in every API process — more than the whole
 search (BENCHMARKS.md, 2). So a search only appends to this process's
 buffer (a list append under a lock); a background thread, started with the
-first search and ending once the buffer is empty, writes what is pending at
+first search and ending once the buffer is empty (or a write fails: the next
+search starts another, which tries again), writes what is pending at
 least every :data:`FLUSH_INTERVAL_S` in one short transaction (sooner when
 :data:`BATCH_SIZE` are waiting). Reading the journal or the export first
 writes this process's pending searches, so a user always sees their own.
@@ -103,14 +104,21 @@ class SearchJournal:
         while True:
             self._wake.wait(FLUSH_INTERVAL_S)
             self._wake.clear()
-            self.flush()
+            written = self._flush()
             with self._lock:
-                if not self._pending:
+                # Done, or the database failed: end here rather than retry forever in the background (a
+                # database that is gone for good - a test's, a stopped server's - would keep the thread
+                # alive); the next search starts a new thread, which tries again.
+                if not self._pending or written is None:
                     self._thread = None
                     return
 
     def flush(self) -> int:
         """Write the pending searches now; how many were written (those of erased users are not)."""
+        return self._flush() or 0
+
+    def _flush(self) -> int | None:
+        """:meth:`flush`; None when the database refused (the searches are kept for the next write)."""
         if self._pid != os.getpid():
             self._reset()
         with self._lock:
@@ -127,7 +135,7 @@ class SearchJournal:
                 if room < len(batch):
                     log.error("spot searches dropped from the journal", extra={"searches": len(batch) - room})
                 self._pending[:0] = batch[len(batch) - room:]
-            return 0
+            return None
 
     def forget(self, user_id: uuid.UUID) -> None:
         """Drop the pending searches of ``user_id`` (erasure)."""

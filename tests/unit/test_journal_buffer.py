@@ -85,3 +85,25 @@ def test_forget_drops_a_users_pending_searches(database):
     searches.forget(alice)
     searches.flush()
     assert journal_of(database, alice) == [] and len(journal_of(database, bob)) == 1
+
+
+def test_a_writer_whose_database_fails_ends_and_keeps_the_searches_for_the_next_try(database, tmp_path, caplog):
+    alice = new_user(database, "alice")
+    searches = SearchJournal()
+    # A database that refuses every write (no schema): the background writer must not retry forever.
+    broken = Database(make_settings(tmp_path / "broken"))
+    searches.add(broken, alice, utcnow(), {"results": 1})
+    thread = searches._thread
+    assert thread is not None
+    thread.join(timeout=30)
+    assert not thread.is_alive()  # it tried once and ended
+    assert searches.pending == 1  # nothing lost
+    assert "could not write spot searches" in caplog.text
+
+    searches.add(database, alice, utcnow(), {"results": 2})  # the next search starts a writer again
+    for _ in range(200):
+        if len(journal_of(database, alice)) == 2:
+            break
+        time.sleep(0.05)
+    assert sorted(r.data["results"] for r in journal_of(database, alice)) == [1, 2]
+    broken.dispose()
