@@ -66,9 +66,9 @@ TITLE = "Benchmark 6 — push fan-out to a loopback FCM-compatible server"
 TARGET_NOTIFICATIONS_PER_S = 5_000
 PROJECT = "smartsvc-bench"
 
-FULL = {"users": 2_000, "devices_per_user": 1, "layouts": [[2, 1], [4, 1], [2, 4]], "wide_devices_per_user": 4,
+FULL = {"users": 1_000, "devices_per_user": 1, "layouts": [[2, 1], [2, 4]], "wide_devices_per_user": 4,
         "provider_messages": 5_000, "fake_fcm_messages": 300, "profile_suggestions": 400, "client_requests": 2_000,
-        "sqlite_users": 1_000,
+        "sqlite_users": 500,
         "wrk_duration_s": 5.0, "wrk_connections": 32, "fake_wrk": True}
 SMOKE = {"users": 24, "devices_per_user": 1, "layouts": [[2, 2]], "wide_devices_per_user": 2,
          "provider_messages": 100, "fake_fcm_messages": 16, "profile_suggestions": 8, "client_requests": 100,

@@ -76,8 +76,8 @@ ISOLATION_MIN_RATE_SHARE = 0.9
 EVENT = "suggestion.created"
 OWNER = "bench-partner"
 
-FULL = {"users": 6000, "batch": 100, "burst_events": 1000, "duration_s": 20.0, "webhook_concurrency": 16,
-        "relay_concurrency": 2, "drain_timeout_s": 120.0, "hang_drain_timeout_s": 40.0, "stage_deliveries": 400,
+FULL = {"users": 6000, "batch": 100, "burst_events": 500, "duration_s": 10.0, "webhook_concurrency": 16,
+        "relay_concurrency": 2, "drain_timeout_s": 60.0, "hang_drain_timeout_s": 20.0, "stage_deliveries": 400,
         "sink_ceiling_requests": 20000, "sink_ceiling_threads": 4, "warmup_events": 320}
 SMOKE = {"users": 200, "batch": 10, "burst_events": 20, "duration_s": 1.0, "webhook_concurrency": 2,
          "relay_concurrency": 1, "drain_timeout_s": 20.0, "hang_drain_timeout_s": 1.0, "stage_deliveries": 10,
