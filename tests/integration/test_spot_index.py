@@ -18,6 +18,9 @@ from smartsvc.services.spot_index import IndexedLayer, LiveSpotIndex, read_layer
 from tests.support.geodata import fixture_spots, publish_dataset, store_dataset
 
 FREE = (Rule(None, "parking"),)
+# Waits for the other thread, generous: a build ends with a full garbage collection, which in a test process
+# that has run a thousand tests before (and on a loaded CI machine) took more than 10 s once.
+WAIT_S = 120
 
 
 def spots(count: int, name: str) -> list[Spot]:
@@ -47,7 +50,7 @@ class CountingIndex(LiveSpotIndex):
         self.builds += 1
         self.building.set()
         if self.hold:
-            assert self.release.wait(10)
+            assert self.release.wait(WAIT_S)
         return super()._build(session, live)
 
 
@@ -64,10 +67,10 @@ def test_concurrent_first_requests_build_the_index_once(database):
     threads = [threading.Thread(target=lambda: results.append(current(database, live_index))) for _ in range(8)]
     for thread in threads:
         thread.start()
-    assert live_index.building.wait(10)
+    assert live_index.building.wait(WAIT_S)
     live_index.release.set()
     for thread in threads:
-        thread.join(10)
+        thread.join(WAIT_S)
 
     assert live_index.builds == 1
     assert len(results) == 8 and all(result is results[0] for result in results)
@@ -84,11 +87,12 @@ def test_while_a_new_version_builds_the_previous_one_answers(database):
     rebuilt: list[IndexedLayer] = []
     builder = threading.Thread(target=lambda: rebuilt.append(current(database, live_index)))
     builder.start()
-    assert live_index.building.wait(10)
+    assert live_index.building.wait(WAIT_S)
 
     meanwhile = current(database, live_index)
     live_index.release.set()
-    builder.join(10)
+    builder.join(WAIT_S)
+    assert not builder.is_alive()
 
     assert meanwhile is old and old.dataset_id == first
     assert rebuilt[0].dataset_id == second and len(rebuilt[0].index) == 5
