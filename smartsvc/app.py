@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
     the process environment is read. Nothing connects until first use.
     """
     settings = ensure_secret_key(settings or load_settings(environ))
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.log_json, pseudonym_key=settings.secret_key)
 
     app = Flask("smartsvc")
     app.request_class = UploadRequest

@@ -7,14 +7,31 @@ import re
 import time
 import uuid
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..logging_setup import request_id_var
+from ..logging_setup import request_id_var, user_pseudonym
 from .uploads import view_body_limit, view_reads_whole_body
 
 log = logging.getLogger("smartsvc.access")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+_UUID_SEGMENT = re.compile(r"(?i)(?<=/)[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}(?=/|$)")
+
+
+def _loggable_path() -> str:
+    """The request path as the access log may keep it: without a user's id (TRUST.md "Erasure").
+
+    A route argument naming a user is written as the user's log pseudonym;
+    in a path that matched no route, any id-shaped segment becomes ``{id}``.
+    """
+    path = request.path
+    if request.url_rule is None:
+        return _UUID_SEGMENT.sub("{id}", path)
+    for name, value in (request.view_args or {}).items():
+        if "user" in name:
+            key = current_app.extensions["smartsvc"].settings.secret_key
+            path = re.sub(re.escape(str(value)), user_pseudonym(key, value), path, flags=re.IGNORECASE)
+    return path
 
 
 def _refuse_oversized_stream() -> None:
@@ -66,7 +83,7 @@ def install_request_hooks(app: Flask) -> None:
             "request",
             extra={
                 "method": request.method,
-                "path": request.path,
+                "path": _loggable_path(),
                 "status": response.status_code,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
                 "principal": principal.ident if principal else None,

@@ -53,6 +53,7 @@ def _authenticate_user(database: Database, tokens: AccessTokens, token: str) -> 
     with database.engine.connect() as connection:
         generation = connection.execute(_TOKEN_GENERATION, {"user_id": claims.user_id}).scalar()
     if generation is None or generation != claims.generation:
+        tokens.forget(token)
         raise Unauthorized(REVOKED_TOKEN_MESSAGE)
     return Principal(role=USER_ROLE, user_id=claims.user_id)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from smartsvc.logging_setup import user_pseudonym
 from smartsvc.models import Base, OutboxMessage
 from smartsvc.services.erasure import ERASE_TASK
 from smartsvc.timeutil import utcnow
@@ -79,8 +80,9 @@ def furnish(app: Any, world: Any, receiver: WebhookReceiver, name: str, rule: st
     return user
 
 
-def test_erasure_leaves_nothing_of_the_user_anywhere(db_settings):
-    app = make_app(db_settings.replace(**WEBHOOK_SETTINGS))
+def test_erasure_leaves_nothing_of_the_user_anywhere(db_settings, capfd):
+    app = make_app(db_settings.replace(**WEBHOOK_SETTINGS, log_level="INFO", log_json=True))  # the access log
+    tokens = app.extensions["smartsvc"].tokens
     try:
         world = suggestion_world(app)
         client = world.client
@@ -111,6 +113,13 @@ def test_erasure_leaves_nothing_of_the_user_anywhere(db_settings):
 
         assert mentions(app, alice.id) == []
         assert not [line for line in pushes(app) if alice.id in json.dumps(line)]
+        assert uuid.UUID(alice.id) not in tokens.cached_user_ids()  # the verified-token cache
+        assert uuid.UUID(bob.id) in tokens.cached_user_ids()
+        # The process log cannot be rewritten: it names users only by a keyed pseudonym.
+        logged = capfd.readouterr().err
+        secret = app.extensions["smartsvc"].settings.secret_key
+        assert user_pseudonym(secret, alice.id) in logged
+        assert alice.id not in logged and alice.id.replace("-", "") not in logged
         assert [line["user_id"] for line in pushes(app)].count(bob.id) >= 1
         assert "suggestions.user_id" in mentions(app, bob.id)  # the other user keeps everything
         assert client.get("/v1/me", headers=bob.headers).status_code == 200

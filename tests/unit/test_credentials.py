@@ -12,6 +12,7 @@ from itsdangerous import TimestampSigner
 from smartsvc.credentials import (
     ACCESS_TOKEN_PREFIX,
     API_KEY_PREFIX,
+    VERIFIED_KEEP_S,
     AccessTokens,
     InvalidToken,
     generate_api_key,
@@ -119,3 +120,41 @@ def test_an_api_key_is_random_prefixed_and_stored_only_as_its_hash():
 def test_the_key_hash_is_deterministic_and_tells_keys_apart():
     assert hash_api_key("ssk_a") == hash_api_key("ssk_a")
     assert hash_api_key("ssk_a") != hash_api_key("ssk_b")
+
+
+def test_a_verified_token_is_forgotten_a_minute_after_its_last_check(monkeypatch):
+    # The cache holds user ids; an erased user must leave the caches of every process, even one that never
+    # sees the token again (TRUST.md "Erasure").
+    tokens = AccessTokens(SECRET, ttl_s=3600)
+    quiet_user, other_user = uuid.uuid4(), uuid.uuid4()
+    tokens.verify(tokens.issue(quiet_user, 0))
+    assert tokens.cached_user_ids() == {quiet_user}
+
+    later = time.time() + VERIFIED_KEEP_S + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    tokens.verify(tokens.issue(other_user, 0))  # any later request sweeps
+
+    assert tokens.cached_user_ids() == {other_user}
+
+
+def test_a_token_still_valid_after_a_minute_is_checked_again_and_kept(monkeypatch):
+    tokens = AccessTokens(SECRET, ttl_s=3600)
+    token = tokens.issue(uuid.uuid4(), 4)
+    tokens.verify(token)
+
+    later = time.time() + VERIFIED_KEEP_S + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+
+    assert tokens.verify(token).generation == 4
+
+
+def test_forgetting_a_user_drops_all_their_tokens_and_no_one_elses():
+    tokens = AccessTokens(SECRET, ttl_s=3600)
+    erased, kept = uuid.uuid4(), uuid.uuid4()
+    for generation in (0, 1):
+        tokens.verify(tokens.issue(erased, generation))
+    tokens.verify(tokens.issue(kept, 0))
+
+    tokens.forget_user(erased)
+
+    assert tokens.cached_user_ids() == {kept}
