@@ -60,6 +60,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "suggestion-timers": {"task": "smartsvc.suggestions.timers", "schedule": timedelta(seconds=30)},
             "schedule-rules": {"task": "smartsvc.schedule.run", "schedule": timedelta(minutes=1)},
             "retention-purge": {"task": "smartsvc.retention.purge", "schedule": timedelta(days=1)},
+            "webhook-slots": {"task": "smartsvc.webhooks.release_stranded", "schedule": timedelta(minutes=1)},
         },
     }
     if settings.broker_url.startswith("filesystem"):

@@ -64,6 +64,9 @@ class WebhookDelivery(Base):
         # Ordering: earlier deliveries of the same endpoint and subject still pending.
         Index("ix_webhook_deliveries_webhook_id_subject_status", "webhook_id", "subject", "status"),
         Index("ix_webhook_deliveries_user_id_status", "user_id", "status"),
+        # Isolation: the sends in flight to an endpoint, and its deliveries waiting for a free slot.
+        Index("ix_webhook_deliveries_webhook_id_sending_since", "webhook_id", "sending_since"),
+        Index("ix_webhook_deliveries_webhook_id_waiting_since", "webhook_id", "waiting_since"),
     )
 
     id: Mapped[uuid.UUID] = id_column()
@@ -82,6 +85,8 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column()
     # Set while a worker is sending it (a claim older than a few minutes is from a dead worker).
     sending_since: Mapped[datetime | None] = mapped_column()
+    # Set while it waits for one of the endpoint's in-flight sends to finish (SMARTSVC_WEBHOOK_MAX_IN_FLIGHT).
+    waiting_since: Mapped[datetime | None] = mapped_column()
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(String(2000))
     created_at: Mapped[datetime] = created_column()

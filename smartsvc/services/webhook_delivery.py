@@ -7,7 +7,11 @@ queue), in three steps so that a task run twice sends once:
    being sent by another worker, not due yet, or behind an earlier pending
    delivery of the same endpoint and subject (ordering: that one releases it
    when it settles); cancel it when the user withdrew ``partner_sharing``;
-   otherwise record the attempt (and, on the first one, the sharing ledger);
+   wait for a slot when the endpoint already has ``SMARTSVC_WEBHOOK_MAX_IN_FLIGHT``
+   sends in flight (isolation: a slow or dead endpoint holds that many
+   worker slots at most; each send that finishes releases the earliest
+   waiting delivery); otherwise record the attempt (and, on the first one,
+   the sharing ledger);
 2. send, signed with the endpoint's secrets (both during a rotation), with
    the same ``webhook-id`` on every attempt;
 3. finish: success; or the next try per ``SMARTSVC_WEBHOOK_RETRY_SCHEDULE``
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ..config import Settings
@@ -43,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # A claim older than this is from a worker that died mid-send (the send itself is bounded by the timeout).
 STALE_SEND = timedelta(minutes=2)
+# A delivery waiting for a slot this long with nothing in flight to its endpoint missed its release.
+STRANDED_AFTER = timedelta(minutes=1)
 JITTER = 0.1
 MAX_RETRY_AFTER_S = 86400
 Sender = Callable[..., Any]
@@ -98,6 +104,55 @@ def release_next(uow: UnitOfWork, webhook_id: uuid.UUID, subject: str, now: date
         enqueue_delivery(uow, following, due)
 
 
+def _in_flight(session: Session, webhook_id: uuid.UUID, now: datetime) -> int:
+    """Sends to this endpoint in flight now (a claim older than :data:`STALE_SEND` is a dead worker's)."""
+    return session.scalar(select(func.count()).select_from(WebhookDelivery).where(
+        WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.sending_since > now - STALE_SEND)) or 0
+
+
+def release_waiting(uow: UnitOfWork, webhook_id: uuid.UUID, now: datetime) -> int:
+    """Queue the endpoint's earliest deliveries waiting for a slot, as many as there are free slots; how many."""
+    session = uow.session
+    assert session is not None
+    free = uow.database.settings.webhook_max_in_flight - _in_flight(session, webhook_id, now)
+    if free <= 0:
+        return 0
+    waiting = session.scalars(
+        select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id,
+                                      WebhookDelivery.waiting_since.is_not(None),
+                                      WebhookDelivery.status == "pending")
+        .order_by(WebhookDelivery.id).limit(free)).all()
+    for delivery in waiting:
+        delivery.waiting_since = None
+        enqueue_delivery(uow, delivery, now)
+    return len(waiting)
+
+
+def release_stranded(database: Database, now: datetime | None = None) -> int:
+    """Release deliveries left waiting for a slot of an endpoint with nothing in flight; how many.
+
+    A claim that saw the endpoint busy can commit its wait just after the
+    last send to it finished (and released nothing): a scheduled sweep hands
+    such deliveries their slots. Those waiting less than a minute are left to
+    the sends finishing now.
+    """
+    now = now or utcnow()
+    released = 0
+    with database.unit_of_work() as uow:
+        session = uow.session
+        assert session is not None
+        endpoints = session.scalars(select(WebhookDelivery.webhook_id).where(
+            WebhookDelivery.waiting_since.is_not(None), WebhookDelivery.status == "pending",
+            WebhookDelivery.waiting_since < now - STRANDED_AFTER).distinct()).all()
+        for webhook_id in endpoints:
+            if _in_flight(session, webhook_id, now) == 0:
+                released += release_waiting(uow, webhook_id, now)
+        uow.commit()
+    if released:
+        log.warning("webhook deliveries released from a wait nobody ended", extra={"released": released})
+    return released
+
+
 def disable_endpoint(session: Session, endpoint: WebhookEndpoint, reason: str, now: datetime, *,
                      notice: bool = True) -> None:
     """Disable the endpoint, fail what waits for it and (``notice``) record a ``webhook.disabled`` notice."""
@@ -145,7 +200,13 @@ def _claim(database: Database, delivery_id: uuid.UUID, outbox_id: int | None, no
                 WebhookDelivery.webhook_id == delivery.webhook_id, WebhookDelivery.subject == delivery.subject,
                 WebhookDelivery.status == "pending", WebhookDelivery.id < delivery.id).limit(1)) is not None:
             pass  # an earlier one of the same subject is pending: it queues this one when it settles
+        elif delivery.sending_since is None \
+                and _in_flight(session, delivery.webhook_id, now) >= database.settings.webhook_max_in_flight:
+            # The endpoint is busy (slow or dead?): wait without holding a worker slot; a send to it that
+            # finishes queues this one again (release_waiting).
+            delivery.waiting_since = delivery.waiting_since or now
         else:
+            delivery.waiting_since = None
             if delivery.user_id is not None and delivery.attempts == 0:
                 record_webhook_sharing(session, endpoint, user_id=delivery.user_id, event_type=delivery.event_type,
                                        fields=field_paths(delivery.payload.get("data")), delivery_id=delivery.id,
@@ -217,6 +278,8 @@ def _finish(database: Database, claim: _Send, outcome: Any, outbox_id: int | Non
                     enqueue_delivery(uow, delivery, now + delay)
             else:
                 release_next(uow, delivery.webhook_id, delivery.subject, now)
+        session.flush()  # this send no longer counts as in flight
+        release_waiting(uow, endpoint.id, now)
         outbox.complete(session, outbox_id)
         uow.commit()
         return delivery.status
