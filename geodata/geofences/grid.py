@@ -176,7 +176,8 @@ class Cell(NamedTuple):
 class PolygonGrid:
     """Polygon boundaries and interiors per cell (see :mod:`geodata.geofences.index` for how a query uses them)."""
 
-    __slots__ = ("cell", "ncols", "cells", "ax", "ay", "dx", "dy", "inv", "owner", "mixed", "mixed_box", "interior")
+    __slots__ = ("cell", "ncols", "cells", "pieces", "ax", "ay", "dx", "dy", "inv", "owner", "mixed", "mixed_box",
+                 "interior")
 
     def __init__(self, pieces: np.ndarray, owner: np.ndarray, geoms: np.ndarray, box: np.ndarray,
                  reach_m: float, cell: float) -> None:
@@ -185,7 +186,9 @@ class PolygonGrid:
         keys, piece = self._register(pieces, reach_m)
         entry_owner = owner[piece]
         n_entries = len(keys)
-        self.ax, self.ay, self.dx, self.dy, self.inv = (np.empty(n_entries, dtype=np.float32) for _ in range(5))
+        # One block, its rows the per-entry arrays: the compiled query takes it as one argument.
+        self.pieces = np.empty((5, n_entries), dtype=np.float32)
+        self.ax, self.ay, self.dx, self.dy, self.inv = self.pieces
         for lo in range(0, n_entries, _CHUNK):
             self._project(pieces, keys[lo:lo + _CHUNK], piece[lo:lo + _CHUNK], lo)
         self.owner = entry_owner.astype(np.int32 if len(geoms) < 2**31 else np.int64)

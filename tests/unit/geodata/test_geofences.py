@@ -498,3 +498,36 @@ def test_a_position_that_is_not_one_is_refused():
         index.evaluate(float("nan"), 13.4)
     with pytest.raises(ValueError, match="within -90..90"):
         index.evaluate_many(np.array([95.0]), np.array([13.4]))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_compiled_cell_pass_answers_to_the_bit_what_the_array_path_answers(seed, monkeypatch):
+    # Distances, inside flags (ring crossings instead of GEOS away from the boundary) and row order.
+    from geodata import kernels
+    from geodata.geofences import kernels as fence_kernels
+
+    if not kernels.enabled():
+        pytest.skip("Numba is switched off (NUMBA_DISABLE_JIT)")
+    rng = random.Random(100 + seed)
+    fences = _random_fences(rng, 300)
+    index = GeofenceIndex(fences)
+    points = [(BERLIN[0] + rng.uniform(-0.04, 0.04), BERLIN[1] + rng.uniform(-0.06, 0.06), rng.choice([0.0, 20.0, 50.0]))
+              for _ in range(400)]
+    calls = []
+    compiled_pass = fence_kernels.evaluate_cell
+    monkeypatch.setattr("geodata.geofences.index.evaluate_cell", lambda *a: calls.append(1) or compiled_pass(*a))
+
+    lats, lons, margins = (np.array(column) for column in zip(*points))
+    compiled = [index.evaluate(lat, lon, margin) for lat, lon, margin in points]
+    compiled_batch = index.evaluate_many(lats, lons, margins)
+    monkeypatch.setattr(kernels, "enabled", lambda: False)
+    arrays = [index.evaluate(lat, lon, margin) for lat, lon, margin in points]
+    arrays_batch = index.evaluate_many(lats, lons, margins)
+
+    assert len(calls) > 300  # most points lie in a cell with polygons
+    for got, expected in zip(compiled, arrays):
+        assert got.positions.tolist() == expected.positions.tolist()
+        assert got.inside.tolist() == expected.inside.tolist()
+        assert got.signed_m.tolist() == expected.signed_m.tolist()
+    for column in ("point", "positions", "inside", "signed_m"):
+        assert getattr(compiled_batch, column).tolist() == getattr(arrays_batch, column).tolist(), column
