@@ -40,7 +40,7 @@ from ..timeutil import utcnow
 from . import outbox
 from .consents import has_consent
 from .sharing import record_webhook_sharing
-from .webhook_events import CONSENT_WITHDRAWN, PARTNER_SHARING, enqueue_delivery, field_paths
+from .webhook_events import CONSENT_WITHDRAWN, PARTNER_SHARING, enqueue_delivery, failing_for_long, field_paths
 from .webhook_secrets import active_secrets
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,9 @@ def _finish(database: Database, claim: _Send, outcome: Any, outbox_id: int | Non
             else:
                 release_next(uow, delivery.webhook_id, delivery.subject, now)
         session.flush()  # this send no longer counts as in flight
-        release_waiting(uow, endpoint.id, now)
+        if outcome.ok or not failing_for_long(endpoint, now):
+            # A failure of an endpoint failing for long releases nothing: the waiting would only fail too.
+            release_waiting(uow, endpoint.id, now)
         outbox.complete(session, outbox_id)
         uow.commit()
         return delivery.status

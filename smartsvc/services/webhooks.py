@@ -209,6 +209,7 @@ def send_test(database: Database, owner: str, webhook_id: uuid.UUID, now: dateti
         endpoint = owned_endpoint(session, owner, webhook_id)
         require_enabled(endpoint)
         delivery = new_delivery(uow, endpoint, "webhook.test", f"webhook:{endpoint.id}", {
-            "webhook_id": str(endpoint.id), "message": "This is a test event from smartsvc."}, user_id=None, now=now)
+            "webhook_id": str(endpoint.id), "message": "This is a test event from smartsvc."}, user_id=None, now=now,
+            probe=True)
         uow.commit()
     return delivery

@@ -126,3 +126,40 @@ def test_a_wait_nobody_ended_is_released_by_the_scheduled_sweep(tmp_path, databa
             assert schedule["webhook-slots"]["task"] == "smartsvc.webhooks.release_stranded"
     finally:
         app.extensions["smartsvc"].database.engine.dispose()
+
+
+def test_new_events_for_an_endpoint_failing_for_long_wait_for_its_recovery(tmp_path, database_url):
+    from smartsvc.timeutil import simulated_clock, utcnow
+
+    app = make_app(webhook_settings(tmp_path / "var", database_url=database_url, webhook_retry_schedule=(0, 60, 600)))
+    world = webhook_world(app)
+    try:
+        with WebhookReceiver(default=503) as failing, WebhookReceiver() as alive:
+            broken = world.register(failing.url(), ["suggestion.created"])
+            healthy = world.register(alive.url(), ["suggestion.created"])
+            start = utcnow()
+            world.suggest(world.user("first"))
+            assert world.drain() == 2
+            assert len(failing.requests) == 1  # failed once: a retry in a minute
+
+            later = start + timedelta(seconds=30)  # failing for 30 s: the breaker is open
+            with simulated_clock(lambda: later):
+                for n in range(5):
+                    world.suggest(world.user(f"user{n}"))
+                assert world.drain() == 5  # the healthy endpoint's five; nothing tried on the failing one
+                assert len(failing.requests) == 1
+                assert _waiting(world, broken["id"]) == 5
+                assert world.client.post(f"/v1/webhooks/{broken['id']}/test",
+                                         headers={"Authorization": f"Bearer {world.partner}"}).status_code == 202
+                world.drain()
+                assert len(failing.requests) == 2  # the test event is a probe: sent anyway
+
+            failing.set_default(200)
+            recovered = start + timedelta(minutes=2)  # the first delivery's retry is due, and succeeds
+            with simulated_clock(lambda: recovered):
+                world.drain()
+            statuses = [d["status"] for d in world.deliveries(broken["id"])]
+            assert statuses.count("delivered") == 7 and _waiting(world, broken["id"]) == 0
+            assert [d["status"] for d in world.deliveries(healthy["id"])] == ["delivered"] * 6
+    finally:
+        app.extensions["smartsvc"].database.engine.dispose()
