@@ -50,6 +50,8 @@ class WebhookEndpoint(Base):
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column()
     # Start of the current run of failed attempts (None after a success): disables after a while.
     failing_since: Mapped[datetime | None] = mapped_column()
+    # Attempts failed in a row (0 after a success): the circuit breaker opens at BREAKER_FAILURES.
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = created_column()
 

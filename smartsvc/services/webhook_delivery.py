@@ -40,7 +40,7 @@ from ..timeutil import utcnow
 from . import outbox
 from .consents import has_consent
 from .sharing import record_webhook_sharing
-from .webhook_events import CONSENT_WITHDRAWN, PARTNER_SHARING, enqueue_delivery, failing_for_long, field_paths
+from .webhook_events import CONSENT_WITHDRAWN, PARTNER_SHARING, breaker_open, enqueue_delivery, field_paths
 from .webhook_secrets import active_secrets
 
 log = logging.getLogger(__name__)
@@ -254,10 +254,11 @@ def _finish(database: Database, claim: _Send, outcome: Any, outbox_id: int | Non
         delivery.last_status_code, delivery.last_error = attempt.status_code, attempt.error
         if outcome.ok:
             delivery.delivered_at = now
-            endpoint.failing_since = None
+            endpoint.failing_since, endpoint.consecutive_failures = None, 0
             _settle(uow, delivery, "delivered", None, now)
         else:
             endpoint.failing_since = endpoint.failing_since or now
+            endpoint.consecutive_failures = (endpoint.consecutive_failures or 0) + 1
             failing_for = now - endpoint.failing_since
             reason = None
             if outcome.gone:
@@ -279,8 +280,8 @@ def _finish(database: Database, claim: _Send, outcome: Any, outbox_id: int | Non
             else:
                 release_next(uow, delivery.webhook_id, delivery.subject, now)
         session.flush()  # this send no longer counts as in flight
-        if outcome.ok or not failing_for_long(endpoint, now):
-            # A failure of an endpoint failing for long releases nothing: the waiting would only fail too.
+        if outcome.ok or not breaker_open(endpoint):
+            # A failure of an endpoint whose breaker is open releases nothing: the waiting would only fail too.
             release_waiting(uow, endpoint.id, now)
         outbox.complete(session, outbox_id)
         uow.commit()

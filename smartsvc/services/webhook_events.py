@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Mapping
 
 from sqlalchemy import select, update
@@ -98,20 +98,20 @@ def field_paths(value: Any, prefix: str = "") -> list[str]:
     return sorted(paths)
 
 
-# An endpoint whose every attempt failed this long gets no new tries until one succeeds (or the minute's probe).
-BREAKER_AFTER = timedelta(seconds=10)
+# An endpoint whose last this many attempts failed gets no new tries until one succeeds (or the minute's probe).
+BREAKER_FAILURES = 5
 
 
-def failing_for_long(endpoint: WebhookEndpoint, now: datetime) -> bool:
-    """True when every attempt to the endpoint failed for :data:`BREAKER_AFTER` or longer (the breaker is open)."""
-    return endpoint.failing_since is not None and now - endpoint.failing_since >= BREAKER_AFTER
+def breaker_open(endpoint: WebhookEndpoint) -> bool:
+    """True when the endpoint's last :data:`BREAKER_FAILURES` attempts all failed."""
+    return (endpoint.consecutive_failures or 0) >= BREAKER_FAILURES
 
 
 def new_delivery(uow: UnitOfWork, endpoint: WebhookEndpoint, event_type: str, subject: str, data: Any, *,
                  user_id: uuid.UUID | None, now: datetime, probe: bool = False) -> WebhookDelivery:
     """Write one delivery for ``endpoint`` and the outbox message that sends it.
 
-    To an endpoint failing for long (:func:`failing_for_long`) a new delivery
+    To an endpoint whose breaker is open (:func:`breaker_open`) a new delivery
     is not queued but waits (``waiting_since``): its tries would only fail and
     take worker time from healthy endpoints. The endpoint's next success
     releases the waiting deliveries; so does the beat sweep (a probe a
@@ -124,7 +124,7 @@ def new_delivery(uow: UnitOfWork, endpoint: WebhookEndpoint, event_type: str, su
     delivery = WebhookDelivery(webhook_id=endpoint.id, event_type=event_type, subject=subject[:200],
                                user_id=user_id, payload=body, status="pending", attempts=0,
                                next_attempt_at=now, created_at=now, updated_at=now)
-    if not probe and failing_for_long(endpoint, now):
+    if not probe and breaker_open(endpoint):
         delivery.waiting_since = now
     session.add(delivery)
     session.flush()

@@ -154,7 +154,7 @@ def update_webhook(database: Database, owner: str, webhook_id: uuid.UUID, change
         enabled = changes.get("enabled")
         if enabled is True and not endpoint.enabled:
             endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at = True, None, None
-            endpoint.failing_since = None
+            endpoint.failing_since, endpoint.consecutive_failures = None, 0
         elif enabled is False and endpoint.enabled:
             disable_endpoint(session, endpoint, "disabled by its owner", now, notice=False)
         endpoint.updated_at = now

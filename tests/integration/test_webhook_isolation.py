@@ -128,7 +128,8 @@ def test_a_wait_nobody_ended_is_released_by_the_scheduled_sweep(tmp_path, databa
         app.extensions["smartsvc"].database.engine.dispose()
 
 
-def test_new_events_for_an_endpoint_failing_for_long_wait_for_its_recovery(tmp_path, database_url):
+def test_new_events_for_an_endpoint_failing_again_and_again_wait_for_its_recovery(tmp_path, database_url):
+    from smartsvc.services.webhook_events import BREAKER_FAILURES
     from smartsvc.timeutil import simulated_clock, utcnow
 
     app = make_app(webhook_settings(tmp_path / "var", database_url=database_url, webhook_retry_schedule=(0, 60, 600)))
@@ -138,28 +139,28 @@ def test_new_events_for_an_endpoint_failing_for_long_wait_for_its_recovery(tmp_p
             broken = world.register(failing.url(), ["suggestion.created"])
             healthy = world.register(alive.url(), ["suggestion.created"])
             start = utcnow()
-            world.suggest(world.user("first"))
-            assert world.drain() == 2
-            assert len(failing.requests) == 1  # failed once: a retry in a minute
+            for n in range(BREAKER_FAILURES):
+                world.suggest(world.user(f"early{n}"))
+            world.drain()
+            assert len(failing.requests) == BREAKER_FAILURES  # each failed once: retries in a minute
 
-            later = start + timedelta(seconds=30)  # failing for 30 s: the breaker is open
-            with simulated_clock(lambda: later):
-                for n in range(5):
-                    world.suggest(world.user(f"user{n}"))
-                assert world.drain() == 5  # the healthy endpoint's five; nothing tried on the failing one
-                assert len(failing.requests) == 1
-                assert _waiting(world, broken["id"]) == 5
-                assert world.client.post(f"/v1/webhooks/{broken['id']}/test",
-                                         headers={"Authorization": f"Bearer {world.partner}"}).status_code == 202
-                world.drain()
-                assert len(failing.requests) == 2  # the test event is a probe: sent anyway
+            for n in range(5):  # the breaker is open: nothing is tried on the failing endpoint
+                world.suggest(world.user(f"user{n}"))
+            assert world.drain() == 5  # the healthy endpoint's five
+            assert len(failing.requests) == BREAKER_FAILURES
+            assert _waiting(world, broken["id"]) == 5
+            assert world.client.post(f"/v1/webhooks/{broken['id']}/test",
+                                     headers={"Authorization": f"Bearer {world.partner}"}).status_code == 202
+            world.drain()
+            assert len(failing.requests) == BREAKER_FAILURES + 1  # the test event is a probe: sent anyway
 
             failing.set_default(200)
-            recovered = start + timedelta(minutes=2)  # the first delivery's retry is due, and succeeds
+            recovered = start + timedelta(minutes=2)  # the first deliveries' retries are due, and succeed
             with simulated_clock(lambda: recovered):
                 world.drain()
             statuses = [d["status"] for d in world.deliveries(broken["id"])]
-            assert statuses.count("delivered") == 7 and _waiting(world, broken["id"]) == 0
-            assert [d["status"] for d in world.deliveries(healthy["id"])] == ["delivered"] * 6
+            # Every event and the test event, once their retries or the release came.
+            assert statuses == ["delivered"] * (BREAKER_FAILURES + 5 + 1) and _waiting(world, broken["id"]) == 0
+            assert [d["status"] for d in world.deliveries(healthy["id"])] == ["delivered"] * (BREAKER_FAILURES + 5)
     finally:
         app.extensions["smartsvc"].database.engine.dispose()
