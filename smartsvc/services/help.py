@@ -131,14 +131,9 @@ def _case(session: Session, case_id: uuid.UUID, user_id: uuid.UUID | None = None
 def list_user_cases(database: Database, user_id: uuid.UUID, *, limit: int,
                     cursor: uuid.UUID | None) -> Page[HelpCase]:
     """The user's cases, newest first (keyset pagination on the id)."""
-    query = select(HelpCase).where(HelpCase.user_id == user_id)
-    if cursor is not None:
-        query = query.where(HelpCase.id < cursor)
     with database.session() as session:
-        rows = list(session.scalars(query.order_by(HelpCase.id.desc()).limit(limit + 1)))
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(items=rows, next_after=rows[-1].id if has_more and rows else None)
+        return keyset_page(session, select(HelpCase).where(HelpCase.user_id == user_id), HelpCase.id,
+                           limit=limit, after=cursor, newest_first=True)
 
 
 def get_user_case(database: Database, user_id: uuid.UUID, case_id: uuid.UUID) -> CaseView:

@@ -27,11 +27,13 @@ def keyset_page(
     *,
     limit: int,
     after: uuid.UUID | None,
+    newest_first: bool = False,
 ) -> Page[Any]:
-    """Run ``query`` ordered by id, ``limit`` rows after ``after``."""
+    """Run ``query`` ordered by id (descending with ``newest_first``), ``limit`` rows after ``after``."""
     if after is not None:
-        query = query.where(id_column > after)
-    rows = list(session.scalars(query.order_by(id_column).limit(limit + 1)))
+        query = query.where(id_column < after if newest_first else id_column > after)
+    order = id_column.desc() if newest_first else id_column
+    rows = list(session.scalars(query.order_by(order).limit(limit + 1)))
     has_more = len(rows) > limit
     rows = rows[:limit]
     next_after = getattr(rows[-1], id_column.key) if has_more and rows else None

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from ..db import Database
 from ..models import ApiKey, SharingLedgerEntry, WebhookEndpoint
-from .pagination import Page
+from .pagination import Page, keyset_page
 
 
 def record_sharing(session: Session, *, user_id: uuid.UUID, channel: str, recipient: str, event_type: str,
@@ -66,11 +66,6 @@ def ledger_body(entry: SharingLedgerEntry) -> dict[str, Any]:
 def list_sharing(database: Database, user_id: uuid.UUID, *, limit: int,
                  cursor: uuid.UUID | None) -> Page[SharingLedgerEntry]:
     """The user's ledger, newest first (keyset pagination on the id)."""
-    query = select(SharingLedgerEntry).where(SharingLedgerEntry.user_id == user_id)
-    if cursor is not None:
-        query = query.where(SharingLedgerEntry.id < cursor)
     with database.session() as session:
-        rows = list(session.scalars(query.order_by(SharingLedgerEntry.id.desc()).limit(limit + 1)))
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(items=rows, next_after=rows[-1].id if has_more and rows else None)
+        return keyset_page(session, select(SharingLedgerEntry).where(SharingLedgerEntry.user_id == user_id),
+                           SharingLedgerEntry.id, limit=limit, after=cursor, newest_first=True)

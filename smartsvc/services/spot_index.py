@@ -38,6 +38,9 @@ from ..models import LayerFeature
 from .layers import LiveVersion, live_layer, public_id
 from .spot_query import PARKING, SpotQuery, dataset_time_zone
 
+# From this many spots an index build takes the index out of the cyclic collector's walks (gc.freeze).
+_FREEZE_FROM_SPOTS = 50_000
+
 log = logging.getLogger(__name__)
 
 
@@ -159,9 +162,13 @@ class LiveSpotIndex:
         # The index lives as long as its version is live: keep the collector from walking it on every full
         # collection (at 1M spots one walk takes long enough to show in request latencies). What an earlier
         # build froze is released first, so a replaced index and anything else since gone are collected.
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
+        if len(index) >= _FREEZE_FROM_SPOTS:
+            # A full collection costs as much as the heap is big (seconds in a large process): only worth it
+            # for an index big enough to slow the collector down. Frozen objects are still freed by their
+            # reference counts (the index has no cycles), so a replaced index goes away either way.
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
         seconds = time.perf_counter() - started
         log.info("spot index of layer %s built: dataset %s, version %s, %d spots in %.1f s",
                  self.layer, live.dataset_id, live.version, len(index), seconds,

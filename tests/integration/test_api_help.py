@@ -205,6 +205,18 @@ def test_cases_are_private_and_roles_are_kept_apart(world):
     assert len(world.my_case(alice, case_id)["messages"]) == 1  # nobody else wrote to it
 
 
+def test_the_users_cases_come_newest_first_page_by_page(world):
+    alice = world.user("alice")
+    asked = [world.ask(alice, message=f"case {n}")["id"] for n in range(3)]
+
+    first = world.client.get("/v1/me/help", headers=alice.headers, query_string={"limit": 2}).get_json()
+    rest = world.client.get("/v1/me/help", headers=alice.headers,
+                            query_string={"limit": 2, "cursor": first["next_cursor"]}).get_json()
+
+    assert [c["id"] for c in first["items"]] == asked[::-1][:2]
+    assert [c["id"] for c in rest["items"]] == asked[:1] and rest["next_cursor"] is None
+
+
 def test_limits_and_bad_input_are_422_or_409_naming_the_field(world):
     alice, bob = world.user("alice"), world.user("bob")
     bobs_product = world.product(bob)
