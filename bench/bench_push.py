@@ -10,10 +10,15 @@ and the delivery workers drain it, each message pushing the suggestion to
 each active FCM device of its user. So the benchmark stores N users (consent
 given, ``devices_per_user`` FCM devices each) with one suggestion each, due
 now, and one outbox message per suggestion, and runs exactly what the Celery
-task runs — :func:`smartsvc.services.delivery.deliver_suggestion` (claim →
-send → finish → settle, a ``push_attempts`` row per notification) — in
-worker processes forked like Celery's prefork pool (``processes`` ×
-``threads``), on PostgreSQL, and on SQLite for the embedded deployment. The
+task runs. The relay groups due push messages (``batch_size``, as
+``SMARTSVC_PUSH_BATCH_SIZE``) into one ``smartsvc.delivery.push_batch`` task,
+which runs :func:`smartsvc.services.delivery_batch.deliver_suggestions` (one
+claim transaction, ``FcmProvider.send_many``, one finish-and-settle
+transaction, a ``push_attempts`` row per notification); the old path, one
+task per suggestion (:func:`smartsvc.services.delivery.deliver_suggestion`),
+is measured beside it on a smaller burst. Both run in worker processes
+forked like Celery's prefork pool (``processes`` × ``threads``), on
+PostgreSQL, and (batched) on SQLite for the embedded deployment. The
 FCM provider is the real one, configured through settings only:
 ``SMARTSVC_FCM_URL`` is the loopback server,
 ``SMARTSVC_FCM_CREDENTIALS`` a service-account file written here whose
@@ -26,13 +31,15 @@ Measured in the same run, on the same machine:
   against the test suite's fake (:mod:`tests.support.fake_fcm`, which
   validates every message against the discovery document): is the target the
   bottleneck?
-- **provider alone** — ``FcmProvider.send`` in the worker layout, no database;
+- **provider alone** — ``FcmProvider.send`` in the worker layout, and
+  ``send_many`` with batches, no database;
 - **end to end** — notifications/s with every attempt row written, checked
   afterwards (attempts ``sent``, suggestions ``delivered``, outbox messages
   completed, the server's count of accepted messages);
-- **where the time goes** — one worker, one thread: the four stages of a
-  delivery timed separately, and a profile by package (HTTP client, ORM,
-  database driver, JSON, smartsvc).
+- **where the time goes** — one worker, one thread, batches as the task runs
+  them: the three stages of a batch timed separately, the SQL statements per
+  delivery, and a profile by package (HTTP client, ORM, database driver,
+  JSON, smartsvc).
 
 CPU seconds per notification (workers, server) are recorded beside the
 rates, with the load average at start and end: the machine is shared.
@@ -67,12 +74,14 @@ TARGET_NOTIFICATIONS_PER_S = 5_000
 PROJECT = "smartsvc-bench"
 
 FULL = {"users": 1_000, "devices_per_user": 1, "layouts": [[2, 1], [2, 4]], "wide_devices_per_user": 4,
-        "provider_messages": 5_000, "fake_fcm_messages": 300, "profile_suggestions": 400, "client_requests": 2_000,
-        "sqlite_users": 500,
+        "batch_users": 20_000, "batch_size": 200, "batch_layouts": [[2, 1], [2, 2]],
+        "provider_messages": 5_000, "fake_fcm_messages": 300, "profile_suggestions": 2_000, "client_requests": 2_000,
+        "sqlite_users": 5_000,
         "wrk_duration_s": 5.0, "wrk_connections": 32, "fake_wrk": True}
 SMOKE = {"users": 24, "devices_per_user": 1, "layouts": [[2, 2]], "wide_devices_per_user": 2,
-         "provider_messages": 100, "fake_fcm_messages": 16, "profile_suggestions": 8, "client_requests": 100,
-         "sqlite_users": 12,
+         "batch_users": 96, "batch_size": 8, "batch_layouts": [[2, 1]],
+         "provider_messages": 100, "fake_fcm_messages": 16, "profile_suggestions": 32, "client_requests": 100,
+         "sqlite_users": 24,
          "wrk_duration_s": 1.0, "wrk_connections": 8, "fake_wrk": False}
 
 
@@ -338,6 +347,20 @@ def provider_setup(env: dict[str, str]) -> Callable[[], Callable[[Any], bool]]:
     return setup
 
 
+def provider_many_setup(env: dict[str, str]) -> Callable[[], Callable[[Any], bool]]:
+    """A worker's set-up for "provider alone, send_many": each item is a list of messages sent at once."""
+
+    def setup() -> Callable[[Any], bool]:
+        from smartsvc.config import load_settings
+        from smartsvc.delivery.fcm import fcm_provider
+
+        provider = fcm_provider(load_settings(env))
+        assert provider is not None and provider.send(_message(0, "bench-warm-up")).ok
+        return lambda messages: all(r.ok for r in provider.send_many(messages))
+
+    return setup
+
+
 def delivery_setup(env: dict[str, str], threads: int) -> Callable[[], Callable[[Any], bool]]:
     """A worker's set-up for "end to end": its own database engine and provider, then ``deliver_suggestion``."""
 
@@ -362,6 +385,31 @@ def delivery_setup(env: dict[str, str], threads: int) -> Callable[[], Callable[[
             suggestion_id, outbox_id = item
             report = deliver_suggestion(database, suggestion_id, outbox_id)
             return report.delivery_status == "delivered" and report.failed == 0
+
+        return handle
+
+    return setup
+
+
+def batch_setup(env: dict[str, str], threads: int) -> Callable[[], Callable[[Any], bool]]:
+    """A worker's set-up for "end to end, batched": what the ``push_batch`` task runs, one batch per item."""
+
+    def setup() -> Callable[[Any], bool]:
+        from smartsvc.config import load_settings
+        from smartsvc.db import Database
+        from smartsvc.delivery.fcm import fcm_provider
+        from smartsvc.services.delivery_batch import deliver_suggestions
+
+        settings = load_settings(env)
+        database = Database(settings)
+        provider = fcm_provider(settings)
+        assert provider is not None and provider.send(_message(0, "bench-warm-up")).ok
+        assert all(r.ok for r in provider.send_many([_message(i, "bench-warm-up") for i in range(16)]))
+
+        def handle(batch: list[tuple[Any, int]]) -> bool:
+            reports = deliver_suggestions(database, batch)
+            return all(r.delivery_status == "delivered" and r.failed == 0 for r in reports.values()) \
+                and len(reports) == len(batch)
 
         return handle
 
@@ -463,12 +511,13 @@ _PACKAGES = (("http client (httpx, httpcore, h11)", ("/httpx/", "/httpcore/", "/
              ("smartsvc", ("/smartsvc/",)), ("sockets and other builtins", ("~",)))
 
 
-def where_time_goes(database: Any, burst: list[tuple[Any, int]]) -> dict[str, Any]:
-    """One worker, one thread: each delivery's four stages timed apart, then a profile grouped by package."""
-    from smartsvc.services import delivery as service
+def where_time_goes(database: Any, burst: list[tuple[Any, int]], batch_size: int) -> dict[str, Any]:
+    """One worker, one thread, batches of ``batch_size`` as the task runs them: the three stages of a batch
+    timed apart and the SQL statements counted (first half), then a profile grouped by package (second half)."""
+    from smartsvc.services import delivery_batch as service
 
     half = len(burst) // 2
-    stages = {name: [] for name in ("_claim", "_send", "_finish", "_settle")}
+    stages = {name: [] for name in ("_claim", "send_claims", "_finish", "_finish_and_settle")}
     originals = {name: getattr(service, name) for name in stages}
 
     def timing(name: str) -> Callable[..., Any]:
@@ -492,13 +541,16 @@ def where_time_goes(database: Any, burst: list[tuple[Any, int]]) -> dict[str, An
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         statements[" ".join(statement.split())[:70]] += 1
 
+    def batches(items: list[tuple[Any, int]]) -> list[list[tuple[Any, int]]]:
+        return [items[lo:lo + batch_size] for lo in range(0, len(items), batch_size)]
+
     for name in stages:
         setattr(service, name, timing(name))
     event.listen(database.engine, "before_cursor_execute", count)
     try:
         t = time.perf_counter()
-        for suggestion_id, outbox_id in burst[:half]:
-            service.deliver_suggestion(database, suggestion_id, outbox_id)
+        for batch in batches(burst[:half]):
+            service.deliver_suggestions(database, batch)
         wall = time.perf_counter() - t
     finally:
         event.remove(database.engine, "before_cursor_execute", count)
@@ -506,8 +558,8 @@ def where_time_goes(database: Any, burst: list[tuple[Any, int]]) -> dict[str, An
             setattr(service, name, original)
     profile = cProfile.Profile()
     profile.enable()
-    for suggestion_id, outbox_id in burst[half:]:
-        service.deliver_suggestion(database, suggestion_id, outbox_id)
+    for batch in batches(burst[half:]):
+        service.deliver_suggestions(database, batch)
     profile.disable()
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     total = sum(tt for (_, _, tt, _, _) in stats.values())
@@ -519,9 +571,14 @@ def where_time_goes(database: Any, burst: list[tuple[Any, int]]) -> dict[str, An
     hottest = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:12]
     n = max(len(burst) - half, 1)
     return {
-        "suggestions": half, "deliveries_per_s": half / wall if wall else None,
-        "stages_ms": {name.strip("_"): summarize(times) for name, times in stages.items()},
-        # SQL sent per delivery, BEGIN/COMMIT and the pool's pings not included.
+        "suggestions": half, "batch_size": batch_size, "deliveries_per_s": half / wall if wall else None,
+        # Per batch: the claim transaction, the sends, and the finish-and-settle transaction split into
+        # recording the tries ("finish") and the rest of it (locks, statuses, retries, outbox, commit: "settle").
+        "stages_ms": {"claim": summarize(stages["_claim"]), "send": summarize(stages["send_claims"]),
+                      "finish": summarize(stages["_finish"]),
+                      "settle": summarize([whole - part for whole, part in
+                                           zip(stages["_finish_and_settle"], stages["_finish"])])},
+        # SQL sent per delivery (one suggestion), BEGIN/COMMIT and the pool's pings not included.
         "sql_statements_per_delivery": sum(statements.values()) / max(half, 1),
         "sql_statements": {k: v / max(half, 1) for k, v in statements.most_common(15)},
         "profile_share": {k: v / total for k, v in sorted(by_package.items(), key=lambda kv: -kv[1])},
@@ -602,22 +659,33 @@ def _provider_runs(server: LoopbackServer, env: dict[str, str], count: int, layo
 
 
 def _end_to_end(ctx: Context, server: LoopbackServer, database: Any, env: dict[str, str], users: int,
-                devices_per_user: int, processes: int, threads: int, tag: str) -> dict[str, Any]:
+                devices_per_user: int, processes: int, threads: int, tag: str,
+                batch_size: int | None = None) -> dict[str, Any]:
+    """One burst delivered by forked workers: per suggestion (``deliver_suggestion``, the old task), or in
+    batches of ``batch_size`` (``deliver_suggestions``, what the ``push_batch`` task runs)."""
     t = time.perf_counter()
     burst = store_burst(database, users, devices_per_user, tag)
     set_up_s = time.perf_counter() - t
     database.engine.dispose()  # the workers fork: none inherits an open connection
+    if batch_size:
+        items: list[Any] = [burst[lo:lo + batch_size] for lo in range(0, len(burst), batch_size)]
+        setup, warm_ups = batch_setup(env, threads), 17
+    else:
+        items, setup, warm_ups = burst, delivery_setup(env, threads), 1
     accepted0, cpu0, busy0 = _stats(server.url)["accepted"], server.cpu_s(), _cpu_ticks()
-    run = fan_out(delivery_setup(env, threads), burst, processes, threads)
+    run = fan_out(setup, items, processes, threads)
     server_cpu, busy = server.cpu_s() - cpu0, _cpu_ticks() - busy0
-    accepted = _stats(server.url)["accepted"] - accepted0 - processes  # each worker's warm-up send
+    accepted = _stats(server.url)["accepted"] - accepted0 - processes * warm_ups  # each worker's warm-up sends
     counts = check_burst(database, burst)
     sent = counts["attempts_sent"]
     out = {
+        "path": f"batched ({batch_size} per task)" if batch_size else "per suggestion",
+        "batch_size": batch_size,
         "users": users, "devices_per_user": devices_per_user, "suggestions": len(burst),
         "set_up_s": set_up_s, **run, "notifications": sent,
         "notifications_per_s": sent / run["wall_s"] if run["wall_s"] else None,
-        "deliveries_per_s": run["items_per_s"], "server_accepted": accepted, "counts": counts,
+        "deliveries_per_s": len(burst) / run["wall_s"] if run["wall_s"] else None,
+        "server_accepted": accepted, "counts": counts,
         "complete": (sent == users * devices_per_user == accepted and counts["suggestions_delivered"] == users
                      == counts["outbox_completed"] and counts["attempts_failed"] == counts["attempts_sending"] == 0),
         "worker_cpu_us_per_notification": run["worker_cpu_s"] / max(sent, 1) * 1e6,
@@ -625,7 +693,7 @@ def _end_to_end(ctx: Context, server: LoopbackServer, database: Any, env: dict[s
         "machine_busy": busy / (run["wall_s"] * (os.cpu_count() or 1)),
         "load_average_1m_after": os.getloadavg()[0],
     }
-    ctx.log(f"push: end to end {processes}×{threads}, {devices_per_user} device(s)/user: "
+    ctx.log(f"push: end to end {out['path']} {processes}×{threads}, {devices_per_user} device(s)/user: "
             f"{out['notifications_per_s']:,.0f} notifications/s ({sent:,} in {run['wall_s']:.1f} s), "
             f"complete={out['complete']}")
     return out
@@ -669,8 +737,16 @@ def run(ctx: Context) -> dict[str, Any]:
         # 2. The provider alone, in the workers' layouts, against the lean server.
         env = _settings_env(work, "sqlite:///" + str(work / "unused.db"), server.url, credentials)
         results["provider_alone"] = _provider_runs(server, env, cfg["provider_messages"], cfg["layouts"], "alone")
+        count, size = cfg["provider_messages"], cfg["batch_size"]
+        messages = [_message(i, f"many-{i}") for i in range(count)]
+        cpu0, busy0 = server.cpu_s(), _cpu_ticks()
+        many = fan_out(provider_many_setup(env), [messages[lo:lo + size] for lo in range(0, count, size)], cores, 1)
+        many.update(notifications_per_s=count / many["wall_s"], server_cpu_us_per_notification=(
+            server.cpu_s() - cpu0) / count * 1e6, worker_cpu_us_per_notification=many["worker_cpu_s"] / count * 1e6,
+            machine_busy=(_cpu_ticks() - busy0) / (many["wall_s"] * cores))
+        results["provider_send_many"] = many
         results["client_stages"] = client_stages(credentials, server.url, cfg["client_requests"])
-        best_provider = max(r["items_per_s"] for r in results["provider_alone"])
+        best_provider = max([r["items_per_s"] for r in results["provider_alone"]] + [many["notifications_per_s"]])
         ctx.log(f"push: provider alone {best_provider:,.0f} notifications/s; httpx alone (one thread) "
                 f"{results['client_stages']['httpx_posts_per_s_one_thread']:,.0f}/s")
 
@@ -682,24 +758,28 @@ def run(ctx: Context) -> dict[str, Any]:
         env = _settings_env(work, pg.server.url(db_name), server.url, credentials)
         database = Database(load_settings(env))
         upgrade(database)
-        runs = [_end_to_end(ctx, server, database, env, cfg["users"], cfg["devices_per_user"], p, t, f"e{p}x{t}")
-                for p, t in cfg["layouts"]]
+        size = cfg["batch_size"]
+        runs = [_end_to_end(ctx, server, database, env, cfg["batch_users"], cfg["devices_per_user"], p, t,
+                            f"b{p}x{t}", batch_size=size) for p, t in cfg["batch_layouts"]]
         best = max(runs, key=lambda r: r["notifications_per_s"] or 0)
-        wide = _end_to_end(ctx, server, database, env, max(cfg["users"] // cfg["wide_devices_per_user"], 1),
-                           cfg["wide_devices_per_user"], best["processes"], best["threads"], "wide")
-        results["end_to_end_postgres"] = {"layouts": runs, "wide_users": wide}
+        wide = _end_to_end(ctx, server, database, env, max(cfg["batch_users"] // cfg["wide_devices_per_user"], 1),
+                           cfg["wide_devices_per_user"], best["processes"], best["threads"], "wide", batch_size=size)
+        # The old path for comparison: one task (claim, send, finish, settle) per suggestion.
+        single = [_end_to_end(ctx, server, database, env, cfg["users"], cfg["devices_per_user"], p, t, f"e{p}x{t}")
+                  for p, t in cfg["layouts"]]
+        results["end_to_end_postgres"] = {"layouts": runs, "wide_users": wide, "per_suggestion": single}
 
         # 3b. The embedded deployment: the same on SQLite, two worker processes (they share its write lock).
         sqlite_env = _settings_env(work, "sqlite:///" + str(work / "push.db"), server.url, credentials)
         sqlite_db = Database(load_settings(sqlite_env))
         upgrade(sqlite_db)
         results["end_to_end_sqlite"] = _end_to_end(ctx, server, sqlite_db, sqlite_env, cfg["sqlite_users"],
-                                                   cfg["devices_per_user"], cores, 1, "sqlite")
+                                                   cfg["devices_per_user"], cores, 1, "sqlite", batch_size=size)
         sqlite_db.engine.dispose()
 
-        # 4. Where the time goes: one worker, one thread.
+        # 4. Where the time goes: one worker, one thread, batches as the task runs them.
         burst = store_burst(database, cfg["profile_suggestions"], cfg["devices_per_user"], "profile")
-        results["where_time_goes"] = where_time_goes(database, burst)
+        results["where_time_goes"] = where_time_goes(database, burst, size)
         results["where_time_goes"]["counts"] = check_burst(database, burst)
         database.engine.dispose()
         results["versions"] = pg.versions()
@@ -709,6 +789,7 @@ def run(ctx: Context) -> dict[str, Any]:
     load["end"] = _load()
 
     e2e = best["notifications_per_s"] or 0.0
+    old_path = max(r["notifications_per_s"] or 0 for r in results["end_to_end_postgres"]["per_suggestion"])
     lean = ceiling["push_server"]["rps"]
     ratios = {
         "end_to_end_over_server_ceiling": ratio(e2e, lean),
@@ -718,14 +799,19 @@ def run(ctx: Context) -> dict[str, Any]:
         "wide_users_over_one_device_per_user": ratio(wide["notifications_per_s"], e2e),
         "sqlite_over_postgres": ratio(results["end_to_end_sqlite"]["notifications_per_s"], e2e),
         "end_to_end_over_target": ratio(e2e, TARGET_NOTIFICATIONS_PER_S),
+        "batched_over_per_suggestion": ratio(e2e, old_path),
+        "batched_cpu_over_per_suggestion_cpu": ratio(
+            best["worker_cpu_us_per_notification"],
+            min(r["worker_cpu_us_per_notification"] for r in results["end_to_end_postgres"]["per_suggestion"])),
         "httpx_cpu_over_http_client_cpu": ratio(results["client_stages"]["httpx_post_cpu_us"],
                                                 results["client_stages"]["http_client_post_cpu_us"]),
     }
     targets = {
         "notifications_per_s": {"target_min": TARGET_NOTIFICATIONS_PER_S, "measured": e2e,
                                 "met": e2e >= TARGET_NOTIFICATIONS_PER_S and best["complete"],
-                                "what": f"end to end, PostgreSQL, {best['processes']} processes × {best['threads']} "
-                                        f"threads, {cfg['devices_per_user']} FCM device per user"},
+                                "what": f"end to end, batched ({size} per task), PostgreSQL, {best['processes']} "
+                                        f"processes × {best['threads']} threads, {cfg['devices_per_user']} FCM device "
+                                        f"per user"},
         "provider_alone_notifications_per_s": {"target_min": TARGET_NOTIFICATIONS_PER_S, "measured": best_provider,
                                                "met": best_provider >= TARGET_NOTIFICATIONS_PER_S},
         "server_ceiling_rps": {"target_min": TARGET_NOTIFICATIONS_PER_S, "measured": lean,
@@ -747,7 +833,8 @@ def _n(value: Any, fmt: str = ",.0f") -> str:
 def tables(result: dict[str, Any]) -> list[Table]:
     """The tables to print for a result."""
     r = result["results"]
-    t = Table(title="Push fan-out — notifications/s (p50 / p99 ms per item), CPU µs per notification")
+    t = Table(title="Push fan-out — notifications/s (p50 / p99 ms per item: a push, a suggestion or a batch), "
+                    "CPU µs per notification")
     for col in ("what", "layout", "notifications/s", "p50 / p99 ms", "worker CPU µs", "server CPU µs", "busy"):
         t.add_column(col, justify="left" if col in ("what", "layout") else "right")
     for name, c in r["server_ceiling"].items():
@@ -755,11 +842,17 @@ def tables(result: dict[str, Any]) -> list[Table]:
                   f"{_n(c['p50_ms'], '.2f')} / {_n(c['p99_ms'], '.2f')}", "—",
                   _n(c["server_cpu_us_per_request"]), "—")
     rows = [("provider alone → fake_fcm", r["provider_alone_fake_fcm"])]
-    rows += [("provider alone → push_server", x) for x in r["provider_alone"]]
+    rows += [("provider alone (send) → push_server", x) for x in r["provider_alone"]]
+    if "provider_send_many" in r:
+        rows.append((f"provider alone (send_many, {result['params'].get('batch_size')}) → push_server",
+                     r["provider_send_many"]))
     e2e = r["end_to_end_postgres"]
-    rows += [(f"end to end, PostgreSQL, {x['devices_per_user']} device/user", x) for x in e2e["layouts"]]
-    rows.append((f"end to end, PostgreSQL, {e2e['wide_users']['devices_per_user']} devices/user", e2e["wide_users"]))
-    rows.append(("end to end, SQLite (embedded), 1 device/user", r["end_to_end_sqlite"]))
+    rows += [(f"end to end, batched, PostgreSQL, {x['devices_per_user']} device/user", x) for x in e2e["layouts"]]
+    rows.append((f"end to end, batched, PostgreSQL, {e2e['wide_users']['devices_per_user']} devices/user",
+                 e2e["wide_users"]))
+    rows += [(f"end to end, per suggestion, PostgreSQL, {x['devices_per_user']} device/user", x)
+             for x in e2e.get("per_suggestion", [])]
+    rows.append(("end to end, batched, SQLite (embedded), 1 device/user", r["end_to_end_sqlite"]))
     for label, x in rows:
         lat = x["latency"]
         t.add_row(label, f"{x['processes']} proc × {x['threads']} thr",
@@ -767,12 +860,12 @@ def tables(result: dict[str, Any]) -> list[Table]:
                   _n(x["worker_cpu_us_per_notification"]), _n(x["server_cpu_us_per_notification"]),
                   f"{x['machine_busy']:.0%}")
     w = r["where_time_goes"]
-    s = Table(title=f"Where the time goes — one worker, one thread, {w['suggestions']} deliveries "
-                    f"({_n(w['deliveries_per_s'])}/s)")
+    s = Table(title=f"Where the time goes — one worker, one thread, {w['suggestions']} deliveries in batches of "
+                    f"{w.get('batch_size', 1)} ({_n(w['deliveries_per_s'])}/s)")
     s.add_column("what")
     s.add_column("value", justify="right")
     for name, stage in w["stages_ms"].items():
-        s.add_row(f"stage {name} p50 / p99 ms", f"{stage['p50_ms']:.2f} / {stage['p99_ms']:.2f}")
+        s.add_row(f"stage {name} p50 / p99 ms per batch", f"{stage['p50_ms']:.2f} / {stage['p99_ms']:.2f}")
     cs = r["client_stages"]
     s.add_row("provider: build + fit the request µs", f"{cs['build_and_fit_us']:.0f}")
     s.add_row("bare httpx post µs (CPU µs), one thread", f"{cs['httpx_post_us']:.0f} ({cs['httpx_post_cpu_us']:.0f})")

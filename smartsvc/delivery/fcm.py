@@ -5,7 +5,8 @@ the ``projects.messages.send`` schema (Google's ``fcm.v1`` discovery
 document): the token, the data payload (strings only), a notification, and
 the Android and APNs overrides that carry the collapse key, the time to live
 and the priority. The OAuth token comes from the service-account file and is
-reused until near expiry. What FCM answers is mapped onto :class:`PushResult`:
+reused until near expiry. Requests go over kept-alive ``http.client``
+connections, several at once in :meth:`FcmProvider.send_many`. What FCM answers is mapped onto :class:`PushResult`:
 ``UNREGISTERED`` or an invalid token → dead token; 429/``QUOTA_EXCEEDED``,
 5xx and network errors → retry later (``Retry-After`` honoured); any other
 refusal → failed for good.
@@ -14,25 +15,34 @@ refusal → failed for good.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import math
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 import httpx
 from google.auth import exceptions as auth_exceptions
 
 from ..config import Settings
 from .google_oauth import CredentialsFileError, ServiceAccountTokens
+from .httpcommon import KeptAliveConnections, PlainResponse
 from .message import MAX_PAYLOAD_BYTES, PushMessage, PushResult, fit_payload
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 SEND_TIMEOUT_S = 10.0
+# Requests in flight per provider in send_many (each on its own kept-alive connection).
+SEND_CONCURRENCY = 8
+# send_many sends nothing more after this long (FCM unreachable: each request may wait SEND_TIMEOUT_S);
+# what is left fails as retryable, well within the task's time limit.
+SEND_MANY_BUDGET_S = 30.0
 APNS_COLLAPSE_ID_MAX_BYTES = 64
 # A suggestion is time-critical ("spots before arrival"): wake the phone.
 ANDROID_PRIORITY = "HIGH"
@@ -90,7 +100,7 @@ def fit_fcm(message: PushMessage, limit: int = MAX_PAYLOAD_BYTES) -> PushMessage
     return fit_payload(message, low)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: Any) -> float | None:
     raw = response.headers.get("retry-after")
     if not raw:
         return None
@@ -107,7 +117,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
-def _google_error(response: httpx.Response) -> tuple[str, str, list[dict[str, Any]]]:
+def _google_error(response: Any) -> tuple[str, str, list[dict[str, Any]]]:
     """(FCM error code or Google status, message, details) of an error response; tolerant of any body."""
     try:
         error = response.json().get("error") or {}
@@ -126,8 +136,11 @@ def _about_the_token(message: str, details: list[dict[str, Any]]) -> bool:
     return "message.token" in fields or "registration token" in message.lower()
 
 
-def interpret(response: httpx.Response, latency_ms: int) -> PushResult:
-    """What an answer of ``messages:send`` means for the push and the device."""
+def interpret(response: Any, latency_ms: int) -> PushResult:
+    """What an answer of ``messages:send`` means for the push and the device.
+
+    ``response``: an httpx response or anything with its ``status_code``, ``headers``, ``json()``,
+    ``reason_phrase`` and ``text``."""
     status = response.status_code
     if 200 <= status < 300:
         return PushResult("sent", latency_ms, status_code=status)
@@ -145,26 +158,35 @@ def interpret(response: httpx.Response, latency_ms: int) -> PushResult:
 
 
 class FcmProvider:
-    """Sends pushes through FCM HTTP v1 with one pooled HTTP client and one cached OAuth token."""
+    """Sends pushes through FCM HTTP v1 over kept-alive connections, with one cached OAuth token.
+
+    :meth:`send_many` keeps up to :data:`SEND_CONCURRENCY` requests in flight, each thread on its own
+    connection. The OAuth token is fetched (rarely) with google-auth over an httpx client.
+    """
 
     name = "fcm"
 
     def __init__(self, url: str, credentials: Path, project_id: str = "",
-                 client: httpx.Client | None = None) -> None:
+                 client: httpx.Client | None = None, concurrency: int = SEND_CONCURRENCY) -> None:
         self.url = url.rstrip("/")
         self._client = client or httpx.Client(timeout=SEND_TIMEOUT_S, follow_redirects=False)
         self._tokens = ServiceAccountTokens(credentials, [FCM_SCOPE], self._client)
         self._project_id = project_id
+        self._connections = KeptAliveConnections(self.url, SEND_TIMEOUT_S)
+        self._prefix = urlsplit(self.url).path
+        self._concurrency = max(1, concurrency)
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def _endpoint(self) -> str:
         project = self._project_id or self._tokens.project_id
         if not project:
             raise CredentialsFileError("no Firebase project: set SMARTSVC_FCM_PROJECT_ID "
                                        "or use a credentials file with a project_id")
-        return f"{self.url}/v1/projects/{project}/messages:send"
+        return f"{self._prefix}/v1/projects/{project}/messages:send"
 
-    def _post(self, body: bytes) -> httpx.Response:
-        return self._client.post(self._endpoint(), content=body, headers={
+    def _post(self, body: bytes) -> PlainResponse:
+        return self._connections.post(self._endpoint(), body, {
             "Authorization": f"Bearer {self._tokens.token()}", "Content-Type": "application/json; charset=UTF-8"})
 
     def send(self, message: PushMessage) -> PushResult:
@@ -181,13 +203,44 @@ class FcmProvider:
         except auth_exceptions.RefreshError as exc:  # the token endpoint refused (bad key) or failed
             return PushResult("failed", _elapsed_ms(started), error=f"OAuth token: {exc}"[:2000],
                               retryable=bool(getattr(exc, "retryable", False)))
-        except (auth_exceptions.TransportError, httpx.HTTPError) as exc:
+        except (auth_exceptions.TransportError, OSError, http.client.HTTPException) as exc:
             return PushResult("failed", _elapsed_ms(started), error=f"network: {type(exc).__name__}: {exc}"[:2000],
                               retryable=True)
         return interpret(response, _elapsed_ms(started))
 
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:  # created on first use: after a worker forks, never before
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="fcm-send")
+            return self._executor
+
+    def send_many(self, messages: Sequence[PushMessage]) -> list[PushResult]:
+        """Send several pushes, up to :data:`SEND_CONCURRENCY` at a time; one result per message, in order.
+
+        After :data:`SEND_MANY_BUDGET_S` the pushes not sent yet fail as retryable (tried again later)."""
+        if len(messages) <= 1:
+            return [self.send(message) for message in messages]
+        lanes = min(self._concurrency, len(messages))
+        deadline = time.monotonic() + SEND_MANY_BUDGET_S
+
+        def lane(start: int) -> list[PushResult]:
+            return [self.send(message) if time.monotonic() < deadline else
+                    PushResult("failed", 0, error="not sent: the batch ran out of time", retryable=True)
+                    for message in messages[start::lanes]]
+
+        outcomes = list(self._pool().map(lane, range(lanes)))
+        results: list[PushResult] = [None] * len(messages)  # type: ignore[list-item]
+        for start, lane_results in enumerate(outcomes):
+            results[start::lanes] = lane_results
+        return results
+
     def close(self) -> None:
-        """Close the pooled connections."""
+        """Close the connections and the sending threads."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        self._connections.close()
         self._client.close()
 
 

@@ -19,7 +19,12 @@ from .webpush import webpush_provider
 
 
 class PushProvider(Protocol):
-    """Sends one push; never raises for a failed push (the result says so)."""
+    """Sends one push; never raises for a failed push (the result says so).
+
+    A provider may also have ``send_many(messages) -> list[PushResult]`` (one result per message, in
+    order) that sends several at once; :func:`smartsvc.services.delivery.send_claims` loops over
+    :meth:`send` for those that have not.
+    """
 
     #: Recorded with each attempt (``log``, ``fcm``, ``apns``, ``webpush``).
     name: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -83,6 +84,15 @@ def has_consent(session: Session, user_id: uuid.UUID, purpose: str) -> bool:
             select(Consent.granted).where(Consent.user_id == user_id, Consent.purpose == purpose)
         )
     )
+
+
+def consenting_users(session: Session, user_ids: Iterable[uuid.UUID], purpose: str) -> set[uuid.UUID]:
+    """The users among ``user_ids`` for whom ``purpose`` is granted now (one query for a batch)."""
+    ids = list(set(user_ids))
+    if not ids:
+        return set()
+    return set(session.scalars(select(Consent.user_id).where(
+        Consent.user_id.in_(ids), Consent.purpose == purpose, Consent.granted.is_(True))))
 
 
 def require_consent(session: Session, user_id: uuid.UUID, purpose: str) -> None:

@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session
 
 from ..db import Database
 from ..delivery import PushMessage
+from ..ids import new_id
 from ..models import Interaction, SharingLedgerEntry
 from .pagination import Page
-from .suggestions import record_interaction
 
 SEARCHED = "spot.searched"
 PUSHED = "suggestion.pushed"
@@ -55,13 +55,13 @@ class JournalItem:
     metrics: dict[str, Any] | None = None
 
 
-def record_push(session: Session, message: PushMessage, *, provider: str, round_: int, try_number: int,
-                at: datetime) -> Interaction:
-    """A push of a suggestion reached one device (one touchpoint per device that got it)."""
-    return record_interaction(session, message.user_id, PUSHED, subject_id=message.suggestion_id, at=at,
-                              channel="push", data={"device_id": message.device_id, "platform": message.platform,
-                                                    "provider": provider, "round": round_,
-                                                    "try_number": try_number})
+def push_row(message: PushMessage, *, provider: str, round_: int, try_number: int, at: datetime) -> dict[str, Any]:
+    """The ``interactions`` row of a push that reached one device (one touchpoint per device that got it),
+    for a bulk INSERT by the delivery batch."""
+    return {"id": new_id(), "user_id": message.user_id, "kind": PUSHED, "channel": "push",
+            "subject_type": "suggestion", "subject_id": message.suggestion_id, "at": at,
+            "data": {"device_id": str(message.device_id), "platform": message.platform, "provider": provider,
+                     "round": round_, "try_number": try_number}}
 
 
 def kind_filter(kind: str) -> Any:

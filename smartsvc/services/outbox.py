@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
-from typing import Any, Callable
+from datetime import datetime, timedelta
+from typing import Any, Callable, Mapping
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
@@ -78,6 +78,8 @@ def extend_lease(session: Session, outbox_id: int | None) -> None:
 
 
 Publisher = Callable[[OutboxMessage], None]
+# Publishes several messages of one task as one broker message (e.g. a batch of pushes).
+GroupPublisher = Callable[[list[OutboxMessage]], None]
 
 
 def relay_pending(
@@ -87,14 +89,22 @@ def relay_pending(
     batch_size: int = 500,
     redeliver_after: timedelta = timedelta(minutes=5),
     max_attempts: int = 10,
+    groups: Mapping[str, tuple[int, GroupPublisher]] | None = None,
 ) -> int:
     """Publish due outbox rows in commit order and stamp them sent.
 
     Due: never sent, or sent longer than ``redeliver_after`` ago and still
     not completed. Rows are locked (``FOR UPDATE SKIP LOCKED`` on
     PostgreSQL, the write lock on SQLite) so concurrent relays do not
-    publish the same row. Returns the number of messages published.
+    publish the same row. ``groups`` maps a task to (most messages per
+    group, its group publisher): its due messages are published together,
+    in commit order, once a group is full or the sweep ends, and each is
+    still stamped (and later completed) on its own, so a lost group is
+    published again like a lost message. The first failed publish ends the
+    sweep, leaving the rest for the next run. Returns the number of
+    messages published.
     """
+    groups = groups or {}
     published = 0
     with database.unit_of_work(write=True) as uow:
         session = uow.session
@@ -116,23 +126,54 @@ def relay_pending(
         )
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
+        pending: dict[str, list[OutboxMessage]] = {task: [] for task in groups}
+
+        def flush(task: str) -> bool:
+            nonlocal published
+            messages, pending[task] = pending[task], []
+            if messages and not _publish(lambda: groups[task][1](messages), messages, now):
+                return False
+            published += len(messages)
+            return True
+
+        ok = True
         for message in session.scalars(query):
             if message.sent_at is not None:
                 log.warning("outbox redelivery", extra={"outbox_id": message.id, "task": message.task,
                                                         "attempts": message.attempts})
-            try:
-                publish(message)
-            except Exception as exc:  # broker down: keep the row (and the order) for the next run
-                log.warning("outbox publish failed", extra={"outbox_id": message.id, "error": str(exc)})
-                message.last_error = str(exc)[:2000]
+            if message.task in pending:
+                pending[message.task].append(message)
+                if len(pending[message.task]) >= groups[message.task][0] and not flush(message.task):
+                    ok = False
+                    break
+                continue
+            if not _publish(lambda: publish(message), [message], now):
+                ok = False
                 break
-            message.sent_at = now
-            message.attempts += 1
             published += 1
+        if ok:
+            for task in pending:
+                if not flush(task):
+                    break
         uow.commit()
     if published:
         log.info("outbox relayed", extra={"published": published})
     return published
+
+
+def _publish(send: Callable[[], None], messages: list[OutboxMessage], now: datetime) -> bool:
+    """Publish, then stamp ``messages`` sent; False (and the error kept) when the broker refused."""
+    try:
+        send()
+    except Exception as exc:  # broker down: keep the rows (and the order) for the next run
+        log.warning("outbox publish failed", extra={"outbox_id": messages[0].id, "error": str(exc)})
+        for message in messages:
+            message.last_error = str(exc)[:2000]
+        return False
+    for message in messages:
+        message.sent_at = now
+        message.attempts += 1
+    return True
 
 
 def purge_completed(database: Database, older_than: timedelta) -> int:

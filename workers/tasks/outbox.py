@@ -1,4 +1,4 @@
-"""The outbox relay task: publish committed work to the broker."""
+"""The outbox relay task: publish committed work to the broker (due pushes grouped into batch tasks)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from celery import shared_task
 from flask import current_app
 
 from smartsvc.models import OutboxMessage
+from smartsvc.services.delivery_batch import PUSH_BATCH_TASK
 from smartsvc.services.outbox import relay_pending
+from smartsvc.services.suggestions import PUSH_TASK
 
 
 def _publish(message: OutboxMessage) -> None:
@@ -20,10 +22,21 @@ def _publish(message: OutboxMessage) -> None:
     )
 
 
+def _publish_pushes(messages: list[OutboxMessage]) -> None:
+    """Due push messages, in commit order, as one batch task (one claim and one settle for all of them)."""
+    first, last = messages[0], messages[-1]
+    current_celery.send_task(
+        PUSH_BATCH_TASK,
+        kwargs={"items": [{**message.payload, "outbox_id": message.id} for message in messages]},
+        task_id=f"outbox-{first.id}-{last.id}-{first.attempts + 1}",
+    )
+
+
 @shared_task(name="smartsvc.outbox.relay", ignore_result=True, acks_late=False)
 def relay() -> int:
     """Publish due outbox messages; safe to run concurrently and repeatedly."""
     settings = current_app.extensions["smartsvc"].settings
     return relay_pending(current_app.extensions["smartsvc"].database, _publish,
                          batch_size=settings.outbox_batch_size,
-                         redeliver_after=timedelta(seconds=settings.outbox_redeliver_after_s))
+                         redeliver_after=timedelta(seconds=settings.outbox_redeliver_after_s),
+                         groups={PUSH_TASK: (settings.push_batch_size, _publish_pushes)})
