@@ -56,8 +56,15 @@ def _uuid7_at(time_ns: int, rand: bytes) -> uuid.UUID:
 
 def _flush_at_exit(ref: "weakref.ref[SearchJournal]") -> None:
     journal = ref()
-    if journal is not None:
+    if journal is None:
+        return
+    # At exit the log stream may be closed already (a test runner's capture): a failed write is then
+    # logged where it can be, or not at all, instead of printing a "Logging error" traceback.
+    raising, logging.raiseExceptions = logging.raiseExceptions, False
+    try:
         journal.flush()
+    finally:
+        logging.raiseExceptions = raising
 
 
 class SearchJournal:
