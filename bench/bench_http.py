@@ -85,7 +85,7 @@ WRK_LUA = Path(__file__).with_name("wrk_rotate.lua")
 # breakdown_spots: the layer of the in-process breakdown (its own database; 0 = the served one). The
 # search costs the same at 100k and 1M spots (benchmark 1), and a second 1M index build here would cost
 # minutes of the 15-minute budget.
-FULL = {"spots": 1_000_000, "postgis_spots": 100_000, "breakdown_spots": 100_000, "urls": 4000, "duration_s": 6,
+FULL = {"spots": 1_000_000, "postgis_spots": 100_000, "breakdown_spots": 100_000, "urls": 4000, "duration_s": 5,
         "rounds": 3, "postgis_rounds": 1, "warmup_s": 3, "warm_waves": 12, "profile_requests": 400,
         "wrk_threads": 2, "light_level": True}
 SMOKE = {"spots": 3000, "postgis_spots": 3000, "breakdown_spots": 0, "urls": 200, "duration_s": 1, "rounds": 1,

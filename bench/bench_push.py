@@ -74,9 +74,9 @@ TARGET_NOTIFICATIONS_PER_S = 5_000
 PROJECT = "smartsvc-bench"
 
 FULL = {"users": 1_000, "devices_per_user": 1, "layouts": [[2, 1], [2, 4]], "wide_devices_per_user": 4,
-        "batch_users": 20_000, "batch_size": 200, "batch_layouts": [[2, 1], [2, 2]],
+        "batch_users": 10_000, "batch_size": 200, "batch_layouts": [[2, 1], [2, 2]],
         "provider_messages": 5_000, "fake_fcm_messages": 300, "profile_suggestions": 2_000, "client_requests": 2_000,
-        "sqlite_users": 5_000,
+        "sqlite_users": 3_000,
         "wrk_duration_s": 5.0, "wrk_connections": 32, "fake_wrk": True}
 SMOKE = {"users": 24, "devices_per_user": 1, "layouts": [[2, 2]], "wide_devices_per_user": 2,
          "batch_users": 96, "batch_size": 8, "batch_layouts": [[2, 1]],
