@@ -72,13 +72,30 @@ def cells_of_boxes(lo_lon: np.ndarray, lo_lat: np.ndarray, hi_lon: np.ndarray, h
     return keys, np.repeat(np.arange(len(c0), dtype=np.int64), count)
 
 
-def ring_segments(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every ring segment of the (multi)polygons as rows ``[lat_a, lon_a, lat_b, lon_b]``, and its polygon's number."""
+class FlatRings(NamedTuple):
+    """Every ring of some (multi)polygons, flat: ``xy`` rows (x = lon, y = lat), the ring of each row,
+    and the polygon (its number among them) of each ring, ascending."""
+
+    xy: np.ndarray
+    vertex_of: np.ndarray
+    polygon_of: np.ndarray
+
+
+def flat_rings(geoms: np.ndarray) -> FlatRings:
+    """The rings of ``geoms`` (outer rings, holes, every part) as :class:`FlatRings`."""
     parts, part_of = shapely.get_parts(geoms, return_index=True)
     rings, ring_of = shapely.get_rings(parts, return_index=True)
     xy, vertex_of = shapely.get_coordinates(rings, return_index=True)
+    return FlatRings(np.ascontiguousarray(xy), vertex_of, part_of[ring_of])
+
+
+def ring_segments(geoms: np.ndarray, rings: FlatRings | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every ring segment of the (multi)polygons as rows ``[lat_a, lon_a, lat_b, lon_b]``, and its polygon's number.
+
+    ``rings``: :func:`flat_rings` of ``geoms`` when the caller has them already."""
+    xy, vertex_of, polygon_of = rings if rings is not None else flat_rings(geoms)
     a = np.flatnonzero(vertex_of[1:] == vertex_of[:-1])
-    return np.vstack([xy[a, 1], xy[a, 0], xy[a + 1, 1], xy[a + 1, 0]]), part_of[ring_of[vertex_of[a]]]
+    return np.vstack([xy[a, 1], xy[a, 0], xy[a + 1, 1], xy[a + 1, 0]]), polygon_of[vertex_of[a]]
 
 
 def release_freed_memory() -> None:

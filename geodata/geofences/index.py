@@ -63,7 +63,8 @@ import shapely
 from geodata.geo import plane_coefficients, segment_distance2
 from geodata import kernels
 from geodata.geofences.grid import (
-    EMPTY_F, EMPTY_I, Cell, CircleGrid, PolygonGrid, cut_pieces, degrees, release_freed_memory, ring_segments, run_starts,
+    EMPTY_F, EMPTY_I, Cell, CircleGrid, FlatRings, PolygonGrid, cut_pieces, degrees, flat_rings, release_freed_memory,
+    ring_segments, run_starts,
 )
 from geodata.geofences.kernels import evaluate_cell
 from geodata.geofences.model import DEFAULT_HYSTERESIS_M, Geofence
@@ -99,19 +100,15 @@ class Evaluations(NamedTuple):
         return Evaluation(self.positions[lo:hi], self.inside[lo:hi], self.signed_m[lo:hi])
 
 
-def _flat_rings(geoms: np.ndarray, positions: np.ndarray, n_fences: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every ring's coordinates, flat: (x, y rows; each ring's first row and one past the last; the rings of
-    each fence position as [lo, hi) — none for circles)."""
-    parts, part_of = shapely.get_parts(geoms, return_index=True)
-    rings, ring_of = shapely.get_rings(parts, return_index=True)
-    xy, vertex_of = shapely.get_coordinates(rings, return_index=True)
-    ring_start = np.searchsorted(vertex_of, np.arange(len(rings) + 1)).astype(np.int64)
-    ring_polygon = part_of[ring_of]
-    numbers = np.arange(len(geoms))
+def _ring_tables(rings: FlatRings, positions: np.ndarray, n_fences: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the compiled containment test reads: (x, y rows; each ring's first row and one past the last;
+    the rings of each fence position as [lo, hi) — none for circles)."""
+    ring_start = np.searchsorted(rings.vertex_of, np.arange(len(rings.polygon_of) + 1)).astype(np.int64)
+    numbers = np.arange(len(positions))
     fence_rings = np.zeros((2, n_fences), dtype=np.int64)
-    fence_rings[0, positions] = np.searchsorted(ring_polygon, numbers, side="left")
-    fence_rings[1, positions] = np.searchsorted(ring_polygon, numbers, side="right")
-    return np.ascontiguousarray(xy), ring_start, fence_rings
+    fence_rings[0, positions] = np.searchsorted(rings.polygon_of, numbers, side="left")
+    fence_rings[1, positions] = np.searchsorted(rings.polygon_of, numbers, side="right")
+    return rings.xy, ring_start, fence_rings
 
 
 class GeofenceIndex:
@@ -179,8 +176,10 @@ class GeofenceIndex:
         geoms = self._geoms[polygons]
         # Prepared geometries make contains_xy an indexed point-in-polygon test.
         shapely.prepare(geoms)
-        self._rings = _flat_rings(geoms, polygons, len(self.fences))
-        segments, segment_owner = ring_segments(geoms)
+        rings = flat_rings(geoms)
+        self._rings = _ring_tables(rings, polygons, len(self.fences))
+        segments, segment_owner = ring_segments(geoms, rings)
+        del rings
         # Owners are numbered among polygons here and mapped back to fence positions at the end.
         pieces, piece_owner = cut_pieces(segments, segment_owner)
         del segments, segment_owner

@@ -10,6 +10,7 @@ policies), read in a first pass described in each reader.
 
 from __future__ import annotations
 
+import abc
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator
@@ -79,7 +80,7 @@ class ReadStats:
     repaired: int = 0
 
 
-class Reader:
+class Reader(abc.ABC):
     """Base class: iterate to get :class:`FeatureResult` objects; enforces ``max_features``."""
 
     format = ""
@@ -127,8 +128,9 @@ class Reader:
                 stats.repaired += result.repaired
             yield result
 
+    @abc.abstractmethod
     def _read(self) -> Iterator[FeatureResult]:
-        raise NotImplementedError
+        """Every feature of the file as a :class:`FeatureResult`, in file order (each format's own parser)."""
 
     # Helpers shared by the readers -------------------------------------------------
 
