@@ -403,18 +403,19 @@ def phase(ctx: Context, name: str, database: Any, sink: Sink, users: list[uuid.U
 
 
 def stages(database: Any, sink: Sink, users: list[uuid.UUID], start: int, count: int) -> dict[str, Any]:
-    """One process, one thread, no broker: the CPU of emitting, and of ``deliver_webhook`` per delivery.
+    """One process, one thread, no broker: the CPU of emitting, and of delivering one by one or in batches.
 
-    Run after the workers are stopped. Half the deliveries go through one
-    keep-alive client (:func:`smartsvc.webhooks.transport.make_client`), half
-    through a new client per send (what the task does): is the HTTP client
-    where the time goes? SQL statements are counted on the engine.
+    Run after the workers are stopped. Half the deliveries go one at a time
+    (:func:`~smartsvc.services.webhook_delivery.deliver_webhook`: a claim, a
+    client and a finish each), half in batches of ``SMARTSVC_WEBHOOK_BATCH_SIZE``
+    (:func:`~smartsvc.services.webhook_batch.deliver_webhooks`, what the
+    worker runs). SQL statements are counted on the engine.
     """
     from sqlalchemy import event, select
 
     from smartsvc.models import WebhookDelivery
-    from smartsvc.services import webhook_delivery
-    from smartsvc.webhooks.transport import make_client, send_webhook
+    from smartsvc.services import webhook_batch, webhook_delivery
+    from smartsvc.webhooks.transport import send_webhook
 
     disable_endpoints(database)
     notifier, database.outbox_notifier = database.outbox_notifier, None  # no relay: nothing consumes the queue
@@ -435,20 +436,28 @@ def stages(database: Any, sink: Sink, users: list[uuid.UUID], start: int, count:
             ids = list(session.scalars(select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook_id)
                                        .order_by(WebhookDelivery.id)))
         out: dict[str, Any] = {"emit": emit}
-        shared = make_client()
         half = len(ids) // 2
-        for mode, part in (("shared_client", ids[:half]), ("client_per_send", ids[half:])):
+        size = database.settings.webhook_batch_size
+        for mode, part in (("one_by_one", ids[:half]), ("batched", ids[half:])):
             sends: list[float] = []
 
-            def sender(url: str, body: bytes, headers: dict[str, str], **options: Any) -> Any:
-                t = time.perf_counter()
-                client = shared if mode == "shared_client" else None
-                outcome = send_webhook(url, body, headers, client=client, **options)
-                sends.append(time.perf_counter() - t)
-                return outcome
+            def timed(send: Any) -> Any:
+                def sender(url: str, body: bytes, headers: dict[str, str], **options: Any) -> Any:
+                    t = time.perf_counter()
+                    outcome = send(url, body, headers, **options)
+                    sends.append(time.perf_counter() - t)
+                    return outcome
+                return sender
 
             cpu, wall, before = time.process_time(), time.perf_counter(), statements[0]
-            delivered = sum(webhook_delivery.deliver_webhook(database, i, sender=sender) == "delivered" for i in part)
+            if mode == "one_by_one":
+                delivered = sum(webhook_delivery.deliver_webhook(database, i, sender=timed(send_webhook)) == "delivered"
+                                for i in part)
+            else:
+                delivered = 0
+                for lo in range(0, len(part), size):
+                    delivered += sum(status == "delivered" for status in webhook_batch.deliver_webhooks(
+                        database, [(i, None) for i in part[lo:lo + size]], sender=timed(send_webhook)).values())
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             out[mode] = {"deliveries": len(part), "delivered": delivered,
                          "cpu_ms_per_delivery": round(1000 * cpu / max(1, len(part)), 3),
@@ -563,9 +572,10 @@ def run(ctx: Context) -> dict[str, Any]:
             p.stop()
         breakdown = stages(database, sink, users, start, cfg["stage_deliveries"])
         ctx.log(f"in-process: emit {breakdown['emit']['cpu_ms_per_event']} ms CPU/event; deliver_webhook "
-                f"{breakdown['shared_client']['cpu_ms_per_delivery']} ms CPU (shared client) vs "
-                f"{breakdown['client_per_send']['cpu_ms_per_delivery']} ms (client per send), "
-                f"{breakdown['shared_client']['statements_per_delivery']} SQL statements each")
+                f"{breakdown['one_by_one']['cpu_ms_per_delivery']} ms CPU and "
+                f"{breakdown['one_by_one']['statements_per_delivery']} SQL statements one by one, "
+                f"{breakdown['batched']['cpu_ms_per_delivery']} ms and "
+                f"{breakdown['batched']['statements_per_delivery']} batched")
         disable_endpoints(database)
         database.engine.dispose()
     finally:

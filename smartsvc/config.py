@@ -159,9 +159,12 @@ class Settings:
     webhook_allow_private: bool = False
     webhook_allow_http: bool = False
     webhook_timeout_s: float = 15.0
-    # Sends in flight to one endpoint at a time: a slow or dead endpoint holds at most this many webhook
-    # worker slots; its other deliveries wait for one of these to finish instead of taking a slot.
+    # Batches sending to one endpoint at a time (each a worker slot, its sends one after another): a slow or
+    # dead endpoint holds at most this many webhook worker slots; its other deliveries wait for one to finish.
     webhook_max_in_flight: int = 4
+    # Due deliveries the outbox relay hands to one task, per endpoint (one claim and one finish transaction,
+    # the sends over one kept-alive connection).
+    webhook_batch_size: int = 50
     # APNs (token auth): base URL, the .p8 key file with its key id, the team id and the app's bundle id
     # (the key file set: iOS devices get APNs), and a CA file replacing the system trust store (tests).
     apns_url: str = "https://api.push.apple.com"
@@ -247,6 +250,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "WEBHOOK_ALLOW_HTTP": ("webhook_allow_http", _as_bool),
     "WEBHOOK_TIMEOUT_S": ("webhook_timeout_s", lambda n, v: float(_as_int(n, v, 1, 300))),
     "WEBHOOK_MAX_IN_FLIGHT": ("webhook_max_in_flight", lambda n, v: _as_int(n, v, 1, 1000)),
+    "WEBHOOK_BATCH_SIZE": ("webhook_batch_size", lambda n, v: _as_int(n, v, 1, 500)),
     "FCM_URL": ("fcm_url", lambda n, v: _as_base_url(n, v)),
     "FCM_PROJECT_ID": ("fcm_project_id", lambda n, v: v.strip()),
     "FCM_CREDENTIALS": ("fcm_credentials", lambda n, v: _as_path(n, v)),

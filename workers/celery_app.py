@@ -23,6 +23,7 @@ from kombu.utils.json import dumps
 
 from smartsvc.config import Settings
 from smartsvc.services.datasets import IMPORT_TASK
+from smartsvc.services.webhook_batch import DELIVER_BATCH_TASK as WEBHOOK_BATCH_TASK
 from smartsvc.services.webhook_events import DELIVER_TASK as WEBHOOK_TASK
 from smartsvc.services.webhook_events import WEBHOOK_QUEUE
 
@@ -49,7 +50,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                                            "time_limit": settings.import_time_limit_s + 60}},
         # Partner webhooks wait on other people's servers (up to the timeout): a queue of their own, so that
         # a slow endpoint never holds up pushes and the engine (a worker can be given just this queue).
-        "task_routes": {WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE}},
+        "task_routes": {WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE}, WEBHOOK_BATCH_TASK: {"queue": WEBHOOK_QUEUE}},
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),

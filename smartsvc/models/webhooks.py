@@ -87,6 +87,8 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column()
     # Set while a worker is sending it (a claim older than a few minutes is from a dead worker).
     sending_since: Mapped[datetime | None] = mapped_column()
+    # The batch sending it (one worker slot): the endpoint's slots in flight are its distinct claims.
+    claim_id: Mapped[uuid.UUID | None] = mapped_column()
     # Set while it waits for one of the endpoint's in-flight sends to finish (SMARTSVC_WEBHOOK_MAX_IN_FLIGHT).
     waiting_since: Mapped[datetime | None] = mapped_column()
     last_status_code: Mapped[int | None] = mapped_column(Integer)

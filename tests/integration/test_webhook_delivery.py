@@ -354,4 +354,5 @@ def test_a_dead_endpoint_times_out_and_the_others_still_get_the_event(tmp_path):
         from workers.celery_app import celery_config
 
         routes = celery_config(world.app.extensions["smartsvc"].settings)["task_routes"]
-        assert routes == {"smartsvc.webhooks.deliver": {"queue": "webhooks"}}  # a queue of its own
+        assert routes == {"smartsvc.webhooks.deliver": {"queue": "webhooks"},  # a queue of their own
+                          "smartsvc.webhooks.deliver_batch": {"queue": "webhooks"}}

@@ -16,6 +16,7 @@ from typing import Any
 
 from smartsvc.config import Settings
 from smartsvc.services.outbox import relay_pending
+from smartsvc.services.webhook_batch import batches_per_endpoint
 from smartsvc.services.proposals import Proposal, RecipeResult
 from smartsvc.services.suggestions import propose
 from smartsvc.services.webhook_events import DELIVER_TASK
@@ -88,20 +89,29 @@ class WebhookWorld:
         return suggestion_id
 
     def drain(self, max_rounds: int = 50) -> int:
-        """Run the relay and the webhook tasks until nothing is due; how many tasks ran."""
-        from workers.tasks.webhooks import deliver
+        """Run the relay and the webhook tasks until nothing is due; how many deliveries the tasks were given.
+
+        Deliveries go out as in production: the relay groups them per endpoint
+        into batch tasks (``SMARTSVC_WEBHOOK_BATCH_SIZE``).
+        """
+        from workers.tasks.webhooks import deliver_batch
 
         ran = 0
+        size = self.app.extensions["smartsvc"].settings.webhook_batch_size
         for _ in range(max_rounds):
-            batch: list[tuple[str, dict[str, Any], int]] = []
-            relay_pending(self.database, lambda m: batch.append((m.task, dict(m.payload), m.id)))
-            webhook_messages = [(payload, outbox_id) for task, payload, outbox_id in batch if task == DELIVER_TASK]
-            if not webhook_messages:
+            batches: list[list[dict[str, Any]]] = []
+
+            def publish(messages: list[Any]) -> None:
+                for group in batches_per_endpoint(messages):
+                    batches.append([{**m.payload, "outbox_id": m.id} for m in group])
+
+            relay_pending(self.database, lambda m: None, groups={DELIVER_TASK: (size, publish)})
+            if not batches:
                 return ran
             with self.app.app_context():
-                for payload, outbox_id in webhook_messages:
-                    deliver.run(payload["delivery_id"], outbox_id)
-                    ran += 1
+                for items in batches:
+                    deliver_batch.run(items)
+                    ran += len(items)
         raise AssertionError(f"webhook deliveries still due after {max_rounds} rounds")
 
 

@@ -1,4 +1,5 @@
-"""The outbox relay task: publish committed work to the broker (due pushes grouped into batch tasks)."""
+"""The outbox relay task: publish committed work to the broker (due pushes, and due webhook deliveries per
+endpoint, grouped into batch tasks)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from smartsvc.models import OutboxMessage
 from smartsvc.services.delivery_batch import PUSH_BATCH_TASK
 from smartsvc.services.outbox import relay_pending
 from smartsvc.services.suggestions import PUSH_TASK
+from smartsvc.services.webhook_batch import DELIVER_BATCH_TASK, batches_per_endpoint
+from smartsvc.services.webhook_events import DELIVER_TASK
 
 
 def _publish(message: OutboxMessage) -> None:
@@ -32,6 +35,17 @@ def _publish_pushes(messages: list[OutboxMessage]) -> None:
     )
 
 
+def _publish_webhooks(messages: list[OutboxMessage]) -> None:
+    """Due webhook deliveries, one batch task per endpoint (its ordering key), each in commit order."""
+    for group in batches_per_endpoint(messages):
+        first, last = group[0], group[-1]
+        current_celery.send_task(
+            DELIVER_BATCH_TASK,
+            kwargs={"items": [{**message.payload, "outbox_id": message.id} for message in group]},
+            task_id=f"outbox-{first.id}-{last.id}-{first.attempts + 1}",
+        )
+
+
 @shared_task(name="smartsvc.outbox.relay", ignore_result=True, acks_late=False)
 def relay() -> int:
     """Publish due outbox messages; safe to run concurrently and repeatedly."""
@@ -39,4 +53,5 @@ def relay() -> int:
     return relay_pending(current_app.extensions["smartsvc"].database, _publish,
                          batch_size=settings.outbox_batch_size,
                          redeliver_after=timedelta(seconds=settings.outbox_redeliver_after_s),
-                         groups={PUSH_TASK: (settings.push_batch_size, _publish_pushes)})
+                         groups={PUSH_TASK: (settings.push_batch_size, _publish_pushes),
+                                 DELIVER_TASK: (settings.webhook_batch_size, _publish_webhooks)})

@@ -1,12 +1,15 @@
-"""Partner webhook delivery: one task per delivery, on the ``webhooks`` queue (workers/celery_app.py)."""
+"""Partner webhook delivery on the ``webhooks`` queue (workers/celery_app.py): batches per endpoint, as the
+outbox relay groups them, and single deliveries."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from celery import shared_task
 from flask import current_app
 
+from smartsvc.services.webhook_batch import DELIVER_BATCH_TASK, deliver_webhooks
 from smartsvc.services.webhook_delivery import deliver_webhook, release_stranded
 from smartsvc.services.webhook_events import DELIVER_TASK
 
@@ -15,6 +18,14 @@ from smartsvc.services.webhook_events import DELIVER_TASK
 def deliver(delivery_id: str, outbox_id: int | None = None) -> str:
     """Idempotent: run twice (a redelivery), the delivery is still sent once per due attempt."""
     return deliver_webhook(current_app.extensions["smartsvc"], uuid.UUID(delivery_id), outbox_id)
+
+
+@shared_task(name=DELIVER_BATCH_TASK, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def deliver_batch(items: list[dict[str, Any]]) -> dict[str, str]:
+    """Deliveries of one endpoint (``{"delivery_id", "outbox_id"}`` each); idempotent as :func:`deliver`."""
+    statuses = deliver_webhooks(current_app.extensions["smartsvc"],
+                                [(uuid.UUID(item["delivery_id"]), item.get("outbox_id")) for item in items])
+    return {str(k): v for k, v in statuses.items()}
 
 
 @shared_task(name="smartsvc.webhooks.release_stranded", ignore_result=True, acks_late=True,

@@ -1,0 +1,208 @@
+"""Webhook deliveries in batches per endpoint (SQLite and PostgreSQL): what a partner and a user notice.
+
+The relay groups due deliveries per endpoint into one task (tests/support/
+webhook_world.py drains exactly that way); a batch claims, sends over one
+kept-alive connection and finishes together, counts as one of its
+endpoint's slots, and stops sending to an endpoint that does not answer —
+the deliveries it did not send give their attempt back and wait.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from standardwebhooks import Webhook
+
+from smartsvc.models import OutboxMessage, WebhookDelivery
+from smartsvc.services import webhook_batch
+from smartsvc.services.webhook_events import DELIVER_TASK
+from smartsvc.timeutil import utcnow
+from tests.support.factories import make_app
+from tests.support.webhook_receiver import Reply, WebhookReceiver
+from tests.support.webhook_world import WebhookWorld, webhook_settings, webhook_world
+
+EVENTS = 6
+
+
+@pytest.fixture
+def db_settings(database_url, tmp_path):
+    return webhook_settings(tmp_path / "var", database_url=database_url, webhook_timeout_s=2.0,
+                            webhook_retry_schedule=(0, 600))
+
+
+@pytest.fixture
+def world(db_app) -> WebhookWorld:
+    return webhook_world(db_app)
+
+
+def _due_items(world: WebhookWorld) -> list[tuple[uuid.UUID, int]]:
+    """The due webhook messages as one batch's items (without stamping them: the relay is not run)."""
+    with world.database.session() as session:
+        rows = session.scalars(select(OutboxMessage).where(OutboxMessage.task == DELIVER_TASK,
+                                                           OutboxMessage.completed_at.is_(None))
+                               .order_by(OutboxMessage.id)).all()
+        return [(uuid.UUID(m.payload["delivery_id"]), m.id) for m in rows]
+
+
+def _sharing(world: WebhookWorld, user) -> list[dict[str, Any]]:
+    return world.client.get("/v1/me/sharing", headers=user.headers).get_json()["items"]
+
+
+def test_a_batch_delivers_every_event_signed_once_and_a_rerun_sends_nothing(world):
+    with WebhookReceiver() as receiver:
+        hook = world.register(receiver.url(), ["suggestion.created"])
+        users = [world.user(f"user{n}") for n in range(EVENTS)]
+        ids = [world.suggest(user, title=f"event {n}") for n, user in enumerate(users)]
+        items = _due_items(world)
+        assert len(items) == EVENTS
+
+        with world.app.app_context():
+            statuses = webhook_batch.deliver_webhooks(world.app.extensions["smartsvc"], items)
+        assert sorted(statuses.values()) == ["delivered"] * EVENTS
+        received = [Webhook(hook["secret"]).verify(r.body, r.headers) for r in receiver.requests]
+        assert [p["data"]["id"] for p in received] == ids  # one request each, in commit order
+        assert len({r.headers["webhook-id"] for r in receiver.requests}) == EVENTS
+        for user in users:  # each user's ledger names the partner once
+            assert [e["reference_id"] for e in _sharing(world, user)] != []
+            assert len(_sharing(world, user)) == 1
+
+        with world.app.app_context():  # the same task again (a redelivered message)
+            again = webhook_batch.deliver_webhooks(world.app.extensions["smartsvc"], items)
+        assert sorted(again.values()) == ["skipped"] * EVENTS and len(receiver.requests) == EVENTS
+        world.drain()
+        assert len(receiver.requests) == EVENTS
+
+
+def test_a_hanging_endpoint_costs_a_batch_one_timeout_and_the_rest_wait_with_nothing_recorded(world):
+    with WebhookReceiver(default=Reply.hang()) as dead:
+        hook = world.register(dead.url(), ["suggestion.created"])
+        users = [world.user(f"user{n}") for n in range(EVENTS)]
+        for user in users:
+            world.suggest(user)
+        items = _due_items(world)
+
+        started = time.monotonic()
+        with world.app.app_context():
+            statuses = webhook_batch.deliver_webhooks(world.app.extensions["smartsvc"], items)
+        took = time.monotonic() - started
+        assert len(dead.requests) == 1  # the first timed out: nothing more was sent to it
+        assert took < 2.0 * 3  # one timeout (2 s), not six
+        assert sorted(statuses.values()) == ["pending"] + ["skipped"] * (EVENTS - 1)
+
+        deliveries = world.deliveries(hook["id"])
+        tried = [d for d in deliveries if d["attempts"]]
+        assert len(tried) == 1 and tried[0]["attempts"][0]["status"] == "failed"
+        assert tried[0]["attempts"][0]["next_retry_at"] is not None
+        untried = [d for d in deliveries if not d["attempts"]]
+        assert len(untried) == EVENTS - 1 and all(d["status"] == "pending" for d in untried)
+        # Nothing left the service for the others: no ledger entry names the partner for them.
+        assert sorted(len(_sharing(world, user)) for user in users) == [0] * (EVENTS - 1) + [1]
+
+        dead.set_default(200)  # it answers again: the ones given back go out, the timed-out one at its retry
+        world.drain()
+        assert sorted(d["status"] for d in world.deliveries(hook["id"])) == ["delivered"] * (EVENTS - 1) + ["pending"]
+        assert sorted(len(_sharing(world, user)) for user in users) == [1] * EVENTS
+
+
+def test_a_batch_is_one_slot_of_its_endpoint(tmp_path, database_url):
+    app = make_app(webhook_settings(tmp_path / "var", database_url=database_url, webhook_max_in_flight=2))
+    world = webhook_world(app)
+    try:
+        with WebhookReceiver() as receiver:
+            world.register(receiver.url(), ["suggestion.created"])
+            for n in range(5):
+                world.suggest(world.user(f"user{n}"))
+            items = _due_items(world)
+            database = app.extensions["smartsvc"].database
+            now = utcnow()
+            first, _ = webhook_batch.claim(database, items[:3], now)  # a worker is sending these three: one slot
+            second, _ = webhook_batch.claim(database, items[3:4], now)  # another worker: the second slot
+            assert (len(first), len(second)) == (3, 1)
+            third, statuses = webhook_batch.claim(database, items[4:], now)
+            assert third == [] and list(statuses.values()) == ["skipped"]  # both slots are taken: it waits
+            with database.session() as session:
+                waiting = session.scalars(select(WebhookDelivery.id).where(
+                    WebhookDelivery.waiting_since.is_not(None))).all()
+            assert waiting == [items[4][0]]
+
+            sent, unsent = webhook_batch.send(first, app.extensions["smartsvc"].settings, utcnow)
+            webhook_batch.finish(database, sent, unsent, [o for _, o in items[:3]], utcnow())
+            assert len(receiver.requests) == 3
+            world.drain()  # finishing released the waiting one
+            assert len(receiver.requests) == 4
+    finally:
+        app.extensions["smartsvc"].database.engine.dispose()
+
+
+def test_a_batch_past_its_time_budget_gives_the_rest_back_for_another_turn(world):
+    with WebhookReceiver() as receiver:
+        hook = world.register(receiver.url(), ["suggestion.created"])
+        for n in range(EVENTS):
+            world.suggest(world.user(f"user{n}"))
+        items = _due_items(world)
+        database = world.app.extensions["smartsvc"].database
+        claims, _ = webhook_batch.claim(database, items, utcnow())
+
+        def slow(url, body, headers, **options):
+            from smartsvc.webhooks.transport import send_webhook
+
+            time.sleep(0.2)
+            return send_webhook(url, body, headers, **options)
+
+        sent, unsent = webhook_batch.send(claims, database.settings, utcnow, sender=slow, budget_s=0.3)
+        assert (len(sent), len(unsent)) == (2, EVENTS - 2)
+        webhook_batch.finish(database, sent, unsent, [o for _, o in items], utcnow())
+        states = world.deliveries(hook["id"])
+        assert sorted(d["status"] for d in states) == ["delivered"] * 2 + ["pending"] * (EVENTS - 2)
+        assert all(len(d["attempts"]) == (1 if d["status"] == "delivered" else 0) for d in states)
+        world.drain()  # the ones given back were released at once: the endpoint is healthy
+        assert [d["status"] for d in world.deliveries(hook["id"])] == ["delivered"] * EVENTS
+        assert len(receiver.requests) == EVENTS
+
+
+def test_deliveries_about_one_subject_in_one_batch_still_go_out_in_order(world):
+    with WebhookReceiver() as receiver:
+        hook = world.register(receiver.url(), ["suggestion.created"])
+        alice = world.user("alice")
+        ids = [world.suggest(alice, title=f"event {n}") for n in range(3)]
+        world.drain()
+        received = [Webhook(hook["secret"]).verify(r.body, r.headers)["data"]["id"] for r in receiver.requests]
+        assert received == ids
+
+
+def test_410_in_a_batch_disables_the_endpoint_and_fails_the_rest_without_sending(world):
+    with WebhookReceiver(default=410) as gone:
+        hook = world.register(gone.url(), ["suggestion.created"])
+        for n in range(EVENTS):
+            world.suggest(world.user(f"user{n}"))
+        world.drain()
+        assert len(gone.requests) == 1
+        assert world.webhook(hook["id"])["enabled"] is False
+        states = world.deliveries(hook["id"])
+        assert [d["status"] for d in states] == ["failed"] * EVENTS
+        assert all("410" in (d["status_reason"] or "") for d in states)
+        assert world.drain() == 0 and len(gone.requests) == 1
+
+
+def test_a_batch_left_by_a_dead_worker_is_taken_over_once_stale(world):
+    with WebhookReceiver() as receiver:
+        hook = world.register(receiver.url(), ["suggestion.created"])
+        for n in range(3):
+            world.suggest(world.user(f"user{n}"))
+        items = _due_items(world)
+        database = world.app.extensions["smartsvc"].database
+        now = utcnow()
+        claims, _ = webhook_batch.claim(database, items, now)  # ... and the worker died before sending
+        assert len(claims) == 3
+        with world.app.app_context():
+            assert set(webhook_batch.deliver_webhooks(database, items, now=now + timedelta(seconds=30)).values()) \
+                == {"skipped"}  # still being sent, as far as anyone knows
+            later = webhook_batch.deliver_webhooks(database, items, now=now + timedelta(minutes=3))
+        assert set(later.values()) == {"delivered"} and len(receiver.requests) == 3
+        for delivery in world.deliveries(hook["id"]):
+            assert [a["status"] for a in delivery["attempts"]] in (["failed", "succeeded"], ["succeeded", "failed"])
