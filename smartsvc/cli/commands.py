@@ -49,8 +49,10 @@ def worker(concurrency: int | None, queues: str) -> None:
     app = build_app()
     ensure_schema(app)
     celery = app.extensions["celery"]
+    # -O fair: a task goes to a child process that is free, never queues behind one waiting on a slow
+    # endpoint (Celery's default writes it into a busy child's pipe: isolation would be lost).
     argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency or os.cpu_count() or 1}",
-            "-Q", queues, "--without-gossip", "--without-mingle", "-n", "smartsvc@%h"]
+            "-Q", queues, "-O", "fair", "--without-gossip", "--without-mingle", "-n", "smartsvc@%h"]
     celery.worker_main(argv)
 
 

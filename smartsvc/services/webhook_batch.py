@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, exists, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, defer
 
 from ..db import Database, UnitOfWork
 from ..ids import new_id
@@ -70,12 +70,16 @@ class Claim:
     secrets: list[str]
 
 
-def _lock_deliveries(session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, WebhookDelivery]:
+def _lock_deliveries(session: Session, ids: Sequence[uuid.UUID], *,
+                     payload: bool = True) -> dict[uuid.UUID, WebhookDelivery]:
+    """The deliveries, read fresh and locked in id order (``payload=False``: without their bodies)."""
     out: dict[uuid.UUID, WebhookDelivery] = {}
     for chunk in chunks(sorted(ids)):
+        query = select(WebhookDelivery).where(among(session, WebhookDelivery.id, chunk)).order_by(WebhookDelivery.id)
+        if not payload:
+            query = query.options(defer(WebhookDelivery.payload))
         out.update((d.id, d) for d in session.scalars(
-            select(WebhookDelivery).where(among(session, WebhookDelivery.id, chunk)).order_by(WebhookDelivery.id)
-            .with_for_update().execution_options(populate_existing=True)))
+            query.with_for_update().execution_options(populate_existing=True)))
     return out
 
 
@@ -128,6 +132,10 @@ def claim(database: Database, items: Sequence[Item], now: datetime) -> tuple[lis
         consenting = consenting_users(session, {d.user_id for d in pending if d.user_id is not None}, PARTNER_SHARING)
         blocked = _behind_earlier(session, [d.id for d in pending])
         free = {w: in_flight(session, w, now) < settings.webhook_max_in_flight for w in webhook_ids}
+        # An endpoint whose last attempt failed gets one delivery of the batch as a probe; the others wait
+        # for its success instead of being claimed and given back.
+        probing = {w for w, e in endpoints.items() if (e.consecutive_failures or 0) > 0}
+        probed: set[uuid.UUID] = set()
         chosen: list[WebhookDelivery] = []
         released: dict[uuid.UUID, set[str]] = defaultdict(set)
         for delivery_id in sorted(outbox_ids):
@@ -149,12 +157,14 @@ def claim(database: Database, items: Sequence[Item], now: datetime) -> tuple[lis
                 released[delivery.webhook_id].add(delivery.subject)
             elif delivery.id in blocked:
                 pass  # an earlier one of the same subject is pending: it queues this one when it settles
-            elif delivery.sending_since is None and not free[delivery.webhook_id]:
+            elif delivery.sending_since is None and (not free[delivery.webhook_id] or delivery.webhook_id in probed):
                 # The endpoint is busy (slow or dead?): wait without holding a worker slot; a batch to it
                 # that finishes queues this one again (release_waiting).
                 delivery.waiting_since = delivery.waiting_since or now
             else:
                 chosen.append(delivery)
+                if delivery.webhook_id in probing:
+                    probed.add(delivery.webhook_id)
         claims = _claim_chosen(session, chosen, endpoints, now, settings)
         for webhook_id, subjects in released.items():
             release_next(uow, webhook_id, subjects, now)
@@ -300,7 +310,7 @@ def finish(database: Database, sent: Sequence[tuple[Claim, Any]], unsent: Sequen
         endpoints = {e.id: e for e in session.scalars(
             select(WebhookEndpoint).where(among(session, WebhookEndpoint.id, webhook_ids)).order_by(WebhookEndpoint.id)
             .with_for_update().execution_options(populate_existing=True))}
-        deliveries = _lock_deliveries(session, [c.delivery_id for c in claims])
+        deliveries = _lock_deliveries(session, [c.delivery_id for c in claims], payload=False)
         attempts = {a.id: a for chunk in chunks([c.attempt_id for c in claims]) for a in session.scalars(
             select(WebhookAttempt).where(among(session, WebhookAttempt.id, chunk)))}
         released: dict[uuid.UUID, set[str]] = defaultdict(set)

@@ -108,17 +108,18 @@ def in_flight(session: Session, webhook_id: uuid.UUID, now: datetime) -> int:
 
 
 def release_waiting(uow: UnitOfWork, webhook_id: uuid.UUID, now: datetime) -> int:
-    """Queue the endpoint's earliest deliveries waiting for a slot, as many as there are free slots; how many."""
+    """Queue the endpoint's earliest deliveries waiting for a slot, a batch for each free slot; how many."""
     session = uow.session
     assert session is not None
-    free = uow.database.settings.webhook_max_in_flight - in_flight(session, webhook_id, now)
+    settings = uow.database.settings
+    free = settings.webhook_max_in_flight - in_flight(session, webhook_id, now)
     if free <= 0:
         return 0
     waiting = session.scalars(
         select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id,
                                       WebhookDelivery.waiting_since.is_not(None),
                                       WebhookDelivery.status == "pending")
-        .order_by(WebhookDelivery.id).limit(free)).all()
+        .order_by(WebhookDelivery.id).limit(free * settings.webhook_batch_size)).all()
     for delivery in waiting:
         delivery.waiting_since = None
         enqueue_delivery(uow, delivery, now)

@@ -19,9 +19,11 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from ..db import UnitOfWork
-from ..models import WebhookDelivery, WebhookEndpoint
+from ..ids import new_id
+from ..models import Consent, WebhookDelivery, WebhookEndpoint
 from ..timeutil import utcnow
 from . import outbox
 from .consents import has_consent
@@ -43,6 +45,8 @@ CONSENT_WITHDRAWN = "partner_sharing consent withdrawn"
 COORDINATE_KEYS = frozenset({"lat", "lon", "lng", "latitude", "longitude"})
 COORDINATE_CONTAINERS = frozenset({"coordinates", "bbox", "center", "position", "location"})
 MAX_FIELD_PATHS = 200
+# session.info key of the enabled endpoints, read once per transaction.
+_ENDPOINTS_KEY = "smartsvc.webhook_endpoints"
 
 
 def _json_default(value: Any) -> Any:
@@ -121,13 +125,13 @@ def new_delivery(uow: UnitOfWork, endpoint: WebhookEndpoint, event_type: str, su
     assert session is not None
     body = {"type": event_type, "timestamp": now.isoformat().replace("+00:00", "Z"),
             "data": coarsen(data, endpoint.coordinate_decimals)}
-    delivery = WebhookDelivery(webhook_id=endpoint.id, event_type=event_type, subject=subject[:200],
+    # The id is given here, not by a flush: the rows of many events go out in one INSERT at commit.
+    delivery = WebhookDelivery(id=new_id(), webhook_id=endpoint.id, event_type=event_type, subject=subject[:200],
                                user_id=user_id, payload=body, status="pending", attempts=0,
                                next_attempt_at=now, created_at=now, updated_at=now)
     if not probe and breaker_open(endpoint):
         delivery.waiting_since = now
     session.add(delivery)
-    session.flush()
     if delivery.waiting_since is None:
         enqueue_delivery(uow, delivery, now)
     return delivery
@@ -138,6 +142,24 @@ def enqueue_delivery(uow: UnitOfWork, delivery: WebhookDelivery, at: datetime) -
     message = outbox.enqueue(uow, DELIVER_TASK, {"delivery_id": str(delivery.id)},
                              ordering_key=f"webhook:{delivery.webhook_id}", user_id=delivery.user_id)
     message.available_at = at
+
+
+def _enabled_endpoints(session: Session) -> list[WebhookEndpoint]:
+    """The enabled endpoints, read once per transaction (a transaction emitting many events asks once)."""
+    cached = session.info.get(_ENDPOINTS_KEY)
+    if cached is None:
+        cached = session.info[_ENDPOINTS_KEY] = list(session.scalars(
+            select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id)))
+    return cached
+
+
+def _sharing_granted(session: Session, user_id: uuid.UUID) -> bool:
+    """``partner_sharing`` granted now. The deliveries this transaction has written but not flushed yet
+    cannot change the answer, so they are not flushed for it (unless a consent itself is pending)."""
+    if any(isinstance(obj, Consent) for obj in session.new) or any(isinstance(obj, Consent) for obj in session.dirty):
+        return has_consent(session, user_id, PARTNER_SHARING)
+    with session.no_autoflush:
+        return has_consent(session, user_id, PARTNER_SHARING)
 
 
 def emit_event(uow: UnitOfWork, type: str, subject: str, data: Mapping[str, Any], *,
@@ -154,12 +176,10 @@ def emit_event(uow: UnitOfWork, type: str, subject: str, data: Mapping[str, Any]
         raise ValueError(f"unknown webhook event type {type!r}")
     session = uow.session
     assert session is not None
-    endpoints = [endpoint for endpoint in session.scalars(
-        select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id))
-        if type in (endpoint.event_types or [])]
+    endpoints = [endpoint for endpoint in _enabled_endpoints(session) if type in (endpoint.event_types or [])]
     if not endpoints:
         return 0
-    if user_id is not None and not has_consent(session, user_id, PARTNER_SHARING):
+    if user_id is not None and not _sharing_granted(session, user_id):
         return 0
     now = now or utcnow()
     payload = as_json(dict(data))

@@ -2,31 +2,39 @@
 
 :func:`send_webhook` re-runs :func:`~smartsvc.webhooks.ssrf.check_url` at send
 time (DNS can change after registration), then connects to exactly the
-addresses that check approved — httpx still sends ``Host`` and TLS SNI for the
-host name and verifies the certificate for it, only the TCP connect goes to
-the pinned IP (:class:`PinnedBackend`). Redirects are never followed, the whole
-exchange has one deadline (a server dripping bytes cannot hold a worker), at
-most :data:`MAX_RESPONSE_BYTES` of the answer are read, and no network error
+addresses that check approved — the request still names the host (``Host``,
+TLS SNI) and the certificate is verified for it, only the TCP connect goes to
+the pinned IP. Redirects are never followed, the whole exchange has one
+deadline (a server dripping bytes cannot hold a worker), at most
+:data:`MAX_RESPONSE_BYTES` of the answer are read, and no network error
 escapes: every outcome is a :class:`SendOutcome` for the caller to record and
 to decide on retrying.
+
+The exchange is plain ``http.client`` on kept-alive sockets
+(:class:`PinnedClient`): a quarter of httpx's CPU per request, which is most
+of a batched delivery's cost (BENCHMARKS.md §7).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import email.utils
-import functools
+import http.client
+import io
+import os
+import select
+import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any
+from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+import certifi
 
 from smartsvc.webhooks.ssrf import (
+    Destination,
     DestinationUnresolvable,
     Resolver,
     UnsafeDestination,
@@ -36,11 +44,7 @@ from smartsvc.webhooks.ssrf import (
 MAX_RESPONSE_BYTES = 64 * 1024
 EXCERPT_CHARS = 200
 USER_AGENT = "smartsvc-webhooks/1"
-
-# Per send (contextvars are per thread, so one client can serve many threads):
-# the checked addresses of each host, and the monotonic deadline of the exchange.
-_pins: contextvars.ContextVar[dict[str, tuple[str, ...]] | None] = contextvars.ContextVar("webhook_pins", default=None)
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("webhook_deadline", default=None)
+_DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 @dataclass(frozen=True)
@@ -57,121 +61,140 @@ class SendOutcome:
     response_excerpt: str | None = None
 
 
-def _remaining(timeout: float | None) -> float | None:
-    deadline = _deadline.get()
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    return left if timeout is None else min(timeout, left)
+class _Deadline:
+    """The monotonic time by which the whole exchange must be over."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def left(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the webhook's total time limit was reached")
+        return left
 
 
-class _DeadlineStream(httpcore.NetworkStream):
-    """A socket stream whose every read and write also stops at the send's deadline."""
+class _DeadlineReader:
+    """What ``http.client.HTTPResponse`` reads from: the socket, each read bounded by what is left of the
+    deadline (a per-read timeout alone would let a server trickle its answer for ever)."""
 
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
+    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
+        self._sock, self._deadline = sock, deadline
 
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        left = _remaining(timeout)
-        if left is not None and left <= 0:
-            raise httpcore.ReadTimeout("the webhook's total time limit was reached")
-        return self._inner.read(max_bytes, left)
+    def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
+        self._sock.settimeout(self._deadline.left())
+        return self._sock.recv_into(buffer, nbytes)
 
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        left = _remaining(timeout)
-        if left is not None and left <= 0:
-            raise httpcore.WriteTimeout("the webhook's total time limit was reached")
-        self._inner.write(buffer, left)
+    def makefile(self, mode: str = "rb", *_args: Any, **_kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(socket.SocketIO(self, "rb"))  # type: ignore[arg-type]
 
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _remaining(timeout)))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
+    def _decref_socketios(self) -> None:  # socket.SocketIO calls it on close; the socket stays ours
+        pass
 
 
-class PinnedBackend(httpcore.NetworkBackend):
-    """Connects a host name only to the addresses pinned for it by the current send.
+class PinnedClient:
+    """Kept-alive connections, each to one checked address of one host; usable from many threads.
 
-    A host with no pinned addresses is refused (fail closed), so a client built
-    by :func:`make_client` cannot reach an unchecked address even when misused.
+    A connection is only ever made to an address in a :class:`Destination`
+    that :func:`~smartsvc.webhooks.ssrf.check_url` returned, and reused only
+    for a send whose own check pinned that same address.
     """
 
-    def __init__(self) -> None:
-        self._inner = httpcore.SyncBackend()
+    MAX_IDLE = 8
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Any = None) -> httpcore.NetworkStream:
-        key = host.strip("[]").rstrip(".").lower()
-        addresses = (_pins.get() or {}).get(key)
-        if not addresses:
-            raise httpcore.ConnectError(f"{host} has no checked address to connect to")
-        last_error: Exception | None = None
-        for address in addresses:
-            left = _remaining(timeout)
-            if left is not None and left <= 0:
-                raise httpcore.ConnectTimeout("the webhook's total time limit was reached")
+    def __init__(self, ssl_context: ssl.SSLContext | None, max_connections: int) -> None:
+        self._context = ssl_context
+        self._max_idle = max(1, min(max_connections, self.MAX_IDLE))
+        self._idle: dict[tuple[str, str, int, tuple[str, ...]], list[socket.socket]] = {}
+        self._lock = threading.Lock()
+
+    def _key(self, dest: Destination) -> tuple[str, str, int, tuple[str, ...]]:
+        return dest.scheme, dest.host, dest.port, dest.addresses
+
+    def connect(self, dest: Destination, deadline: _Deadline) -> socket.socket:
+        """A new connection to one of the destination's checked addresses (TLS verified for its host)."""
+        if not dest.addresses:
+            raise ConnectionError(f"{dest.host} has no checked address to connect to")
+        last_error: OSError | None = None
+        for address in dest.addresses:
             try:
-                stream = self._inner.connect_tcp(address, port, left, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                sock = socket.create_connection((address, dest.port), timeout=deadline.left())
+            except TimeoutError:
+                raise
+            except OSError as exc:
                 last_error = exc
                 continue
-            return _DeadlineStream(stream)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if dest.scheme == "https":
+                    sock.settimeout(deadline.left())
+                    sock = self._tls().wrap_socket(sock, server_hostname=dest.host)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
         assert last_error is not None
         raise last_error
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Any = None) -> httpcore.NetworkStream:
-        raise httpcore.ConnectError("webhooks do not connect to Unix sockets")
+    def _tls(self) -> ssl.SSLContext:
+        if self._context is None:
+            self._context = _default_ssl_context()
+        return self._context
 
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
+    def take(self, dest: Destination, deadline: _Deadline) -> tuple[socket.socket, bool]:
+        """A connection for ``dest``, and whether it is a kept-alive one."""
+        with self._lock:
+            idle = self._idle.get(self._key(dest), [])
+            while idle:
+                sock = idle.pop()
+                if not _dropped(sock):
+                    return sock, True
+                sock.close()
+        return self.connect(dest, deadline), False
+
+    def give_back(self, dest: Destination, sock: socket.socket) -> None:
+        """Keep ``sock`` for the next send to the same destination (or close it when enough are kept)."""
+        with self._lock:
+            idle = self._idle.setdefault(self._key(dest), [])
+            if len(idle) < self._max_idle:
+                idle.append(sock)
+                return
+        sock.close()
+
+    def close(self) -> None:
+        """Close the kept-alive connections."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for socks in idle.values():
+            for sock in socks:
+                sock.close()
 
 
-class _PinnedTransport(httpx.HTTPTransport):
-    def __init__(self, ssl_context: ssl.SSLContext, max_connections: int) -> None:
-        super().__init__(verify=ssl_context)
-        # httpx has no public way to give HTTPTransport a network backend; its pool is httpcore's
-        # public ConnectionPool, so build that one with ours (tests/integration prove the pinning).
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=30.0,
-            network_backend=PinnedBackend(),
-        )
+_context_lock = threading.Lock()
+_context: ssl.SSLContext | None = None
 
 
-@functools.lru_cache(maxsize=1)
 def _default_ssl_context() -> ssl.SSLContext:
     # Loading the CA bundle takes tens of milliseconds; one context serves every client and thread.
-    return httpx.create_ssl_context(trust_env=True)
+    global _context
+    with _context_lock:
+        if _context is None:
+            if os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"):
+                _context = ssl.create_default_context()  # OpenSSL reads them
+            else:
+                _context = ssl.create_default_context(cafile=certifi.where())
+        return _context
 
 
-class PinnedClient(httpx.Client):
-    """An httpx client whose connections go only to addresses a send has checked and pinned."""
-
-
-def make_client(*, ssl_context: ssl.SSLContext | None = None, max_connections: int = 100,
-                transport: httpx.BaseTransport | None = None) -> PinnedClient:
-    """A reusable client for :func:`send_webhook` (keep-alive across sends to the same host).
+def make_client(*, ssl_context: ssl.SSLContext | None = None, max_connections: int = 8) -> PinnedClient:
+    """A reusable client for :func:`send_webhook` (keep-alive across sends to the same host and address).
 
     ``ssl_context``: one trusting other CAs (tests); by default certifi's CAs,
     or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set. Certificates are always
-    verified. ``transport`` is for tests only (e.g. ``httpx.MockTransport``)
-    and bypasses pinning. Proxy variables from the environment are ignored: a
-    proxy would connect wherever it likes.
+    verified. Proxy variables from the environment are never used: a proxy
+    would connect wherever it likes.
     """
-    context = ssl_context or _default_ssl_context()
-    return PinnedClient(
-        transport=transport or _PinnedTransport(context, max_connections),
-        trust_env=False,
-        follow_redirects=False,
-    )
+    return PinnedClient(ssl_context, max_connections)
 
 
 def send_webhook(url: str, body: bytes, headers: dict[str, str], *, allow_private: bool, allow_http: bool,
@@ -198,46 +221,97 @@ def send_webhook(url: str, body: bytes, headers: dict[str, str], *, allow_privat
     request_headers = {"content-type": "application/json", "user-agent": USER_AGENT, "accept-encoding": "identity"}
     request_headers.update({k.lower(): v for k, v in headers.items()})
     request_headers.pop("host", None)  # the Host is the URL's; a caller may not steer it elsewhere
+    request_headers.pop("content-length", None)
     own_client = client is None
     active = client if client is not None else make_client(max_connections=1)
-    pins = _pins.set({**(_pins.get() or {}), dest.host: dest.addresses})
-    deadline = _deadline.set(started + timeout_s)
     try:
-        with _network_errors() as caught:
-            return _exchange(active, dest.url, body, request_headers, timeout_s, started)
-        return _failure(started, caught.message)
+        return _exchange(active, dest, _request_bytes(dest, body, request_headers), _Deadline(started + timeout_s),
+                         started)
+    except (TimeoutError, socket.timeout) as exc:
+        return _failure(started, f"timeout: {_describe(exc) or 'no answer in time'}")
+    except ssl.SSLError as exc:
+        return _failure(started, f"connection failed: {_describe(exc)}")
+    except (ConnectionRefusedError, ConnectionError) as exc:
+        return _failure(started, f"connection failed: {_describe(exc)}")
+    except (http.client.HTTPException, OSError, ValueError) as exc:
+        return _failure(started, f"{type(exc).__name__}: {_describe(exc)}")
     finally:
-        _deadline.reset(deadline)
-        _pins.reset(pins)
         if own_client:
             active.close()
 
 
-def _exchange(client: httpx.Client, url: str, body: bytes, headers: dict[str, str], timeout_s: float,
+def _request_bytes(dest: Destination, body: bytes, headers: dict[str, str]) -> bytes:
+    """The whole request in one buffer (one write: headers and body in the same segment on loopback)."""
+    parts = urlsplit(dest.url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host = f"[{dest.host}]" if ":" in dest.host else dest.host
+    if dest.port != _DEFAULT_PORTS[dest.scheme]:
+        host = f"{host}:{dest.port}"
+    if any("\r" in part or "\n" in part for part in (target, *headers, *headers.values())):
+        raise ValueError("a header or the path contains a line break")
+    lines = [f"POST {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def _exchange(client: PinnedClient, dest: Destination, request: bytes, deadline: _Deadline,
               started: float) -> SendOutcome:
-    with client.stream("POST", url, content=body, headers=headers, timeout=timeout_s,
-                       follow_redirects=False) as response:
-        received = bytearray()
-        for chunk in response.iter_raw():
-            received += chunk[: MAX_RESPONSE_BYTES - len(received)]
-            if len(received) >= MAX_RESPONSE_BYTES:
-                break  # the rest is never read; closing drops the connection
+    sock, reused = client.take(dest, deadline)
+    try:
+        try:
+            response = _round_trip(sock, request, deadline)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+            # A kept-alive connection the server closed just before the request: nothing was answered on it.
+            sock.close()
+            sock = client.connect(dest, deadline)
+            response = _round_trip(sock, request, deadline)
+        received = response.read(MAX_RESPONSE_BYTES)
+    except BaseException:
+        sock.close()
+        raise
+    if response.isclosed() and not response.will_close:
+        client.give_back(dest, sock)  # read to its end: the connection can carry the next request
+    else:
+        sock.close()  # the rest of an oversized answer is never read
+    return _outcome(response.status, response.headers, received, started)
+
+
+def _round_trip(sock: socket.socket, request: bytes, deadline: _Deadline) -> http.client.HTTPResponse:
+    sock.settimeout(deadline.left())
+    sock.sendall(request)
+    response = http.client.HTTPResponse(_DeadlineReader(sock, deadline), method="POST")  # type: ignore[arg-type]
+    response.begin()
+    return response
+
+
+def _outcome(status: int, headers: Any, received: bytes, started: float) -> SendOutcome:
     latency_ms = _elapsed_ms(started)
-    status = response.status_code
-    excerpt = _excerpt(bytes(received))
+    excerpt = _excerpt(received)
     if 200 <= status < 300:
         return SendOutcome(ok=True, status_code=status, latency_ms=latency_ms, error=None, retry_after_s=None,
                            gone=False, response_excerpt=excerpt)
     if 300 <= status < 400:
-        where = response.headers.get("location", "")[:EXCERPT_CHARS]
+        where = (headers.get("location") or "")[:EXCERPT_CHARS]
         error = f"HTTP {status}: redirects are not followed" + (f" (Location: {where})" if where else "")
     else:
         error = f"HTTP {status}" + (f": {excerpt}" if excerpt else "")
     retry_after = None
     if status in (429, 503):
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        retry_after = parse_retry_after(headers.get("retry-after"))
     return SendOutcome(ok=False, status_code=status, latency_ms=latency_ms, error=error, retry_after_s=retry_after,
                        gone=status == 410, response_excerpt=excerpt)
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """True when an idle connection was closed by the server (readable while idle: EOF or junk)."""
+    try:
+        poller = select.poll()  # not select.select: a worker may hold more than 1024 descriptors
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -255,24 +329,6 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         when = when.replace(tzinfo=timezone.utc)
     now = now or datetime.now(timezone.utc)
     return max(0.0, (when - now).total_seconds())
-
-
-class _Caught:
-    message = ""
-
-
-@contextlib.contextmanager
-def _network_errors() -> Iterator[_Caught]:
-    """Turn what the network (or the other end) can do wrong into a message instead of an exception."""
-    caught = _Caught()
-    try:
-        yield caught
-    except httpx.TimeoutException as exc:
-        caught.message = f"timeout: {_describe(exc) or 'no answer in time'}"
-    except httpx.ConnectError as exc:
-        caught.message = f"connection failed: {_describe(exc)}"
-    except (httpx.HTTPError, httpx.StreamError, ssl.SSLError, OSError) as exc:
-        caught.message = f"{type(exc).__name__}: {_describe(exc)}"
 
 
 def _describe(exc: BaseException) -> str:

@@ -48,8 +48,10 @@ def _waiting(world, webhook_id: str) -> int:
 
 
 def test_a_hanging_endpoint_holds_at_most_its_slots_and_the_healthy_one_gets_every_event(tmp_path, database_url):
+    # Batches of one: each slot is one delivery here, so the counts below are the slots'.
     app = make_app(webhook_settings(tmp_path / "var", database_url=database_url, webhook_timeout_s=4.0,
-                                    webhook_max_in_flight=CAP, webhook_retry_schedule=(0, 600)))
+                                    webhook_max_in_flight=CAP, webhook_retry_schedule=(0, 600),
+                                    webhook_batch_size=1))
     world = webhook_world(app)
     try:
         with WebhookReceiver(default=Reply.hang()) as dead, WebhookReceiver() as alive:

@@ -8,7 +8,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
-import httpx
 import pytest
 from standardwebhooks import Webhook
 
@@ -95,24 +94,49 @@ def test_the_send_resolves_once_and_uses_that_answer(receiver):
 
 
 def test_a_pinned_client_refuses_hosts_no_send_has_checked(receiver):
+    from smartsvc.webhooks.ssrf import Destination
+    from smartsvc.webhooks.transport import _Deadline
+
     client = make_client()
+    unchecked = Destination(url=receiver.url(), scheme="http", host="127.0.0.1", port=receiver.port, addresses=())
     try:
-        with pytest.raises(httpx.ConnectError, match="no checked address"):
-            client.post(receiver.url(), content=b"{}")
-        with httpx.Client() as unpinned, pytest.raises(TypeError, match="make_client"):
-            send(receiver.url(), client=unpinned)
+        with pytest.raises(ConnectionError, match="no checked address"):
+            client.connect(unchecked, _Deadline(time.monotonic() + 5))
+        with pytest.raises(TypeError, match="make_client"):
+            send(receiver.url(), client=object())
     finally:
         client.close()
     assert receiver.requests == []
 
 
-def test_a_client_is_reused_across_sends(receiver):
+def test_a_client_is_reused_across_sends_over_one_kept_alive_connection(receiver, monkeypatch):
+    connects = []
+    real = socket.create_connection
+
+    def counting(address, *args, **kwargs):
+        connects.append(address)
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", counting)
     client = make_client()
     try:
         outcomes = [send(receiver.url(host="partner.example"), client=client) for _ in range(3)]
     finally:
         client.close()
     assert all(o.ok for o in outcomes) and len(receiver.requests) == 3
+    assert connects == [("127.0.0.1", receiver.port)]  # the pinned address, once
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_without_losing_the_send(receiver):
+    client = make_client()
+    try:
+        assert send(receiver.url(), client=client).ok
+        receiver.script(Reply(200, headers={"Connection": "close"}))
+        assert send(receiver.url(), client=client).ok  # the server closes this one after answering
+        assert send(receiver.url(), client=client).ok  # a new connection
+    finally:
+        client.close()
+    assert len(receiver.requests) == 3
 
 
 def test_redirects_are_failures_and_not_followed(receiver):
