@@ -163,8 +163,8 @@ class Settings:
     # dead endpoint holds at most this many webhook worker slots; its other deliveries wait for one to finish.
     webhook_max_in_flight: int = 4
     # Due deliveries the outbox relay hands to one task, per endpoint (one claim and one finish transaction,
-    # the sends over one kept-alive connection).
-    webhook_batch_size: int = 50
+    # the sends over kept-alive connections).
+    webhook_batch_size: int = 200
     # APNs (token auth): base URL, the .p8 key file with its key id, the team id and the app's bundle id
     # (the key file set: iOS devices get APNs), and a CA file replacing the system trust store (tests).
     apns_url: str = "https://api.push.apple.com"

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
@@ -46,6 +48,9 @@ log = logging.getLogger(__name__)
 DELIVER_BATCH_TASK = "smartsvc.webhooks.deliver_batch"
 # A batch starts no new send after this long: a slow endpoint gives its slot back to the others regularly.
 SEND_BUDGET_S = 5.0
+# Sends of one batch in flight at once (after the endpoint's first answer): a partner's endpoint sees at most
+# this many times SMARTSVC_WEBHOOK_MAX_IN_FLIGHT concurrent requests.
+SEND_CONCURRENCY = 8
 Item = tuple[uuid.UUID, "int | None"]
 
 
@@ -210,34 +215,55 @@ def _endpoint_trouble(outcome: Any) -> bool:
 
 
 def send(claims: Sequence[Claim], settings: Any, clock: Any, sender: Sender | None = None,
-         budget_s: float = SEND_BUDGET_S) -> tuple[list[tuple[Claim, Any]], list[Claim]]:
-    """Sign and send the claims in order, one kept-alive client; (sent with outcomes, not sent).
+         budget_s: float = SEND_BUDGET_S, concurrency: int = SEND_CONCURRENCY
+         ) -> tuple[list[tuple[Claim, Any]], list[Claim]]:
+    """Sign and send the claims over kept-alive connections; (sent with outcomes, not sent), in claim order.
 
-    An endpoint that failed to answer gets nothing more from this batch, and no
-    send starts after ``budget_s``: what is left is given back by :func:`finish`.
+    Each endpoint's first claim goes alone; once it answered well the rest go
+    ``concurrency`` at a time (deliveries of one subject are never claimed
+    together, so their order holds). An endpoint that failed to answer gets
+    nothing more from this batch, and no send starts after ``budget_s``: what
+    is left is given back by :func:`finish`.
     """
     from ..webhooks.signing import sign_headers
     from ..webhooks.transport import make_client, send_webhook
 
     options = transport_options(settings)
-    client = options["client"] = make_client(max_connections=4)  # a ``sender`` gets it among the options
+    client = options["client"] = make_client(max_connections=concurrency)  # a ``sender`` gets it too
     started = time.monotonic()
     troubled: set[uuid.UUID] = set()
-    sent: list[tuple[Claim, Any]] = []
-    unsent: list[Claim] = []
-    try:
-        for item in claims:
+    outcomes: dict[int, Any] = {}
+    lock = threading.Lock()
+
+    def one(index: int) -> None:
+        item = claims[index]
+        with lock:
             if item.webhook_id in troubled or time.monotonic() - started > budget_s:
-                unsent.append(item)
-                continue
-            headers = sign_headers(message_id(item.delivery_id), clock(), item.body, item.secrets)
-            outcome = (sender or send_webhook)(item.url, item.body, headers, **options)
-            sent.append((item, outcome))
+                return
+        headers = sign_headers(message_id(item.delivery_id), clock(), item.body, item.secrets)
+        outcome = (sender or send_webhook)(item.url, item.body, headers, **options)
+        with lock:
+            outcomes[index] = outcome
             if _endpoint_trouble(outcome):
                 troubled.add(item.webhook_id)
+
+    first: dict[uuid.UUID, int] = {}
+    for index, item in enumerate(claims):
+        first.setdefault(item.webhook_id, index)
+    rest = [i for i in range(len(claims)) if i not in set(first.values())]
+    try:
+        for index in first.values():  # the probe of each endpoint: is it answering at all?
+            one(index)
+        if concurrency <= 1 or len(rest) <= 1:
+            for index in rest:
+                one(index)
+        else:
+            with ThreadPoolExecutor(min(concurrency, len(rest))) as pool:
+                list(pool.map(one, rest))
     finally:
         client.close()
-    return sent, unsent
+    sent = [(claims[i], outcomes[i]) for i in sorted(outcomes)]
+    return sent, [claims[i] for i in range(len(claims)) if i not in outcomes]
 
 
 def _give_back(session: Session, delivery: WebhookDelivery, attempt: WebhookAttempt | None, now: datetime) -> None:

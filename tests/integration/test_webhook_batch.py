@@ -65,7 +65,7 @@ def test_a_batch_delivers_every_event_signed_once_and_a_rerun_sends_nothing(worl
             statuses = webhook_batch.deliver_webhooks(world.app.extensions["smartsvc"], items)
         assert sorted(statuses.values()) == ["delivered"] * EVENTS
         received = [Webhook(hook["secret"]).verify(r.body, r.headers) for r in receiver.requests]
-        assert [p["data"]["id"] for p in received] == ids  # one request each, in commit order
+        assert sorted(p["data"]["id"] for p in received) == sorted(ids)  # one request each (several in flight)
         assert len({r.headers["webhook-id"] for r in receiver.requests}) == EVENTS
         for user in users:  # each user's ledger names the partner once
             assert [e["reference_id"] for e in _sharing(world, user)] != []
@@ -154,7 +154,7 @@ def test_a_batch_past_its_time_budget_gives_the_rest_back_for_another_turn(world
             time.sleep(0.2)
             return send_webhook(url, body, headers, **options)
 
-        sent, unsent = webhook_batch.send(claims, database.settings, utcnow, sender=slow, budget_s=0.3)
+        sent, unsent = webhook_batch.send(claims, database.settings, utcnow, sender=slow, budget_s=0.3, concurrency=1)
         assert (len(sent), len(unsent)) == (2, EVENTS - 2)
         webhook_batch.finish(database, sent, unsent, [o for _, o in items], utcnow())
         states = world.deliveries(hook["id"])
