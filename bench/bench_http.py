@@ -86,11 +86,12 @@ WRK_LUA = Path(__file__).with_name("wrk_rotate.lua")
 # search costs the same at 100k and 1M spots (benchmark 1), and a second 1M index build here would cost
 # minutes of the 15-minute budget.
 FULL = {"spots": 1_000_000, "postgis_spots": 100_000, "breakdown_spots": 100_000, "urls": 4000, "duration_s": 5,
-        "rounds": 3, "postgis_rounds": 1, "warmup_s": 3, "warm_waves": 12, "profile_requests": 400,
-        "wrk_threads": 2, "light_level": True}
+        "rounds": 3, "postgis_rounds": 1, "warmup_s": 3, "warm_waves": 12, "postgis_warm_requests": 50,
+        "profile_requests": 400, "wrk_threads": 2, "light_level": True, "graceful_stop": True}
+# graceful_stop False: the smoke run kills the servers once measured (see Server.begin_stop).
 SMOKE = {"spots": 3000, "postgis_spots": 3000, "breakdown_spots": 0, "urls": 200, "duration_s": 1, "rounds": 1,
-         "postgis_rounds": 1, "warmup_s": 0, "warm_waves": 3, "profile_requests": 20, "wrk_threads": 2,
-         "light_level": False}
+         "postgis_rounds": 1, "warmup_s": 0, "warm_waves": 3, "postgis_warm_requests": 16, "profile_requests": 10,
+         "wrk_threads": 2, "light_level": False, "graceful_stop": False}
 
 TARGET_RPS_RATIO = 0.60
 TARGET_P99_MS = 20.0
@@ -297,22 +298,42 @@ class Server:
                         return time.perf_counter() - t0
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
-            time.sleep(0.2)
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"{self.name} was not ready within {timeout:.0f} s:\n{self.log_tail()}")
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        """SIGTERM (gunicorn's graceful shutdown) and wait for it; SIGKILL after 40 s. See :meth:`begin_stop`."""
+        self.begin_stop(graceful)
+        self.wait_stopped()
+
+    def begin_stop(self, graceful: bool = True) -> None:
+        """SIGTERM, without waiting: the server shuts down (a second or two) while the caller goes on.
+
+        ``graceful=False``: SIGKILL, for a smoke run's servers once measured — the processes' own
+        shutdown (a second of CPU for each gunicorn master and worker) is not what it measures.
+        """
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            os.killpg(proc.pid, signal.SIGTERM if graceful else signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+    def wait_stopped(self) -> None:
+        """Wait for the shutdown :meth:`begin_stop` began; SIGKILL after 40 s."""
+        proc = self.proc
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
 
     def log_text(self) -> str:
         try:
@@ -338,6 +359,14 @@ class Server:
     def worker_boots(self) -> int:
         """gunicorn workers started so far (the first N, and every one recycled after max_requests)."""
         return self.log_text().count("Booting worker with pid")
+
+
+def stop_all(servers: Sequence[Server], graceful: bool = True) -> None:
+    """Stop several servers at once: each shuts down while the others do (see :meth:`Server.begin_stop`)."""
+    for server in servers:
+        server.begin_stop(graceful)
+    for server in servers:
+        server.wait_stopped()
 
 
 def get(base: str, path: str, token: str | None, timeout: float = 60) -> tuple[int, bytes]:
@@ -637,12 +666,15 @@ def _sqlite_part(ctx: Context, cfg: dict[str, Any], workers: int, root: Path,
         recycled = {"worker_restarts": ours.worker_boots() - boots_before,
                     "index_rebuilds": len(ours.index_builds()) - builds_before}
     except BaseException:
-        ceiling.stop()
+        stop_all([ours, ceiling])
         raise
+    # Ours shuts down while the in-process breakdown runs: that measures this thread's CPU time only.
+    ours.begin_stop(cfg["graceful_stop"])
+    try:
+        app.extensions["smartsvc"].database.engine.dispose()
+        detail = _breakdown_part(ctx, cfg, root, app, driver, paths)
     finally:
-        ours.stop()
-    app.extensions["smartsvc"].database.engine.dispose()
-    detail = _breakdown_part(ctx, cfg, root, app, driver, paths)
+        ours.wait_stopped()
     return {
         "stored": stored,
         "server_start_s": round(start_s, 2),
@@ -693,8 +725,7 @@ def _postgis_part(ctx: Context, cfg: dict[str, Any], workers: int, root: Path,
     """The same city in PostgreSQL+PostGIS; SMARTSVC_SPOT_SEARCH=postgis and =index side by side with the ceiling."""
     pg = ctx.postgres()
     name = f"bench_http_{os.getpid()}"
-    pg.server.create_database(name, template="template0")
-    pg.server.execute("CREATE EXTENSION postgis", name)
+    pg.create_database(name)
     url = pg.server.url(name)
     city = City(cfg["postgis_spots"])
     var = root / "var-postgres"
@@ -726,7 +757,7 @@ def _postgis_part(ctx: Context, cfg: dict[str, Any], workers: int, root: Path,
             if mode == "index":
                 out["index_warm_up"] = warm_workers(ctx, server, paths, driver["token"], workers, cfg["warm_waves"])
             else:
-                warm_requests(server, paths, driver["token"], 50)
+                warm_requests(server, paths, driver["token"], cfg["postgis_warm_requests"])
         out["answers_compared"] = _compare_answers(servers["postgis"], servers["index"], paths[:20], driver["token"])
         threads = gunicorn_options("127.0.0.1", 0, workers)["threads"]
         levels = {"saturated": workers * threads}
@@ -736,8 +767,8 @@ def _postgis_part(ctx: Context, cfg: dict[str, Any], workers: int, root: Path,
                                   {**cfg, "rounds": cfg["postgis_rounds"]})
         out["versions"] = pg.versions()
     finally:
-        for server in servers.values():
-            server.stop()
+        # The ceiling too: this was its last use (run() stops it when this part fails or is skipped).
+        stop_all([*servers.values(), ceiling], cfg["graceful_stop"])
         pg.server.drop_database(name)
     return out
 

@@ -753,8 +753,7 @@ def run(ctx: Context) -> dict[str, Any]:
         # 3. End to end on PostgreSQL: deliver_suggestion in forked workers.
         pg = ctx.postgres()
         db_name = f"bench_push_{os.getpid()}"
-        pg.server.create_database(db_name, template="template0")
-        pg.server.execute("CREATE EXTENSION postgis", db_name)
+        pg.create_database(db_name)
         env = _settings_env(work, pg.server.url(db_name), server.url, credentials)
         database = Database(load_settings(env))
         upgrade(database)

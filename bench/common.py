@@ -173,18 +173,28 @@ class BenchPostgres:
 
     Started on first use from the Debian binaries by the test suite's
     :class:`tests.support.servers.PostgresServer` (``make bench`` installs them).
+    With ``port``, the one another process of this run started (a smoke lane's
+    parent, see :func:`bench.lanes.run_lanes`) is used as it is and never stopped here.
     """
 
     DATABASE = "bench"
+    # PostGIS created once (CREATE EXTENSION postgis costs the server ~1 s of CPU); every database of the
+    # run is a copy. Nothing connects to it, so that copies can be made at any time.
+    TEMPLATE = "bench_postgis"
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         from tests.support.servers import PostgresServer
 
         self.server = PostgresServer()
+        self.owned = port is None
+        if port is not None:
+            self.server.port = port
+            return
         self.server.start()
         try:
-            self.server.create_database(self.DATABASE, template="template0")
-            self.server.execute("CREATE EXTENSION postgis", self.DATABASE)
+            self.server.create_database(self.TEMPLATE, template="template0")
+            self.server.execute("CREATE EXTENSION postgis", self.TEMPLATE)
+            self.create_database(self.DATABASE)
             # Benchmark settings: more memory for index builds and sorts than the test defaults.
             self.server.execute("ALTER SYSTEM SET maintenance_work_mem = '512MB'")
             self.server.execute("ALTER SYSTEM SET work_mem = '64MB'")
@@ -192,6 +202,10 @@ class BenchPostgres:
         except BaseException:
             self.server.stop()
             raise
+
+    def create_database(self, name: str) -> None:
+        """A new, empty database with PostGIS enabled (a copy of :attr:`TEMPLATE`)."""
+        self.server.create_database(name, template=self.TEMPLATE)
 
     @property
     def dsn(self) -> str:
@@ -214,7 +228,8 @@ class BenchPostgres:
         return {"postgresql": pg, "postgis": postgis}
 
     def stop(self) -> None:
-        self.server.stop()
+        if self.owned:
+            self.server.stop()
 
 
 # --------------------------------------------------------------------------- tools
@@ -257,6 +272,7 @@ class Context:
     out_dir: Path
     console: Console
     options: dict[str, Any] = field(default_factory=dict)
+    postgres_port: int | None = None  # the run's PostgreSQL when another process started it (smoke lanes)
     _postgres: BenchPostgres | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
@@ -265,6 +281,8 @@ class Context:
 
     def postgres(self) -> BenchPostgres:
         """The run's PostgreSQL+PostGIS, started on first use."""
+        if self._postgres is None and self.postgres_port is not None:
+            self._postgres = BenchPostgres(self.postgres_port)
         if self._postgres is None:
             t = time.perf_counter()
             self._postgres = BenchPostgres()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
+from itertools import chain, islice
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
@@ -21,13 +22,17 @@ def ordered_map(fn: Callable[..., Any], args: Iterable[tuple[Any, ...]], workers
 
     At most ``workers * ahead`` results wait at a time, so memory stays at a
     few chunks however many there are. ``fn`` must be a module-level function.
-    One worker (or one core) computes in this process, without a pool.
+    One worker (or one core, or a single item) computes in this process, without a pool.
     """
     workers = workers or os.cpu_count() or 1
-    if workers <= 1:
-        for a in args:
+    items = iter(args)
+    first = list(islice(items, 2))
+    # One item (a smoke run's city is one chunk) is computed here too: a pool would only add its start.
+    if workers <= 1 or len(first) < 2:
+        for a in chain(first, items):
             yield fn(*a)
         return
+    args = chain(first, items)
     # fork: the workers start at once with this process's modules (no re-import per worker).
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         pending: deque[Future[Any]] = deque()

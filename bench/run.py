@@ -7,6 +7,11 @@ benchmarks in order, prints their tables and writes
 ``<out>/<name>.json`` (``<name>-smoke.json`` for ``--smoke``) with the
 machine facts, parameters, results (medians, p99), ratios and targets.
 
+``--smoke`` runs the benchmarks in parallel lanes (``--lanes``, 2 by default;
+see :mod:`bench.lanes`), the longest first, each in a forked child whose
+output is printed whole when it ends. A full run goes one benchmark at a
+time, so that nothing disturbs a measurement.
+
 Adding a benchmark = a ``bench/bench_<name>.py``
 with ``NAME``, ``TITLE``, ``run(ctx)`` and ``tables(result)``, plus one line
 in :data:`BENCHMARKS`. Options meant for one benchmark go into
@@ -26,6 +31,7 @@ from typing import Any
 from rich.console import Console
 
 from bench.common import RESULTS_DIR, Context, ensure_debian_tools, machine_info, write_json
+from bench.lanes import run_lanes
 
 # name → module. Order is the run order.
 BENCHMARKS: dict[str, str] = {
@@ -37,6 +43,10 @@ BENCHMARKS: dict[str, str] = {
     "push": "bench.bench_push",  # 6. push fan-out through the FCM provider to a loopback FCM server
     "webhooks": "bench.bench_webhooks",  # 7. signed webhooks to a loopback receiver, with a dead endpoint beside
 }
+
+# Smoke seconds of each benchmark in two lanes on 2 cores (measured 2026-11-27): only the order the lanes
+# start them in (longest first, so that no long one is left to run alone at the end).
+SMOKE_SECONDS = {"context": 38, "http": 34, "webhooks": 24, "import": 11, "push": 8, "search": 5, "geofences": 3}
 
 # Programs the references run, and the Debian package that has each (installed by `make bench-sysdeps`).
 TOOLS = {"ogr2ogr": "gdal-bin", "wrk": "wrk"}
@@ -59,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-postgis", action="store_true", help="search, http: skip the PostGIS reference")
     parser.add_argument("--no-install", action="store_true",
                         help="do not run `make bench-sysdeps` when ogr2ogr or PostgreSQL is missing")
+    parser.add_argument("--lanes", type=int, default=2,
+                        help="--smoke only: benchmarks run at once, each in a child process (1: one after another)")
     return parser.parse_args(argv)
 
 
@@ -72,14 +84,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.no_install:
         ensure_debian_tools(console, TOOLS)
-    options = {"sizes": args.sizes, "queries": args.queries, "import_features": args.import_features,
-               "http_spots": args.http_spots, "http_duration": args.http_duration, "no_postgis": args.no_postgis}
-    ctx = Context(smoke=args.smoke, out_dir=args.out, console=console, options=options)
     machine = machine_info()
     console.print(f"machine: {machine.get('cpu_model')}, {machine.get('cores')} cores, "
                   f"{machine.get('memory_gib')} GiB; {'smoke' if args.smoke else 'full'} run of {', '.join(names)}")
-    failed = []
     started = time.perf_counter()
+    if args.smoke and args.lanes > 1 and len(names) > 1:
+        def child(name: str, postgres_port: int) -> int:
+            lane_console = Console(width=160, force_terminal=console.is_terminal or None)
+            return 1 if run_in_order(lane_console, [name], args, machine, postgres_port) else 0
+
+        longest_first = sorted(names, key=lambda name: -SMOKE_SECONDS.get(name, 0))
+        failed = run_lanes(console, [BENCHMARKS[n] for n in names], longest_first, args.lanes, child)
+    else:
+        failed = run_in_order(console, names, args, machine)
+    console.print(f"total {time.perf_counter() - started:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def run_in_order(console: Console, names: list[str], args: argparse.Namespace, machine: dict[str, Any],
+                 postgres_port: int | None = None) -> list[str]:
+    """Run ``names`` one after another in this process; the names of those that failed.
+
+    ``postgres_port``: the run's PostgreSQL, started by another process (a lane's runner).
+    """
+    options = {"sizes": args.sizes, "queries": args.queries, "import_features": args.import_features,
+               "http_spots": args.http_spots, "http_duration": args.http_duration, "no_postgis": args.no_postgis}
+    ctx = Context(smoke=args.smoke, out_dir=args.out, console=console, options=options,
+                  postgres_port=postgres_port)
+    failed = []
     try:
         for name in names:
             module = importlib.import_module(BENCHMARKS[name])
@@ -108,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"wrote {path} ({record['duration_s']:.0f} s)")
     finally:
         ctx.close()
-    console.print(f"total {time.perf_counter() - started:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":
