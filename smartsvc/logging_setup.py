@@ -13,7 +13,9 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import sys
+import threading
 from datetime import datetime, timezone
 from typing import Any
 
@@ -38,29 +40,64 @@ def user_pseudonym(key: str, user_id: object) -> str:
     return "user~" + digest[:16]
 
 
-def _pseudonymize(record: logging.LogRecord, key: str) -> None:
-    for field in _USER_FIELDS:
-        value = record.__dict__.get(field)
-        if value is None:
-            continue
-        text = str(value)
-        if field == "principal":
-            if text.startswith(_USER_PREFIX):
-                record.__dict__[field] = user_pseudonym(key, text[len(_USER_PREFIX):])
-        else:
-            record.__dict__[field] = user_pseudonym(key, text)
-
-
 class PseudonymFilter(logging.Filter):
     """Replaces user ids in the ``principal`` and ``user_id`` fields by :func:`user_pseudonym`."""
 
     def __init__(self, key: str) -> None:
         super().__init__()
-        self._key = key
+        # The keyed hash's key schedule done once: each record copies it (same digest as user_pseudonym).
+        self._hmac = hmac.new(key.encode("utf-8"), digestmod=hashlib.sha256)
+
+    def _pseudonym(self, user_id: str) -> str:
+        mac = self._hmac.copy()
+        mac.update(user_id.encode("utf-8"))
+        return "user~" + mac.hexdigest()[:16]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        _pseudonymize(record, self._key)
+        fields = record.__dict__
+        for field in _USER_FIELDS:
+            value = fields.get(field)
+            if value is None:
+                continue
+            text = str(value)
+            if field == "principal":
+                if text.startswith(_USER_PREFIX):
+                    fields[field] = self._pseudonym(text[len(_USER_PREFIX):])
+            else:
+                fields[field] = self._pseudonym(text)
         return True
+
+
+class _SecondStamps(threading.local):
+    """The last second formatted by this thread, so a line's time costs a lookup (one request logs once)."""
+
+    second = None
+    text = ""
+
+
+_STAMPS = _SecondStamps()
+
+
+def utc_timestamp_ms(created: float) -> str:
+    """``created`` (``time.time()``) as ``datetime.fromtimestamp(created, timezone.utc).isoformat(timespec=
+    "milliseconds")`` writes it, e.g. ``2026-11-24T09:00:00.123+00:00``.
+
+    The microseconds are rounded half-even and carried into the second as ``fromtimestamp`` does; the date
+    and time of day are formatted once per second.
+    """
+    fraction, whole = math.modf(created)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole += 1.0
+        micros -= 1_000_000
+    elif micros < 0:  # before 1970
+        whole -= 1.0
+        micros += 1_000_000
+    stamps = _STAMPS
+    if stamps.second != whole:
+        stamps.text = datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        stamps.second = whole
+    return f"{stamps.text}.{micros // 1000:03d}+00:00"
 
 
 class JsonFormatter(logging.Formatter):
@@ -68,7 +105,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": utc_timestamp_ms(record.created),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -93,6 +130,41 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{request_id}]" if request_id else line
 
 
+class LineHandler(logging.StreamHandler):
+    """A stream handler that formats a record before taking its lock: only the write is serialised.
+
+    ``logging.Handler.handle`` formats under the handler's lock, so with
+    several request threads each waits for the others' JSON encoding, not
+    just their writes. Lines are written whole, one per record, as before.
+    """
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter and format outside the lock, then write and flush the line under it."""
+        passed = self.filter(record)
+        if not passed:
+            return passed
+        if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may hand back a replacement
+            record = passed
+        try:
+            line = self.format(record) + self.terminator
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+            return passed
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                stream = self.stream
+                stream.write(line)
+                if stream and hasattr(stream, "flush"):
+                    stream.flush()
+            except RecursionError:
+                raise
+            except Exception:
+                self.handleError(record)
+        return passed
+
+
 def configure_logging(level: str = "INFO", json_lines: bool = True, pseudonym_key: str = "") -> None:
     """Install one stderr handler on the ``smartsvc`` and ``workers`` loggers.
 
@@ -100,7 +172,7 @@ def configure_logging(level: str = "INFO", json_lines: bool = True, pseudonym_ke
     With ``pseudonym_key`` (the service's secret key), user ids in log fields
     are written as :func:`user_pseudonym`.
     """
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineHandler(sys.stderr)
     if pseudonym_key:
         handler.addFilter(PseudonymFilter(pseudonym_key))
     if json_lines:

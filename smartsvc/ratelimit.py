@@ -29,6 +29,8 @@ from werkzeug.exceptions import TooManyRequests
 
 SCHEME = "smartsvc-memory"
 EXPIRY_INTERVAL_S = 1.0
+KEYS_KEEP_S = 60.0
+KEYS_MAX = 10_000
 
 
 class InlineExpiryMemoryStorage(MemoryStorage):
@@ -74,6 +76,11 @@ class RequestRateLimiter:
         self._limits = sorted(parse_many(limits))
         self._storage = storage_from_string(storage_uri(storage_url))
         self._key_func = key_func
+        # (caller, endpoint) -> ((storage key, window seconds, amount) per limit): the keys are built once
+        # per caller and endpoint, not per request. Emptied every KEYS_KEEP_S (callers are addresses too, kept
+        # no longer than their counters) and when it holds KEYS_MAX.
+        self._keys: dict[tuple[str, str], tuple[tuple[str, int, int], ...]] = {}
+        self._keys_until = 0.0
 
     def install(self, app: Flask) -> None:
         """Count every request to an endpoint before its view; add the headers to its response."""
@@ -86,17 +93,28 @@ class RequestRateLimiter:
         if not endpoint or endpoint.rpartition(".")[2] == "static":
             return
         caller = self._key_func()
+        keys = self._keys_for(caller, endpoint)
         storage = self._storage
         state = None
-        for item in self._limits:
-            key = item.key_for(caller, endpoint)
-            count = storage.incr(key, item.get_expiry())
-            if state is None or count > item.amount:
-                state = (item.amount, max(0, item.amount - count), storage.get_expiry(key))
-            if count > item.amount:
+        for key, expiry, amount in keys:
+            count = storage.incr(key, expiry)
+            if state is None or count > amount:
+                state = (amount, max(0, amount - count), storage.get_expiry(key))
+            if count > amount:
                 g.rate_limit = state
                 raise TooManyRequests(retry_after=max(1, math.ceil(state[2] - time.time())))
         g.rate_limit = state
+
+    def _keys_for(self, caller: str, endpoint: str) -> tuple[tuple[str, int, int], ...]:
+        now = time.monotonic()
+        if now >= self._keys_until or len(self._keys) >= KEYS_MAX:
+            self._keys = {}
+            self._keys_until = now + KEYS_KEEP_S
+        keys = self._keys.get((caller, endpoint))
+        if keys is None:
+            keys = tuple((item.key_for(caller, endpoint), item.get_expiry(), item.amount) for item in self._limits)
+            self._keys[(caller, endpoint)] = keys
+        return keys
 
     @staticmethod
     def add_headers(response: Response) -> Response:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -55,30 +55,54 @@ def _refuse_oversized_stream() -> None:
         raise RequestEntityTooLarge()
 
 
+def new_request_id() -> str:
+    """A random version-4 UUID as 32 hex digits: what ``uuid.uuid4().hex`` gives, without building a UUID."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
+
+
 def install_request_hooks(app: Flask) -> None:
     """Give every request an id (or keep the caller's) and log it when done."""
+    # (endpoint, method) -> the matched view's own body limit and whether it reads the whole body: an app's
+    # views and its (frozen) settings do not change once it serves, and a matched endpoint has finitely many
+    # methods, so this stays as small as the route table.
+    body_rules: dict[tuple[str, str], tuple[int | None, bool]] = {}
 
     @app.before_request
     def _start() -> None:
-        incoming = request.headers.get("X-Request-Id", "")
-        request_id = incoming if _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        g.request_id = request_id
-        g.request_token = request_id_var.set(request_id)
-        g.request_started = time.perf_counter()
-        own_limit = view_body_limit()
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        globals_ = g._get_current_object()  # type: ignore[attr-defined]
+        incoming = req.environ.get("HTTP_X_REQUEST_ID", "")
+        request_id = incoming if _SANE_REQUEST_ID.match(incoming) else new_request_id()
+        globals_.request_id = request_id
+        globals_.request_token = request_id_var.set(request_id)
+        globals_.request_started = time.perf_counter()
+        endpoint = req.endpoint
+        rule = body_rules.get((endpoint, req.method)) if endpoint else None
+        if rule is None:
+            own = view_body_limit()
+            rule = (own, own is not None and view_reads_whole_body())
+            if endpoint:
+                body_rules[(endpoint, req.method)] = rule
+        own_limit, whole_body = rule
         if own_limit is not None:
             # A large body: an upload is read as a stream by its view, stopped at the limit by werkzeug.
-            request.max_content_length = own_limit
-        if own_limit is None or view_reads_whole_body():
+            req.max_content_length = own_limit
+        if own_limit is None or whole_body:
             _refuse_oversized_stream()
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        request_id = g.get("request_id")
+        globals_ = g._get_current_object()  # type: ignore[attr-defined]
+        request_id = getattr(globals_, "request_id", None)
         if request_id:
             response.headers["X-Request-Id"] = request_id
-        started = g.get("request_started")
-        principal = g.get("principal")
+        if not log.isEnabledFor(logging.INFO):
+            return response
+        started = getattr(globals_, "request_started", None)
+        principal = getattr(globals_, "principal", None)
         log.info(
             "request",
             extra={

@@ -1,0 +1,193 @@
+"""The cheaper request plumbing of GET /v1/spots gives exactly what the general code gives (BENCHMARKS.md, 2)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import random
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from werkzeug.datastructures import MultiDict
+
+from smartsvc.http.requests import new_request_id
+from smartsvc.logging_setup import JsonFormatter, LineHandler, PseudonymFilter, user_pseudonym, utc_timestamp_ms
+
+KEY = "unit-test-secret-0123456789abcdef0123456789"
+
+
+def _iso_ms(created: float) -> str:
+    return datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def test_log_timestamps_are_those_of_datetime_isoformat_including_rounding_at_the_edges():
+    rng = random.Random(7)
+    base = 1_764_248_235
+    stamps = [rng.uniform(0, 4e9) for _ in range(20_000)] + [rng.uniform(-1e6, 0) for _ in range(500)]
+    for second in range(base - 2, base + 3):
+        for fraction in (0.0, 0.0005, 0.0000004999, 0.0000005, 0.5, 0.999, 0.9995, 0.9999994999, 0.9999995,
+                         0.9999996):
+            stamps.append(second + fraction)
+    stamps += [math.nextafter(float(base), 0.0), math.nextafter(float(base), math.inf), 0.0, 86_399.9999996]
+
+    assert [utc_timestamp_ms(t) for t in stamps] == [_iso_ms(t) for t in stamps]
+
+
+def test_log_timestamps_are_right_in_every_thread():
+    stamps = [1_764_248_235.5 + i for i in range(200)]
+    seen: list[bool] = []
+
+    def write() -> None:
+        seen.append([utc_timestamp_ms(t) for t in stamps] == [_iso_ms(t) for t in stamps])
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [True] * 4
+
+
+def test_the_pseudonym_filter_writes_user_pseudonym():
+    filter_ = PseudonymFilter(KEY)
+    for user_id in (uuid.uuid4(), uuid.uuid4(), "not-a-uuid", "ünïcode"):
+        record = logging.makeLogRecord({"principal": f"user:{user_id}", "user_id": user_id})
+        filter_.filter(record)
+        assert record.principal == record.user_id == user_pseudonym(KEY, user_id)
+
+
+def _handler(stream: io.StringIO) -> LineHandler:
+    handler = LineHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(PseudonymFilter(KEY))
+    return handler
+
+
+def test_the_line_handler_writes_what_a_stream_handler_writes():
+    ours, theirs = io.StringIO(), io.StringIO()
+    reference = logging.StreamHandler(theirs)
+    reference.setFormatter(JsonFormatter())
+    reference.addFilter(PseudonymFilter(KEY))
+    record = logging.makeLogRecord({"name": "smartsvc.access", "levelno": logging.INFO, "levelname": "INFO",
+                                    "msg": "request", "method": "GET", "path": "/v1/spots", "status": 200,
+                                    "principal": f"user:{uuid.uuid4()}", "created": 1_764_248_235.25})
+
+    assert _handler(ours).handle(logging.makeLogRecord(record.__dict__))
+    assert reference.handle(logging.makeLogRecord(record.__dict__))
+    assert ours.getvalue() == theirs.getvalue()
+    assert ours.getvalue().endswith("}\n") and json.loads(ours.getvalue())["ts"] == _iso_ms(1_764_248_235.25)
+
+
+def test_the_line_handler_keeps_each_line_whole_under_threads():
+    stream = io.StringIO()
+    logger = logging.getLogger(f"test.lines.{uuid.uuid4().hex}")
+    logger.propagate = False
+    logger.addHandler(_handler(stream))
+
+    def log_many(n: int) -> None:
+        for i in range(300):
+            logger.warning("line", extra={"writer": n, "i": i, "pad": "x" * 200})
+
+    threads = [threading.Thread(target=log_many, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 1200
+    assert sorted((line["writer"], line["i"]) for line in lines) == [(n, i) for n in range(4) for i in range(300)]
+
+
+def test_a_filter_that_refuses_a_record_writes_nothing():
+    stream = io.StringIO()
+    handler = _handler(stream)
+    handler.addFilter(lambda record: False)
+
+    assert not handler.handle(logging.makeLogRecord({"msg": "dropped"}))
+    assert stream.getvalue() == ""
+
+
+def test_request_ids_look_like_uuid4_hex():
+    ids = {new_request_id() for _ in range(2000)}
+
+    assert len(ids) == 2000
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert value == parsed.hex and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize("query", [
+    {"lat": "٤٨.٨٥", "lon": "2.35"},  # float() reads other scripts' digits, as marshmallow does
+    {"lat": "48.85", "lon": "2.35", "product_id": "{0190f2c4-5e2b-7cc1-9a3e-3c1f7d2b9a10}"},
+    {"lat": "48.85", "lon": "2.35", "product_id": "urn:uuid:0190f2c4-5e2b-7cc1-9a3e-3c1f7d2b9a10"},
+    {"lat": "48.85", "lon": "2.35", "product_id": "0190f2c45e2b7cc19a3e3c1f7d2b9a10"},
+    {"lat": "48.85", "lon": "2.35", "at": "20250603T100000+0200"},
+    {"lat": "48.85", "lon": "2.35", "at": "2025-06-03 10:00:00.123456-03:30"},
+    {"lat": "48.85", "lon": "2.35", "at": "2999-12-31T23:59:59+14:00"},
+    {"lat": "48.85", "lon": "2.35", "at": "3000-01-01T00:00:00Z"},
+    {"lat": "48.85", "lon": "2.35", "at": "2025-06-03"},
+    {"lat": "48.85", "lon": "2.35", "duration_min": " 60 ", "limit": "1_0"},
+    {"lat": "48.85", "lon": "2.35", "duration_min": "0"}, {"lat": "48.85", "lon": "2.35", "duration_min": "-1"},
+    {"lat": "48.85", "lon": "2.35", "radius_m": "5000.0000001"}, {"lat": "48.85", "lon": "2.35", "radius_m": "-0"},
+    {"lat": "48.85", "lon": "2.35", "radius_m": "1e-300"}, {"lat": "1e999", "lon": "2.35"},
+    {"lat": "-inf", "lon": "2.35"}, {"lat": "", "lon": "2.35"}, {"lat": "48.85", "lon": "0x10"},
+    {"lat": "48.85", "lon": "2.35", "limit": "1e2"}, {"lat": "48.85", "lon": "2.35", "limit": "+100"},
+    {"lat": "48.85", "lon": "2.35", "product_id": ""}, {"lat": "48.85", "lon": "2.35", "at": "now"},
+    {"lat": "48.85", "lon": "2.35\ud800"},
+])
+def test_the_hot_path_arguments_match_the_schema_on_odd_input(query):
+    import marshmallow as ma
+
+    from smartsvc.http.spots import SpotSearchArgs, _fast_args
+
+    query = {"product_id": "0190F2C4-5E2B-7CC1-9A3E-3C1F7D2B9A10", **query}
+    try:
+        expected = SpotSearchArgs().load({k: v for k, v in query.items() if k in SpotSearchArgs().fields})
+    except ma.ValidationError:
+        expected = None
+    if any("\ud800" in value for value in query.values()):
+        expected = None  # the standard parser answers 422 naming the field
+
+    assert _fast_args(MultiDict(query)) == expected
+
+
+def test_the_hot_path_arguments_match_the_schema_on_random_input():
+    import marshmallow as ma
+
+    from smartsvc.http.spots import SpotSearchArgs, _fast_args
+
+    rng = random.Random(11)
+    pieces = ["0", "1", "-", "+", ".", "e", "5", "9", "_", " ", "inf", "nan", "T", ":", "Z", "2025-06-03", "x"]
+    fields = list(SpotSearchArgs().fields)
+    schema = SpotSearchArgs()
+    for _ in range(3000):
+        query = {"lat": "48.85", "lon": "2.35", "product_id": str(uuid.UUID(int=rng.getrandbits(128)))}
+        name = rng.choice(fields)
+        query[name] = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+        try:
+            expected = schema.load(query)
+        except ma.ValidationError:
+            expected = None
+        assert _fast_args(MultiDict(query)) == expected, query
+
+
+def test_the_rate_limiter_counts_under_the_keys_limits_builds_and_forgets_callers(monkeypatch):
+    from limits import parse_many
+
+    from smartsvc import ratelimit
+
+    limiter = ratelimit.RequestRateLimiter("100/hour;10/minute", "memory://", lambda: "unused")
+    expected = tuple((item.key_for("cred:abc", "spots.Spots"), item.get_expiry(), item.amount)
+                     for item in sorted(parse_many("100/hour;10/minute")))
+
+    assert limiter._keys_for("cred:abc", "spots.Spots") == expected
+    assert limiter._keys_for("cred:abc", "spots.Spots") is limiter._keys_for("cred:abc", "spots.Spots")
+    later = time.monotonic() + ratelimit.KEYS_KEEP_S + 1
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: later)
+    limiter._keys_for("addr:192.0.2.1", "spots.Spots")
+    assert list(limiter._keys) == [("addr:192.0.2.1", "spots.Spots")]
