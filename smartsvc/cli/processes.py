@@ -66,8 +66,10 @@ def gunicorn_options(host: str, port: int, workers: int) -> dict[str, Any]:
         "timeout": 60,
         "graceful_timeout": 20,
         "accesslog": None,
-        "max_requests": 10000,
-        "max_requests_jitter": 1000,
+        # Recycling bounds a slow leak; a recycled worker starts cold (its caches, the index pages it had
+        # touched), and 10,000 requests were 10-20 s of a busy worker: benchmark 2 saw it mid-run.
+        "max_requests": 200_000,
+        "max_requests_jitter": 20_000,
     }
 
 
