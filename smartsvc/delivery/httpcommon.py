@@ -119,7 +119,7 @@ class KeptAliveConnections:
         with self._lock:
             while self._idle:
                 sock = self._idle.pop()
-                if not _dropped(sock):
+                if not idle_connection_dropped(sock):
                     return sock, True
                 sock.close()
         return self._connect(), False
@@ -177,7 +177,7 @@ class KeptAliveConnections:
             sock.close()
 
 
-def _dropped(sock: socket.socket) -> bool:
+def idle_connection_dropped(sock: socket.socket) -> bool:
     """True when an idle connection was closed by the server (readable while idle: EOF or junk)."""
     try:
         poller = select.poll()  # not select.select: a worker may hold more than 1024 descriptors

@@ -21,7 +21,6 @@ import email.utils
 import http.client
 import io
 import os
-import select
 import socket
 import ssl
 import threading
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit
 
 import certifi
 
+from smartsvc.delivery.httpcommon import idle_connection_dropped
 from smartsvc.webhooks.ssrf import (
     Destination,
     DestinationUnresolvable,
@@ -147,7 +147,7 @@ class PinnedClient:
             idle = self._idle.get(self._key(dest), [])
             while idle:
                 sock = idle.pop()
-                if not _dropped(sock):
+                if not idle_connection_dropped(sock):
                     return sock, True
                 sock.close()
         return self.connect(dest, deadline), False
@@ -302,16 +302,6 @@ def _outcome(status: int, headers: Any, received: bytes, started: float) -> Send
         retry_after = parse_retry_after(headers.get("retry-after"))
     return SendOutcome(ok=False, status_code=status, latency_ms=latency_ms, error=error, retry_after_s=retry_after,
                        gone=status == 410, response_excerpt=excerpt)
-
-
-def _dropped(sock: socket.socket) -> bool:
-    """True when an idle connection was closed by the server (readable while idle: EOF or junk)."""
-    try:
-        poller = select.poll()  # not select.select: a worker may hold more than 1024 descriptors
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError):
-        return True
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
