@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import bindparam, delete, exists, insert, select, update
 from sqlalchemy.orm import Session, aliased, defer
 
 from ..db import Database, UnitOfWork
@@ -35,7 +35,7 @@ from ..models import SharingLedgerEntry, WebhookAttempt, WebhookDelivery, Webhoo
 from ..timeutil import utcnow
 from .consents import consenting_users
 from .delivery_rows import among, chunks, complete_messages
-from .sharing import owner_name, record_sharing
+from .sharing import owner_name
 from .webhook_delivery import (STALE_SEND, Sender, body_bytes, disable_endpoint, in_flight, message_id,
                                next_delay, release_next, release_waiting, settle, transport_options)
 from .webhook_events import CONSENT_WITHDRAWN, PARTNER_SHARING, breaker_open, enqueue_delivery, field_paths
@@ -101,21 +101,21 @@ def _behind_earlier(session: Session, ids: Sequence[uuid.UUID]) -> set[uuid.UUID
 
 
 class _Ledger:
-    """Writes the sharing ledger entry of a first attempt; the recipient's name read once per endpoint."""
+    """The sharing ledger rows of first attempts (as :func:`.sharing.record_webhook_sharing` writes them);
+    the recipient's name read once per endpoint."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.names: dict[uuid.UUID, str] = {}
 
-    def record(self, endpoint: WebhookEndpoint, delivery: WebhookDelivery, now: datetime) -> None:
-        if endpoint.id not in self.names:  # as sharing.record_webhook_sharing names it
+    def row(self, endpoint: WebhookEndpoint, delivery: WebhookDelivery, now: datetime) -> dict[str, Any]:
+        if endpoint.id not in self.names:
             host = urlsplit(endpoint.url).hostname or endpoint.url
             self.names[endpoint.id] = f"{owner_name(self.session, endpoint.owner)} ({host})"
-        assert delivery.user_id is not None
-        record_sharing(self.session, user_id=delivery.user_id, channel="webhook", recipient=self.names[endpoint.id],
-                       event_type=delivery.event_type, fields=field_paths(delivery.payload.get("data")), at=now,
-                       recipient_id=str(endpoint.id), recipient_owner=endpoint.owner,
-                       reference_id=str(delivery.id))
+        return {"id": new_id(), "user_id": delivery.user_id, "at": now, "channel": "webhook",
+                "recipient": self.names[endpoint.id][:300], "recipient_id": str(endpoint.id),
+                "recipient_owner": endpoint.owner, "event_type": delivery.event_type,
+                "fields": field_paths(delivery.payload.get("data")), "reference_id": str(delivery.id)}
 
 
 def claim(database: Database, items: Sequence[Item], now: datetime) -> tuple[list[Claim], dict[uuid.UUID, str]]:
@@ -182,7 +182,12 @@ def claim(database: Database, items: Sequence[Item], now: datetime) -> tuple[lis
 
 def _claim_chosen(session: Session, chosen: list[WebhookDelivery], endpoints: dict[uuid.UUID, WebhookEndpoint],
                   now: datetime, settings: Any) -> list[Claim]:
-    """Record an attempt for each chosen delivery (one claim id: one slot); the claims."""
+    """Record an attempt for each chosen delivery (one claim id: one slot); the claims.
+
+    Three bulk statements (deliveries, attempts, ledger) instead of the ORM's
+    per-object bookkeeping: the transaction commits right after, and the loaded
+    objects are not used again.
+    """
     taken_over = [d.id for d in chosen if d.sending_since is not None]
     for chunk in chunks(taken_over):  # claimed by a worker that died mid-send
         session.execute(update(WebhookAttempt).where(among(session, WebhookAttempt.delivery_id, chunk),
@@ -192,20 +197,26 @@ def _claim_chosen(session: Session, chosen: list[WebhookDelivery], endpoints: di
     claim_id = new_id()
     ledger = _Ledger(session)
     secrets = {w: active_secrets(settings, e, now) for w, e in endpoints.items() if e.enabled}
-    claims = []
+    claims, numbers, attempts, shared = [], [], [], []
     for delivery in chosen:
         endpoint = endpoints[delivery.webhook_id]
-        delivery.waiting_since = None
         if delivery.user_id is not None and delivery.attempts == 0:
-            ledger.record(endpoint, delivery, now)
-        delivery.attempts += 1
-        delivery.sending_since = delivery.updated_at = now
-        delivery.claim_id = claim_id
-        attempt = WebhookAttempt(id=new_id(), delivery_id=delivery.id, number=delivery.attempts, status="sending",
-                                 started_at=now)
-        session.add(attempt)
-        claims.append(Claim(delivery.id, attempt.id, endpoint.id, endpoint.url, body_bytes(delivery.payload),
+            shared.append(ledger.row(endpoint, delivery, now))
+        number = delivery.attempts + 1
+        attempt_id = new_id()
+        numbers.append({"b_id": delivery.id, "b_attempts": number})
+        attempts.append({"id": attempt_id, "delivery_id": delivery.id, "number": number, "status": "sending",
+                         "started_at": now})
+        claims.append(Claim(delivery.id, attempt_id, endpoint.id, endpoint.url, body_bytes(delivery.payload),
                             secrets[endpoint.id]))
+    if numbers:
+        session.execute(
+            update(WebhookDelivery.__table__).where(WebhookDelivery.__table__.c.id == bindparam("b_id"))
+            .values(attempts=bindparam("b_attempts"), waiting_since=None, sending_since=now, updated_at=now,
+                    claim_id=claim_id), numbers)
+        session.execute(insert(WebhookAttempt.__table__), attempts)
+    if shared:
+        session.execute(insert(SharingLedgerEntry.__table__), shared)
     return claims
 
 
