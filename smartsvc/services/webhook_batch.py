@@ -334,6 +334,23 @@ def _record(uow: UnitOfWork, endpoint: WebhookEndpoint, delivery: WebhookDeliver
         released[endpoint.id].add(delivery.subject)
 
 
+def _record_delivered(session: Session, plain: Sequence[tuple[Claim, Any]], now: datetime) -> None:
+    """Successful sends of pending deliveries: their attempts and the deliveries, in two bulk statements."""
+    if not plain:
+        return
+    attempts, delivered = WebhookAttempt.__table__, WebhookDelivery.__table__
+    session.execute(
+        update(attempts).where(attempts.c.id == bindparam("b_id"))
+        .values(status="succeeded", status_code=bindparam("b_code"), latency_ms=bindparam("b_latency"),
+                error=None, finished_at=now),
+        [{"b_id": item.attempt_id, "b_code": o.status_code, "b_latency": o.latency_ms} for item, o in plain])
+    session.execute(
+        update(delivered).where(delivered.c.id == bindparam("b_id"))
+        .values(status="delivered", status_reason=None, next_attempt_at=None, sending_since=None, claim_id=None,
+                last_status_code=bindparam("b_code"), last_error=None, delivered_at=now, updated_at=now),
+        [{"b_id": item.delivery_id, "b_code": o.status_code} for item, o in plain])
+
+
 def finish(database: Database, sent: Sequence[tuple[Claim, Any]], unsent: Sequence[Claim],
            outbox_ids: Iterable[int | None], now: datetime, rng: random.Random | None = None) -> dict[uuid.UUID, str]:
     """Record the outcomes and give back what was not sent, in one transaction; each delivery's status."""
@@ -348,10 +365,16 @@ def finish(database: Database, sent: Sequence[tuple[Claim, Any]], unsent: Sequen
             select(WebhookEndpoint).where(among(session, WebhookEndpoint.id, webhook_ids)).order_by(WebhookEndpoint.id)
             .with_for_update().execution_options(populate_existing=True))}
         deliveries = _lock_deliveries(session, [c.delivery_id for c in claims], payload=False)
-        attempts = {a.id: a for chunk in chunks([c.attempt_id for c in claims]) for a in session.scalars(
-            select(WebhookAttempt).where(among(session, WebhookAttempt.id, chunk)))}
         released: dict[uuid.UUID, set[str]] = defaultdict(set)
         succeeded: set[uuid.UUID] = set()
+        # A 2xx for a delivery still pending to an endpoint still enabled: no rule to apply, so these are
+        # written with two bulk statements; every other outcome goes through _record.
+        plain = [(item, outcome) for item, outcome in sent if outcome.ok and item.webhook_id in endpoints
+                 and endpoints[item.webhook_id].enabled and item.delivery_id in deliveries
+                 and deliveries[item.delivery_id].status == "pending"]
+        plain_ids = {item.delivery_id for item, _ in plain}
+        attempts = {a.id: a for chunk in chunks([c.attempt_id for c in claims if c.delivery_id not in plain_ids])
+                    for a in session.scalars(select(WebhookAttempt).where(among(session, WebhookAttempt.id, chunk)))}
         for item in unsent:
             delivery = deliveries.get(item.delivery_id)
             if delivery is not None and item.webhook_id in endpoints:
@@ -359,6 +382,13 @@ def finish(database: Database, sent: Sequence[tuple[Claim, Any]], unsent: Sequen
                 statuses[item.delivery_id] = "skipped"
         for item, outcome in sent:
             endpoint, delivery = endpoints.get(item.webhook_id), deliveries.get(item.delivery_id)
+            if item.delivery_id in plain_ids:
+                assert endpoint is not None and delivery is not None
+                endpoint.failing_since, endpoint.consecutive_failures = None, 0
+                succeeded.add(endpoint.id)
+                released[endpoint.id].add(delivery.subject)
+                statuses[item.delivery_id] = "delivered"
+                continue
             attempt = attempts.get(item.attempt_id)
             if endpoint is None or delivery is None or attempt is None:  # the endpoint was deleted meanwhile
                 statuses[item.delivery_id] = "deleted"
@@ -367,12 +397,13 @@ def finish(database: Database, sent: Sequence[tuple[Claim, Any]], unsent: Sequen
             _record(uow, endpoint, delivery, attempt, outcome, now, rng, released)
             if was_enabled and not endpoint.enabled:  # disabled by this answer: the batch's others fail too
                 for other in deliveries.values():
-                    if other.webhook_id == endpoint.id and other.status == "pending":
+                    if other.webhook_id == endpoint.id and other.status == "pending" and other.id not in plain_ids:
                         other.status, other.status_reason = "failed", delivery.status_reason
                         other.next_attempt_at, other.updated_at = None, now
             if outcome.ok:
                 succeeded.add(endpoint.id)
             statuses[item.delivery_id] = delivery.status
+        _record_delivered(session, plain, now)
         for webhook_id, subjects in released.items():
             release_next(uow, webhook_id, subjects, now)
         session.flush()  # these sends no longer count as in flight

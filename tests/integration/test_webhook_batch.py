@@ -206,3 +206,20 @@ def test_a_batch_left_by_a_dead_worker_is_taken_over_once_stale(world):
         assert set(later.values()) == {"delivered"} and len(receiver.requests) == 3
         for delivery in world.deliveries(hook["id"]):
             assert [a["status"] for a in delivery["attempts"]] in (["failed", "succeeded"], ["succeeded", "failed"])
+
+
+def test_what_the_partner_accepted_stays_delivered_when_a_later_answer_disables_the_endpoint(world):
+    with WebhookReceiver(default=410) as receiver:
+        receiver.script(200)  # the batch's first send (alone) is accepted, the next ones answer 410 Gone
+        hook = world.register(receiver.url(), ["suggestion.created"])
+        for n in range(EVENTS):
+            world.suggest(world.user(f"user{n}"))
+        world.drain()
+        assert world.webhook(hook["id"])["enabled"] is False
+        states = world.deliveries(hook["id"])
+        accepted = [d for d in states if any(a["status"] == "succeeded" for a in d["attempts"])]
+        assert len(accepted) == 1 and accepted[0]["status"] == "delivered"
+        rest = [d for d in states if d is not accepted[0]]
+        assert [d["status"] for d in rest] == ["failed"] * (EVENTS - 1)
+        assert all("410" in d["status_reason"] for d in rest)
+        assert 2 <= len(receiver.requests) <= EVENTS
