@@ -92,12 +92,12 @@ def send(claims: Sequence[Claim], settings: Any, clock: Any, sender: Sender | No
             if _endpoint_trouble(outcome):
                 troubled.add(item.webhook_id)
 
-    first: dict[uuid.UUID, int] = {}
+    probes: dict[uuid.UUID, int] = {}  # each endpoint's first claim: is it answering at all?
     for index, item in enumerate(claims):
-        first.setdefault(item.webhook_id, index)
-    rest = [i for i in range(len(claims)) if i not in set(first.values())]
+        probes.setdefault(item.webhook_id, index)
+    rest = [i for i, item in enumerate(claims) if probes[item.webhook_id] != i]
     try:
-        for index in first.values():  # the probe of each endpoint: is it answering at all?
+        for index in probes.values():
             one(index)
         if concurrency <= 1 or len(rest) <= 1:
             for index in rest:

@@ -18,6 +18,7 @@ of a batched delivery's cost (BENCHMARKS.md §7).
 from __future__ import annotations
 
 import email.utils
+import functools
 import http.client
 import io
 import os
@@ -170,20 +171,12 @@ class PinnedClient:
                 sock.close()
 
 
-_context_lock = threading.Lock()
-_context: ssl.SSLContext | None = None
-
-
+@functools.lru_cache(maxsize=1)
 def _default_ssl_context() -> ssl.SSLContext:
     # Loading the CA bundle takes tens of milliseconds; one context serves every client and thread.
-    global _context
-    with _context_lock:
-        if _context is None:
-            if os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"):
-                _context = ssl.create_default_context()  # OpenSSL reads them
-            else:
-                _context = ssl.create_default_context(cafile=certifi.where())
-        return _context
+    if os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context()  # OpenSSL reads them
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def make_client(*, ssl_context: ssl.SSLContext | None = None, max_connections: int = 8) -> PinnedClient:
@@ -231,7 +224,7 @@ def send_webhook(url: str, body: bytes, headers: dict[str, str], *, allow_privat
         return _failure(started, f"timeout: {_describe(exc) or 'no answer in time'}")
     except ssl.SSLError as exc:
         return _failure(started, f"connection failed: {_describe(exc)}")
-    except (ConnectionRefusedError, ConnectionError) as exc:
+    except ConnectionError as exc:
         return _failure(started, f"connection failed: {_describe(exc)}")
     except (http.client.HTTPException, OSError, ValueError) as exc:
         return _failure(started, f"{type(exc).__name__}: {_describe(exc)}")

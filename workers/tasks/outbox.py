@@ -25,25 +25,25 @@ def _publish(message: OutboxMessage) -> None:
     )
 
 
-def _publish_pushes(messages: list[OutboxMessage]) -> None:
-    """Due push messages, in commit order, as one batch task (one claim and one settle for all of them)."""
+def _publish_batch(task: str, messages: list[OutboxMessage]) -> None:
+    """``messages`` (due, in commit order) as one ``task`` whose ``items`` are their payloads."""
     first, last = messages[0], messages[-1]
     current_celery.send_task(
-        PUSH_BATCH_TASK,
+        task,
         kwargs={"items": [{**message.payload, "outbox_id": message.id} for message in messages]},
         task_id=f"outbox-{first.id}-{last.id}-{first.attempts + 1}",
     )
 
 
+def _publish_pushes(messages: list[OutboxMessage]) -> None:
+    """Due push messages as one batch task (one claim and one settle for all of them)."""
+    _publish_batch(PUSH_BATCH_TASK, messages)
+
+
 def _publish_webhooks(messages: list[OutboxMessage]) -> None:
-    """Due webhook deliveries, one batch task per endpoint (its ordering key), each in commit order."""
+    """Due webhook deliveries, one batch task per endpoint (its ordering key)."""
     for group in batches_per_endpoint(messages):
-        first, last = group[0], group[-1]
-        current_celery.send_task(
-            DELIVER_BATCH_TASK,
-            kwargs={"items": [{**message.payload, "outbox_id": message.id} for message in group]},
-            task_id=f"outbox-{first.id}-{last.id}-{first.attempts + 1}",
-        )
+        _publish_batch(DELIVER_BATCH_TASK, group)
 
 
 @shared_task(name="smartsvc.outbox.relay", ignore_result=True, acks_late=False)
