@@ -4,48 +4,103 @@ An item of ``GET /v1/spots`` is mostly what does not change between
 searches: the spot's id, geometry, kind and source; the fit reasons for a
 vehicle; the rule decision for a start and a duration. Turning 20 items into
 dicts and then into JSON costs about 0.5 ms a search (BENCHMARKS.md, 2);
-kept as JSON text per spot (on the index, like the fit reasons) and per
+kept as JSON text per spot (on the index), per (vehicle, spot) and per
 decision, an answer is joined from them in a few microseconds an item. Only
 the distance and the spaces for the vehicle are written per search.
 
-:func:`answer_json` gives the same document as ``json.dumps({"items":
-to_dicts(results)})`` (a unit test compares them); results that do not come
-from a :class:`~geodata.index.SpotIndex` (PostGIS candidates) take that way.
+Nothing is kept per (spot, decision): a decision belongs to a start time, and
+a client that searches "now" brings a new start every second, so such a cache
+would mostly miss. The spots an answer meets for the first time are
+serialised together, with one pass over their coordinates
+(:func:`~geodata.search.to_dicts`).
+
+:func:`answer_json` gives the same text as ``json.dumps({"items":
+to_dicts(results)}, ensure_ascii=False, separators=(",", ":"))`` (a unit test
+compares them); results that do not come from a
+:class:`~geodata.index.SpotIndex` (PostGIS candidates) take that way.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from json.encoder import c_make_encoder, encode_basestring
+from typing import Any, Callable
 
 from geodata.search import SpotResult, to_dicts
 
-# Spots whose item text is kept per index (~400 bytes each), and decisions kept per process.
+# Spots whose text is kept per index (~400 bytes each), and per vehicle their fit reasons (~100 bytes).
 _SPOTS_MAX = 200_000
+_VEHICLES_MAX = 64
 _DECISIONS_MAX = 20_000
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _compact_encoder() -> Callable[[Any], str]:
+    """``_ENCODER.encode``, with the C encoder built once instead of on every call.
+
+    ``JSONEncoder.encode`` builds a new C encoder per call, ~5 µs: most of the
+    cost for the small pieces written here. No circular-reference check: the
+    pieces are plain dicts, lists, strings and numbers built in this module.
+    """
+    if c_make_encoder is None:  # a Python without the C accelerator
+        return _ENCODER.encode
+    chunks = c_make_encoder(None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, False)
+    return lambda value: "".join(chunks(value, 0))
+
+
+_encode = _compact_encoder()
 # id(decision) -> (decision, text): the decision is held, so its id cannot be reused while the entry lives.
 _decision_parts: dict[int, tuple[Any, str, str]] = {}
-# (spot, vehicle) fit reasons as JSON list items; spots hash by identity.
-_FIT_KEY = "fit_json"
 # The spot's own fields, before distance_m, between it and the decision, and last (SpotSchema's order).
 _SPOT_KEYS = (("id", "geometry"), ("kind", "orientation", "length_m", "fits"), ("source",))
 
 
-def _spot_parts(result: SpotResult, index: Any) -> tuple[str, str, str]:
-    """The spot's fields as JSON text, in three parts so that the item keeps the schema's field order."""
+def _spot_texts(results: list[SpotResult], spots: list[Any], index: Any) -> list[tuple[str, str, str]]:
+    """Each result's spot fields as JSON text, in three parts so that the item keeps the schema's field order."""
     cache = index.item_json
-    spot = result.spot
-    found = cache.get(spot)
-    if found is None:
-        if len(cache) >= _SPOTS_MAX:
+    texts = list(map(cache.get, spots))
+    if None in texts:
+        missing = [i for i, text in enumerate(texts) if text is None]
+        if len(cache) + len(missing) > _SPOTS_MAX:
             cache.clear()
-        item = to_dicts([result])[0]
-        found = cache[spot] = tuple(_encode({k: item[k] for k in keys})[1:-1] for keys in _SPOT_KEYS)
-    return found
+        for i, item in zip(missing, to_dicts([results[i] for i in missing])):
+            texts[i] = cache[spots[i]] = tuple(_encode({k: item[k] for k in keys})[1:-1] for keys in _SPOT_KEYS)
+    return texts  # type: ignore[return-value]
+
+
+def _fit_cache(index: Any, vehicle: Any) -> dict[Any, str]:
+    """The vehicle's fit reasons as JSON list items, per spot (vehicles hash by value)."""
+    by_vehicle = index.fit_json
+    cache = by_vehicle.get(vehicle)
+    if cache is None:
+        if len(by_vehicle) >= _VEHICLES_MAX:
+            by_vehicle.clear()
+        cache = by_vehicle[vehicle] = {}
+    return cache
+
+
+def _fit_texts(results: list[SpotResult], spots: list[Any], index: Any) -> list[str]:
+    """Each result's fit reasons as JSON list items."""
+    vehicle = results[0]._vehicle
+    if all(result._vehicle is vehicle for result in results):  # one search: one vehicle, hashed once
+        cache = _fit_cache(index, vehicle)
+        texts = list(map(cache.get, spots))
+        if None not in texts:
+            return texts
+    texts = []
+    for result in results:
+        cache = _fit_cache(index, result._vehicle)
+        text = cache.get(result.spot)
+        if text is None:
+            if len(cache) >= _SPOTS_MAX:
+                cache.clear()
+            text = cache[result.spot] = _encode(list(result._fit_reasons()))[1:-1]
+        texts.append(text)
+    return texts
 
 
 def _decision_part(decision: Any) -> tuple[str, str]:
+    """The decision's fields (``allowed_until``, ``max_stay_min``, ``fee``) and its reasons, as JSON text."""
     found = _decision_parts.get(id(decision))
     if found is None or found[0] is not decision:
         if len(_decision_parts) >= _DECISIONS_MAX:
@@ -58,47 +113,22 @@ def _decision_part(decision: Any) -> tuple[str, str]:
     return found[1], found[2]
 
 
-def _fit_part(result: SpotResult, index: Any) -> str:
-    cache = index.item_json
-    key = (_FIT_KEY, result.spot, result._vehicle)
-    found = cache.get(key)
-    if found is None:
-        found = cache[key] = _encode(list(result._fit_reasons()))[1:-1]
-    return found
-
-
-def _item_parts(result: SpotResult, index: Any) -> tuple[str, str]:
-    """The item's text before and after its distance (the only part that changes from search to search).
-
-    Kept per (spot, vehicle, decision) with the decision itself, so that a
-    decision dropped from the caches and a new one at its address never meet.
-    """
-    cache = index.item_json
-    decision = result.decision
-    key = (result.spot, result._vehicle, id(decision))
-    found = cache.get(key)
-    if found is None or found[0] is not decision:
-        if len(cache) >= _SPOTS_MAX:
-            cache.clear()
-        fields, rule_why = _decision_part(decision)
-        fit_why = _fit_part(result, index)
-        why = fit_why + "," + rule_why if fit_why and rule_why else fit_why or rule_why
-        head, middle, tail = _spot_parts(result, index)
-        found = cache[key] = (
-            decision, "{" + head + ',"distance_m":',
-            f',{middle},"spaces_for_vehicle":{int(result.spaces_for_vehicle)},{fields},"why":[{why}],{tail}}}')
-    return found[1], found[2]
-
-
 def answer_json(results: list[SpotResult]) -> str:
     """``{"items": [...]}`` for a search's results, as compact JSON text (UTF-8 characters kept)."""
     if not results:
         return '{"items":[]}'
     index = results[0]._index
-    if getattr(index, "item_json", None) is None:
+    if getattr(index, "item_json", None) is None or any(result._index is not index for result in results):
         return _encode({"items": to_dicts(results)})
+    spots = [result.spot for result in results]
     items = []
-    for result in results:
-        before, after = _item_parts(result, index)
-        items.append(before + repr(round(float(result.distance_m), 2)) + after)
+    for result, (head, middle, tail), fit_why in zip(results, _spot_texts(results, spots, index),
+                                                     _fit_texts(results, spots, index)):
+        decision = result.decision
+        found = _decision_parts.get(id(decision))
+        fields, rule_why = (found[1], found[2]) if found is not None and found[0] is decision else \
+            _decision_part(decision)
+        why = fit_why + "," + rule_why if fit_why and rule_why else fit_why or rule_why
+        items.append(f'{{{head},"distance_m":{round(float(result.distance_m), 2)!r},{middle},'
+                     f'"spaces_for_vehicle":{int(result.spaces_for_vehicle)},{fields},"why":[{why}],{tail}}}')
     return '{"items":[' + ",".join(items) + "]}"

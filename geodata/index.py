@@ -124,8 +124,10 @@ class SpotIndex:
         self.decision_cache: dict = {}
         # (spot, vehicle) -> the fit reasons of a result, kept by geodata.search (bounded there).
         self.fit_reasons: dict = {}
-        # Pieces of the answer's JSON text per spot and per (spot, vehicle), kept by geodata.answer_json.
+        # Pieces of the answer's JSON text, kept by geodata.answer_json (bounded there): per spot, and per
+        # vehicle and spot (the fit reasons).
         self.item_json: dict = {}
+        self.fit_json: dict = {}
 
     def __len__(self) -> int:
         return len(self.spots)

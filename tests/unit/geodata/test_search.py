@@ -191,6 +191,23 @@ def test_the_answer_as_json_text_is_the_answer_as_dicts_for_every_kind_of_geomet
                                   (GOLF, datetime(2024, 7, 7, 10, 0), 600), (SMART, TUESDAY_10, 60)]:
         results = search(index, *HERE, 300, vehicle, at, duration, limit=20)
         assert results
-        # The same document, fields in the same order.
-        assert json.dumps(json.loads(answer_json(results))) == json.dumps({"items": to_dicts(results)})
+        # The same text as the answer's dicts encoded compactly: fields in the same order, same numbers.
+        assert answer_json(results) == json.dumps({"items": to_dicts(results)}, ensure_ascii=False,
+                                                  separators=(",", ":"))
     assert json.loads(answer_json([])) == {"items": []}
+
+
+def test_the_answer_stays_right_when_its_kept_pieces_are_dropped(monkeypatch):
+    import geodata.answer_json as pieces
+
+    monkeypatch.setattr(pieces, "_SPOTS_MAX", 2)
+    monkeypatch.setattr(pieces, "_VEHICLES_MAX", 1)
+    spots = [curb_at(10 + 12 * i, 8.0 + i, PAID if i % 2 else FREE, f"gap-{i}") for i in range(6)]
+    index = SpotIndex(spots, timezones={"paris": "Europe/Paris"})
+    for vehicle, at in [(SMART, TUESDAY_10), (GOLF, TUESDAY_10), (SMART, datetime(2024, 7, 7, 22, 0)),
+                        (VAN, TUESDAY_10), (SMART, TUESDAY_10)]:
+        results = search(index, *HERE, 300, vehicle, at, 90, limit=20)
+        assert len(results) > 2
+        assert answer_json(results) == json.dumps({"items": to_dicts(results)}, ensure_ascii=False,
+                                                  separators=(",", ":"))
+        assert len(index.item_json) <= len(results) and len(index.fit_json) == 1
