@@ -45,3 +45,19 @@ def test_pseudonyms_are_stable_per_key_and_tell_users_apart():
     assert user_pseudonym(KEY, first) == user_pseudonym(KEY, str(first))
     assert user_pseudonym(KEY, first) != user_pseudonym(KEY, second)
     assert user_pseudonym(KEY, first) != user_pseudonym("another-key-0123456789abcdef0123456789", first)
+
+
+def test_pseudonyms_stay_right_for_many_users_once_the_kept_ones_are_dropped(monkeypatch):
+    import smartsvc.logging_setup as logging_setup
+
+    monkeypatch.setattr(logging_setup, "_PSEUDONYMS_MAX", 3)
+    pseudonyms = PseudonymFilter(KEY)
+    users = [uuid.uuid4() for _ in range(8)]
+    for _ in range(2):  # the second round meets users both kept and dropped
+        for user_id in users:
+            record = logging.makeLogRecord({"principal": f"user:{user_id}", "user_id": str(user_id)})
+            pseudonyms.filter(record)
+            assert record.principal == record.user_id == user_pseudonym(KEY, user_id)
+    assert len(pseudonyms._known) <= 3
+    assert PseudonymFilter("another-key-0123456789abcdef0123456789")._pseudonym(str(users[0])) != user_pseudonym(
+        KEY, users[0])
