@@ -13,6 +13,8 @@ the layer in memory. ``index`` on PostgreSQL trades that memory for speed.
 from __future__ import annotations
 
 import json
+import os
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -114,19 +116,19 @@ def _read_token_product_live(database: Database, user_id: uuid.UUID, product_id:
     """(generation, brand, name, attributes, live dataset id, live version), typed; None: no such user."""
     engine = database.engine
     sqlite = engine.dialect.name == "sqlite"
-    connection = engine.raw_connection()
-    try:
-        cursor = connection.cursor()
+    if sqlite:  # Uuid columns are 32 hex digits there, JSON is text
+        row = _read_on_held_sqlite_connection(engine, (product_id.hex, layer, user_id.hex))
+    else:
+        connection = engine.raw_connection()
         try:
-            if sqlite:  # Uuid columns are 32 hex digits there, JSON is text
-                cursor.execute(_SQLITE_TOKEN_PRODUCT_LIVE, (product_id.hex, layer, user_id.hex))
-            else:
+            cursor = connection.cursor()
+            try:
                 cursor.execute(_PG_TOKEN_PRODUCT_LIVE, (product_id, layer, user_id))
-            row = cursor.fetchone()
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
         finally:
-            cursor.close()
-    finally:
-        connection.close()  # back to the pool (which rolls the read transaction back)
+            connection.close()  # back to the pool (which rolls the read transaction back)
     if row is None:
         return None
     generation, brand, name, attributes, dataset_id, version = row
@@ -134,6 +136,46 @@ def _read_token_product_live(database: Database, user_id: uuid.UUID, product_id:
         attributes = _parsed_json(attributes) if isinstance(attributes, str) else attributes
         dataset_id = _uuid_of_hex(dataset_id) if isinstance(dataset_id, str) else dataset_id
     return generation, brand, name, attributes, dataset_id, version
+
+
+# (engine, process id, connection) per thread: see _read_on_held_sqlite_connection.
+_held = threading.local()
+
+
+def _read_on_held_sqlite_connection(engine: Any, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The hot path's one statement on SQLite, on a pooled connection this thread keeps between searches.
+
+    A pool checkout and return (the return rolls back and runs the engine's checkin hook) cost about as
+    much as the statement itself. Keeping the connection is safe there: SQLite connections run in
+    autocommit mode (``smartsvc.db``), so each statement reads the latest commit, and a plain SELECT
+    leaves no transaction open. The connection is given back when the thread meets another engine (a
+    new app in the same process), and dropped after any error; a forked child opens its own.
+    """
+    held = getattr(_held, "entry", None)
+    pid = os.getpid()
+    if held is None or held[0] is not engine or held[1] != pid:
+        if held is not None and held[1] == pid:
+            _give_back(held[2])
+        _held.entry = held = (engine, pid, engine.raw_connection())
+    connection = held[2]
+    try:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(_SQLITE_TOKEN_PRODUCT_LIVE, params)
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+    except BaseException:
+        _held.entry = None
+        _give_back(connection)
+        raise
+
+
+def _give_back(connection: Any) -> None:
+    try:
+        connection.close()  # back to its pool
+    except Exception:  # its engine was disposed of: nothing to give back to
+        pass
 
 
 # Pure functions of the text read, kept for the few distinct texts the hot path sees (the catalogue models
