@@ -264,12 +264,14 @@ def _free_port() -> int:
 class Server:
     """A gunicorn server in a child process (its own process group), logging to a file."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path, port: int) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path, port: int,
+                 cwd: Path = REPO_ROOT) -> None:
         self.name = name
         self.argv = argv
         self.env = env
         self.log_path = log_path
         self.port = port
+        self.cwd = cwd  # ``python -m`` runs the code of this checkout (bench/ab_http.py compares two)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -284,7 +286,7 @@ class Server:
     def launch(self) -> None:
         self._launched = time.perf_counter()
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, ready_path: str, timeout: float = 120) -> float:
