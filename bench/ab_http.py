@@ -71,6 +71,7 @@ def _settings(pairs: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
     """Store the city, start both sides, alternate the wrk runs; the runs per side."""
+    settings = {"A": _settings(args.a_env), "B": _settings(args.b_env)}  # a bad one stops us before any work
     root = Path(tempfile.mkdtemp(prefix="ab-http-"))
     servers: dict[str, bench_http.Server] = {}
     try:
@@ -82,10 +83,10 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
         app.extensions["smartsvc"].database.engine.dispose()
         paths_file = root / "paths.txt"
         paths_file.write_text("\n".join(bench_http.search_paths(city, driver["product_id"], args.urls)) + "\n")
-        sides = [("A", args.a_dir, args.a_env), ("B", args.b_dir, args.b_env)]
-        for side, directory, extra in reversed(sides) if args.b_first else sides:
+        sides = [("A", args.a_dir), ("B", args.b_dir)]
+        for side, directory in reversed(sides) if args.b_first else sides:
             port = bench_http._free_port()
-            server = bench_http.Server(side, bench_http._api_argv(port, 2), {**env, **_settings(extra)},
+            server = bench_http.Server(side, bench_http._api_argv(port, 2), {**env, **settings[side]},
                                        root / f"api-{side}.log", port, cwd=Path(directory).resolve())
             server.launch()
             servers[side] = server
