@@ -19,6 +19,38 @@ from .logging_setup import configure_logging
 from .ratelimit import RequestRateLimiter
 
 API_VERSION = "1.0.0"
+# Functions ensure_sync has found plain (hooks, views, error handlers: as many as the app registers).
+_SYNC_KEPT_MAX = 10_000
+
+
+class SmartsvcFlask(Flask):
+    """Flask, with the sync-or-async check of each hook and view made once, not on every request.
+
+    ``Flask.ensure_sync`` runs ``inspect.iscoroutinefunction`` for every hook
+    and view of every request: nine times per spot search (BENCHMARKS.md, 2).
+    Overriding it is the documented way to change how the app runs them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plain_functions: set[Any] = set()
+
+    def ensure_sync(self, func: Any) -> Any:
+        """``func`` itself when it is a plain function (as Flask decides); async ones are wrapped each time."""
+        plain = self._plain_functions
+        # A method view's method is bound to a new view object per request: its function is what is asked.
+        key = getattr(func, "__func__", func)
+        try:
+            if key in plain:
+                return func
+        except TypeError:  # an unhashable callable: ask Flask every time
+            return super().ensure_sync(func)
+        wrapped = super().ensure_sync(func)
+        if wrapped is func:
+            if len(plain) >= _SYNC_KEPT_MAX:
+                plain.clear()
+            plain.add(key)
+        return wrapped
 
 
 def create_app(settings: Settings | None = None, environ: Mapping[str, str] | None = None) -> Flask:
@@ -30,7 +62,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
     settings = ensure_secret_key(settings or load_settings(environ))
     configure_logging(settings.log_level, settings.log_json, pseudonym_key=settings.secret_key)
 
-    app = Flask("smartsvc")
+    app = SmartsvcFlask("smartsvc")
     app.request_class = UploadRequest
     app.session_interface = NoSessionInterface()
     app.config.update(

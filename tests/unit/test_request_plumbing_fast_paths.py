@@ -191,3 +191,38 @@ def test_the_rate_limiter_counts_under_the_keys_limits_builds_and_forgets_caller
     monkeypatch.setattr(ratelimit.time, "monotonic", lambda: later)
     limiter._keys_for("addr:192.0.2.1", "spots.Spots")
     assert list(limiter._keys) == [("addr:192.0.2.1", "spots.Spots")]
+
+
+def test_hooks_and_views_are_checked_for_async_once_not_on_every_request(client, monkeypatch):
+    import flask.app
+
+    checks: list[object] = []
+    original = flask.app.iscoroutinefunction
+
+    def counting(func: object) -> bool:
+        checks.append(func)
+        return original(func)
+
+    monkeypatch.setattr(flask.app, "iscoroutinefunction", counting)
+    assert client.get("/v1/health").status_code == 200
+    first = len(checks)
+    assert first > 0
+    for _ in range(3):
+        assert client.get("/v1/health").status_code == 200
+    assert len(checks) == first  # the same hooks and view: nothing asked again
+
+
+def test_an_async_view_is_still_run_as_flask_runs_it(app):
+    async def coroutine_view() -> str:
+        return "ran"
+
+    def plain_view() -> str:
+        return "ran"
+
+    assert app.ensure_sync(plain_view) is plain_view and app.ensure_sync(plain_view) is plain_view
+    try:
+        wrapped = app.ensure_sync(coroutine_view)
+    except RuntimeError as exc:  # Flask without its "async" extra refuses it, as it always did
+        assert "async" in str(exc)
+    else:
+        assert wrapped is not coroutine_view and app.ensure_sync(coroutine_view) is not coroutine_view
