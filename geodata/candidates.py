@@ -21,8 +21,30 @@ from geodata.model import Rule, Spot, Vehicle
 from geodata.search import SpotResult
 
 
+# Decisions kept per process across judges, by (rule list, zone, country, start, duration): the
+# same few rule lists come back with every search near the same streets. Bounded; emptied when full.
+_DECISIONS_MAX = 20_000
+_decisions: dict[tuple[tuple[Rule, ...], str, str | None, datetime, float], Decision | None] = {}
+
+
 def _limit(value: float | None) -> float:
     return math.inf if value is None else value
+
+
+def _shared_decision(rules: tuple[Rule, ...], zone: str, country: str | None, at: datetime,
+                     duration_min: float) -> Decision | None:
+    """Allowed-now of a rule list for a stay (None: no rule ever permits public parking), kept per process."""
+    key = (rules, zone, country, at, duration_min)
+    try:
+        return _decisions[key]
+    except KeyError:
+        pass
+    ruleset = RuleSet(rules, zone, country)
+    decision = None if ruleset.never else ruleset.evaluate(at, duration_min)
+    if len(_decisions) >= _DECISIONS_MAX:
+        _decisions.clear()
+    _decisions[key] = decision
+    return decision
 
 
 class CandidateJudge:
@@ -72,10 +94,11 @@ class CandidateJudge:
         zone = self._timezones.get(spot.source_dataset or "", self._default_timezone)
         country = self._countries.get(spot.source_dataset or "")
         key = (spot.rules, zone, country)
-        if key not in self._decisions:
-            rules = RuleSet(spot.rules, zone, country)
-            self._decisions[key] = None if rules.never else rules.evaluate(self.at, self.duration_min)
-        return self._decisions[key]
+        try:
+            return self._decisions[key]
+        except KeyError:
+            decision = self._decisions[key] = _shared_decision(spot.rules, zone, country, self.at, self.duration_min)
+            return decision
 
     def judge(self, id: str, spot: Spot, distance_m: float) -> SpotResult | None:
         """The result for a spot the vehicle fits and may park at for the whole stay, else None."""

@@ -10,7 +10,9 @@ be nearer than them, so the cost follows the spots near the query point.
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -26,7 +28,9 @@ from .spot_query import PARKING, SpotQuery, usable_time_zone
 
 _POINT = "CAST(ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geography)"
 _CANDIDATES = text(
-    f"SELECT seq, geometry, properties, ST_Distance(geog, {_POINT}) AS distance_m, geog <-> {_POINT} AS knn_m"
+    # The JSON columns as text: most candidates are spots already rebuilt (_spots), whose JSON is not parsed.
+    "SELECT seq, CAST(geometry AS text) AS geometry, CAST(properties AS text) AS properties,"
+    f" ST_Distance(geog, {_POINT}) AS distance_m, geog <-> {_POINT} AS knn_m"
     " FROM layer_features"
     f" WHERE dataset_id = :dataset_id AND ST_DWithin(geog, {_POINT}, :radius_m)"
     f" ORDER BY geog <-> {_POINT}, seq"
@@ -36,6 +40,21 @@ _CANDIDATES = text(
 # two differ by well under 1 % (radii of curvature 6335–6400 km against 6371 km).
 _SPHERE_SPHEROID_GAP = 0.01
 _FIRST_PAGE = 4  # times ``limit``; each further page is twice the last
+# Spots rebuilt from their rows, per (dataset, seq): a dataset's features never change once imported (a
+# new upload is a new dataset), and searches near the same streets meet the same spots again. Bounded
+# (a spot with its geometry is ~1-2 KB); emptied when full.
+_SPOTS_MAX = 50_000
+_spots: dict[tuple[uuid.UUID, int], Spot] = {}
+
+
+def _spot(dataset_id: uuid.UUID, row: Any) -> Spot:
+    key = (dataset_id, row.seq)
+    spot = _spots.get(key)
+    if spot is None:
+        if len(_spots) >= _SPOTS_MAX:
+            _spots.clear()
+        spot = _spots[key] = Spot.from_properties(json.loads(row.properties), json.loads(row.geometry))
+    return spot
 
 
 class PostgisSpotFinder:
@@ -70,7 +89,7 @@ def _nearest_passing(session: Session, dataset_id: uuid.UUID, query: SpotQuery,
     while True:
         rows = session.execute(_CANDIDATES, {**params, "page": page, "offset": offset}).all()
         for row in rows:
-            spot = Spot.from_properties(row.properties, row.geometry)
+            spot = _spot(dataset_id, row)
             result = judge.judge(public_id(dataset_id, row.seq), spot, float(row.distance_m))
             if result is not None:
                 passing.append(result)

@@ -194,3 +194,30 @@ def test_postgis_and_the_index_answer_alike_on_both_databases(stores):
     assert answered >= 100 and found >= 2000
     assert len(kinds_of_answers) >= 8
     assert ties <= 3
+
+
+@pytest.mark.postgres
+def test_postgis_rebuilds_each_candidate_once_and_answers_the_same_from_kept_spots(stores, monkeypatch):
+    import smartsvc.services.postgis_spots as postgis_spots
+
+    _, postgres = stores
+    postgis_spots._spots.clear()
+    rebuilt: list[int] = []
+    original = Spot.from_properties.__func__
+
+    def counting(cls, properties, geometry, **kwargs):
+        rebuilt.append(1)
+        return original(cls, properties, geometry, **kwargs)
+
+    monkeypatch.setattr(Spot, "from_properties", classmethod(counting))
+    for query, vehicle in queries(11, 40):
+        postgis_spots._spots.clear()
+        rebuilt.clear()
+        first = answer(postgres, PostgisSpotFinder(), query, vehicle)
+        if len(first) >= 5:
+            break
+    parsed = len(rebuilt)
+    again = answer(postgres, PostgisSpotFinder(), query, vehicle)
+    assert first and parsed >= len(first)
+    assert again == first
+    assert len(rebuilt) == parsed  # every candidate of the second search was a spot already rebuilt

@@ -94,3 +94,28 @@ def test_a_result_carries_the_fit_reasons_and_the_rules_in_the_datasets_zone():
     assert item["why"][0] == "5.4 m curb holds 1 car of 2.69 m (needs 3.69 m each)"
     assert judge.judge("paris.0", spot, 1.0) is not None
     assert CandidateJudge(GOLF, judge.at, 60, timezones={"paris": "Europe/Paris"}).judge("p", spot, 1.0) is None
+
+
+def test_judges_of_the_same_stay_share_decisions_and_other_stays_get_their_own(monkeypatch):
+    import geodata.candidates as candidates
+    from geodata.allowed import RuleSet
+
+    candidates._decisions.clear()
+    evaluated: list[tuple] = []
+    original = RuleSet.evaluate
+
+    def counting(self, at, duration_min):
+        evaluated.append((self.rules, at, duration_min))
+        return original(self, at, duration_min)
+
+    monkeypatch.setattr(RuleSet, "evaluate", counting)
+    paid = (Rule("Mo-Sa 09:00-20:00", "parking", "public", 120, True), Rule(None, "parking"))
+    spot = Spot(LineString([(2.35, 48.85), (2.3501, 48.85)]), kind="curb", orientation="parallel", length_m=8.0,
+                rules=paid, source_dataset="paris", source_feature_id="a")
+    tuesday_10, tuesday_21 = datetime(2024, 7, 2, 10, 0), datetime(2024, 7, 2, 21, 0)
+    first = CandidateJudge(SMART, tuesday_10, 60, timezones={"paris": "Europe/Paris"}).decision(spot)
+    second = CandidateJudge(SMART, tuesday_10, 60, timezones={"paris": "Europe/Paris"}).decision(spot)
+    assert second is first and len(evaluated) == 1
+    evening = CandidateJudge(SMART, tuesday_21, 60, timezones={"paris": "Europe/Paris"}).decision(spot)
+    assert len(evaluated) == 2 and first.fee and not evening.fee
+    assert evening == RuleSet(paid, "Europe/Paris").evaluate(tuesday_21, 60)
