@@ -112,11 +112,19 @@ class _OwnedModel:
 
 
 def _read_token_product_live(database: Database, user_id: uuid.UUID, product_id: uuid.UUID,
-                             layer: str) -> tuple[Any, ...] | None:
-    """(generation, brand, name, attributes, live dataset id, live version), typed; None: no such user."""
+                             layer: str, session: Session | None = None) -> tuple[Any, ...] | None:
+    """(generation, brand, name, attributes, live dataset id, live version), typed; None: no such user.
+
+    With ``session``, the statement runs on its connection (PostGIS then searches in the same read
+    transaction: one pool checkout per request, not two).
+    """
     engine = database.engine
     sqlite = engine.dialect.name == "sqlite"
-    if sqlite:  # Uuid columns are 32 hex digits there, JSON is text
+    if session is not None:
+        params = (product_id.hex, layer, user_id.hex) if sqlite else (product_id, layer, user_id)
+        row = session.connection().exec_driver_sql(
+            _SQLITE_TOKEN_PRODUCT_LIVE if sqlite else _PG_TOKEN_PRODUCT_LIVE, params).fetchone()
+    elif sqlite:  # Uuid columns are 32 hex digits there, JSON is text
         row = _read_on_held_sqlite_connection(engine, (product_id.hex, layer, user_id.hex))
     else:
         connection = engine.raw_connection()
@@ -214,20 +222,28 @@ def search_spots_for_token(database: Database, finder: SpotFinder, user_id: uuid
 
     Same answers and errors as ``authenticate`` followed by :func:`search_spots`.
     """
+    find_current = getattr(finder, "find_current", None)
+    if find_current is None:  # PostGIS: the check and the search in one session
+        with database.session() as session:
+            row = _read_token_product_live(database, user_id, query.product_id, PARKING, session)
+            return finder.find(session, query, _checked_vehicle(row, token_generation, query))
     row = _read_token_product_live(database, user_id, query.product_id, PARKING)
+    vehicle = _checked_vehicle(row, token_generation, query)
+    results = find_current(LiveVersion(PARKING, row[4], row[5] or 0), query, vehicle)
+    if results is not None:
+        return results
+    with database.session() as session:  # a stale index: a publish since it was built
+        return finder.find(session, query, vehicle)
+
+
+def _checked_vehicle(row: tuple[Any, ...] | None, token_generation: int, query: SpotQuery) -> Vehicle:
+    """The product's vehicle, after the token's generation (401) and the product (404) are checked."""
     if row is None or row[0] != token_generation:
         raise Unauthorized(REVOKED_TOKEN_MESSAGE)
-    _, brand, name, attributes, dataset_id, version = row
+    _, brand, name, attributes, _dataset_id, _version = row
     if brand is None:
         raise NotFound(f"product {query.product_id} does not exist")
-    vehicle = vehicle_of(_OwnedModel(brand, name, attributes))
-    find_current = getattr(finder, "find_current", None)
-    if find_current is not None:
-        results = find_current(LiveVersion(PARKING, dataset_id, version or 0), query, vehicle)
-        if results is not None:
-            return results
-    with database.session() as session:  # a stale index (a publish since) or PostGIS
-        return finder.find(session, query, vehicle)
+    return vehicle_of(_OwnedModel(brand, name, attributes))
 
 
 def search_spots(database: Database, finder: SpotFinder, user_id: uuid.UUID, query: SpotQuery) -> list[SpotResult]:
