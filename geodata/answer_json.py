@@ -124,10 +124,7 @@ def answer_json(results: list[SpotResult]) -> str:
     items = []
     for result, (head, middle, tail), fit_why in zip(results, _spot_texts(results, spots, index),
                                                      _fit_texts(results, spots, index)):
-        decision = result.decision
-        found = _decision_parts.get(id(decision))
-        fields, rule_why = (found[1], found[2]) if found is not None and found[0] is decision else \
-            _decision_part(decision)
+        fields, rule_why = _decision_part(result.decision)
         why = fit_why + "," + rule_why if fit_why and rule_why else fit_why or rule_why
         items.append(f'{{{head},"distance_m":{round(float(result.distance_m), 2)!r},{middle},'
                      f'"spaces_for_vehicle":{int(result.spaces_for_vehicle)},{fields},"why":[{why}],{tail}}}')

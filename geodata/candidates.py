@@ -51,7 +51,7 @@ class CandidateJudge:
     """Decides, spot by spot, what :func:`geodata.search.search` decides over an index.
 
     One judge serves one query (a vehicle, a start and a duration); it
-    compiles each distinct rule list once and decides it once.
+    decides each distinct rule list once per stay (kept per process, shared by judges).
     ``timezones``/``countries`` map a spot's ``source_dataset`` to its IANA
     zone and ISO country, as for :class:`~geodata.index.SpotIndex`.
     """
@@ -78,7 +78,6 @@ class CandidateJudge:
         self._width = _limit(vehicle.width_m)
         self._height = _limit(vehicle.height_m)
         self._weight = _limit(vehicle.weight_kg)
-        self._decisions: dict[tuple[tuple[Rule, ...], str, str | None], Decision | None] = {}
 
     def fits(self, spot: Spot) -> bool:
         """Whether the vehicle fits: the geometric rule and every legal limit (as the index decides it)."""
@@ -93,12 +92,7 @@ class CandidateJudge:
         """Allowed-now for the spot's rules in its dataset's zone; None when no rule ever permits public parking."""
         zone = self._timezones.get(spot.source_dataset or "", self._default_timezone)
         country = self._countries.get(spot.source_dataset or "")
-        key = (spot.rules, zone, country)
-        try:
-            return self._decisions[key]
-        except KeyError:
-            decision = self._decisions[key] = _shared_decision(spot.rules, zone, country, self.at, self.duration_min)
-            return decision
+        return _shared_decision(spot.rules, zone, country, self.at, self.duration_min)
 
     def judge(self, id: str, spot: Spot, distance_m: float) -> SpotResult | None:
         """The result for a spot the vehicle fits and may park at for the whole stay, else None."""
