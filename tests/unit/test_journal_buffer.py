@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 
 from smartsvc.db import Database
 from smartsvc.migrate import upgrade
@@ -107,3 +107,41 @@ def test_a_writer_whose_database_fails_ends_and_keeps_the_searches_for_the_next_
         time.sleep(0.05)
     assert sorted(r.data["results"] for r in journal_of(database, alice)) == [1, 2]
     broken.dispose()
+
+
+def test_on_sqlite_the_rows_are_stored_as_the_column_types_store_them(database):
+    """The SQLite writer skips SQLAlchemy's bind processing: its text must be what the Core insert writes."""
+    alice = new_user(database, "alice")
+    searches = SearchJournal(background=False)
+    stay = datetime(2026, 11, 23, 9, 0, tzinfo=timezone(timedelta(hours=1)))  # not UTC, no microseconds
+    data = [{"lat": 52.52, "lon": 13.405, "radius_m": 300, "stay_from": stay.isoformat(), "results": 3,
+             "note": "Straße \"Nord\""}, {"results": 0, "duration_min": 90.5, "product_id": None}]
+    searches.add(database, alice, stay, data[0])
+    searches.add(database, alice, stay + timedelta(microseconds=12), data[1])
+    assert searches.flush() == 2
+    written = journal_of(database, alice)
+    with database.unit_of_work() as uow:
+        uow.session.connection().execute(insert(Interaction.__table__), [
+            {"id": uuid.uuid4(), "user_id": row.user_id, "kind": row.kind, "channel": row.channel,
+             "subject_type": None, "subject_id": None, "data": row.data, "at": row.at} for row in written])
+        uow.commit()
+    with database.session() as session:
+        raw = session.connection().exec_driver_sql(
+            "SELECT id, user_id, kind, channel, subject_type, subject_id, data, at FROM interactions"
+            " ORDER BY rowid").fetchall()
+    fast, core = raw[:2], raw[2:]
+    assert [tuple(r[1:]) for r in fast] == [tuple(r[1:]) for r in core]
+    assert [r[0] for r in fast] == [row.id.hex for row in written]
+    assert [(row.data, row.at) for row in written] == [(data[0], stay), (data[1], stay + timedelta(microseconds=12))]
+
+
+def test_a_batch_larger_than_one_statement_is_written_whole_and_in_order(database):
+    alice = new_user(database, "alice")
+    searches = SearchJournal(background=False)
+    first = utcnow() - timedelta(minutes=10)
+    for n in range(450):
+        searches.add(database, alice, first + timedelta(seconds=n), {"results": n})
+    assert searches.flush() == 450
+    rows = journal_of(database, alice)
+    assert [r.data["results"] for r in rows] == list(range(450))
+    assert [r.at for r in rows] == [first + timedelta(seconds=n) for n in range(450)]
