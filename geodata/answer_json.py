@@ -23,10 +23,11 @@ compares them); results that do not come from a
 from __future__ import annotations
 
 import json
+import math
 from json.encoder import c_make_encoder, encode_basestring
 from typing import Any, Callable
 
-from geodata.search import SpotResult, to_dicts
+from geodata.search import SpotResult, geojson_geometries, to_dicts
 
 # Spots whose text is kept per index (~400 bytes each), and per vehicle their fit reasons (~100 bytes).
 _SPOTS_MAX = 200_000
@@ -51,20 +52,41 @@ def _compact_encoder() -> Callable[[Any], str]:
 _encode = _compact_encoder()
 # id(decision) -> (decision, text): the decision is held, so its id cannot be reused while the entry lives.
 _decision_parts: dict[int, tuple[Any, str, str]] = {}
-# The spot's own fields, before distance_m, between it and the decision, and last (SpotSchema's order).
-_SPOT_KEYS = (("id", "geometry"), ("kind", "orientation", "length_m", "fits"), ("source",))
+
+
+def _json_value(value: Any) -> str:
+    """``_encode(value)``, with the common cases (text, nothing) written directly."""
+    if type(value) is str:
+        return encode_basestring(value)
+    return "null" if value is None else _encode(value)
+
+
+def _number(value: Any) -> str:
+    """A float field (``length_m``) as the response schema dumps it: ``float``, then JSON."""
+    if value is None:
+        return "null"
+    number = float(value)
+    return repr(number) if math.isfinite(number) else _encode(number)  # the encoder refuses nan/inf
 
 
 def _spot_texts(results: list[SpotResult], spots: list[Any], index: Any) -> list[tuple[str, str, str]]:
-    """Each result's spot fields as JSON text, in three parts so that the item keeps the schema's field order."""
+    """Each result's spot fields as JSON text, in three parts so that the item keeps the schema's field order:
+    ``id`` and ``geometry`` (before ``distance_m``), ``kind`` to ``fits`` (before ``spaces_for_vehicle``),
+    and ``source`` (last)."""
     cache = index.item_json
     texts = list(map(cache.get, spots))
     if None in texts:
         missing = [i for i, text in enumerate(texts) if text is None]
         if len(cache) + len(missing) > _SPOTS_MAX:
             cache.clear()
-        for i, item in zip(missing, to_dicts([results[i] for i in missing])):
-            texts[i] = cache[spots[i]] = tuple(_encode({k: item[k] for k in keys})[1:-1] for keys in _SPOT_KEYS)
+        for i, geometry in zip(missing, geojson_geometries([results[i] for i in missing])):
+            result, spot = results[i], spots[i]
+            texts[i] = cache[spot] = (
+                f'"id":{_json_value(result.id)},"geometry":{_encode(geometry)}',
+                f'"kind":{_json_value(spot.kind)},"orientation":{_json_value(spot.orientation)},'
+                f'"length_m":{_number(spot.length_m)},"fits":true',
+                f'"source":{{"dataset":{_json_value(spot.source_dataset)},'
+                f'"feature_id":{_json_value(spot.source_feature_id)}}}')
     return texts  # type: ignore[return-value]
 
 

@@ -185,15 +185,25 @@ def test_the_answer_as_json_text_is_the_answer_as_dicts_for_every_kind_of_geomet
         Spot(Polygon(ring), kind="lot", capacity=30, rules=FREE, source_dataset="paris", source_feature_id="lot"),
         Spot(LineString([(*east(50, 5), 35.0), (*east(58, 5), 35.0)]), kind="curb", orientation="parallel",
              length_m=8.0, rules=FREE, source_dataset="paris", source_feature_id="with-z ü"),
+        # Written field by field on a first answer: holes, multi-parts, no kind, quotes and controls in ids.
+        Spot(Polygon(ring, [[east(10, 60), east(20, 60), east(20, 70), east(10, 60)]]), kind="lot", capacity=20,
+             rules=FREE, source_dataset="paris", source_feature_id='holed "lot"\n\t'),
+        Spot(MultiPolygon([Polygon([east(60, 50), east(70, 50), east(70, 60), east(60, 50)])]), capacity=3,
+             rules=FREE, source_dataset="paris", source_feature_id="multi \\ ⛽"),
+        Spot(Point(*east(12, 14)), kind="space", orientation="perpendicular", length_m=4.75, rules=FREE,
+             source_dataset="paris", source_feature_id=None),
     ]
     index = SpotIndex(spots, timezones={"paris": "Europe/Paris"})
+    answered = set()
     for vehicle, at, duration in [(SMART, TUESDAY_10, 60), (GOLF, TUESDAY_10, 60), (SMART, TUESDAY_10, 20),
                                   (GOLF, datetime(2024, 7, 7, 10, 0), 600), (SMART, TUESDAY_10, 60)]:
         results = search(index, *HERE, 300, vehicle, at, duration, limit=20)
         assert results
+        answered.update(r.spot.source_feature_id for r in results)
         # The same text as the answer's dicts encoded compactly: fields in the same order, same numbers.
         assert answer_json(results) == json.dumps({"items": to_dicts(results)}, ensure_ascii=False,
                                                   separators=(",", ":"))
+    assert answered == {spot.source_feature_id for spot in spots}
     assert json.loads(answer_json([])) == {"items": []}
 
 
