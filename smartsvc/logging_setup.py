@@ -8,14 +8,17 @@ the log lines of their request.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import hashlib
 import hmac
 import json
 import logging
 import math
+import os
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -147,10 +150,30 @@ class LineHandler(logging.StreamHandler):
     ``logging.Handler.handle`` formats under the handler's lock, so with
     several request threads each waits for the others' JSON encoding, not
     just their writes. Lines are written whole, one per record, as before.
+
+    With :meth:`buffer_lines` (the API's gunicorn workers), records below
+    WARNING are kept and written together every ``interval_s`` by a
+    background thread instead of one write per record: a write gives the
+    GIL up, and under load a request thread then waits for the other
+    threads to give it back (BENCHMARKS.md, 2). WARNING and above are
+    written at once, after what is kept, so the order stays; what is kept
+    is written at exit too (a killed process loses at most ``interval_s``
+    of lines below WARNING).
     """
 
+    _kept: list[str] | None = None
+    _flusher_pid: int | None = None
+
+    def buffer_lines(self, interval_s: float = 0.1) -> None:
+        """Keep lines below WARNING and write them every ``interval_s`` from a background thread."""
+        with self.lock:  # type: ignore[union-attr]
+            if self._kept is None:
+                self._kept = []
+                atexit.register(self.write_kept)
+            self._interval_s = interval_s
+
     def handle(self, record: logging.LogRecord) -> Any:
-        """Filter and format outside the lock, then write and flush the line under it."""
+        """Filter and format outside the lock, then write (or keep) the line under it."""
         passed = self.filter(record)
         if not passed:
             return passed
@@ -164,16 +187,63 @@ class LineHandler(logging.StreamHandler):
             self.handleError(record)
             return passed
         with self.lock:  # type: ignore[union-attr]
-            try:
-                stream = self.stream
-                stream.write(line)
-                if stream and hasattr(stream, "flush"):
-                    stream.flush()
-            except RecursionError:
-                raise
-            except Exception:
-                self.handleError(record)
+            kept = self._kept
+            if kept is not None and record.levelno < logging.WARNING:
+                kept.append(line)
+                if self._flusher_pid != os.getpid():  # none yet, or inherited across a fork (threads are not)
+                    self._start_flusher()
+                return passed
+            self._write(("".join(kept) + line) if kept else line, record)
+            if kept:
+                kept.clear()
         return passed
+
+    def write_kept(self) -> None:
+        """Write the lines kept so far (the flusher does every interval; also at exit)."""
+        with self.lock:  # type: ignore[union-attr]
+            kept = self._kept
+            if kept:
+                text = "".join(kept)
+                kept.clear()
+                self._write(text, None)
+
+    def _write(self, text: str, record: logging.LogRecord | None) -> None:
+        # Under the lock.
+        try:
+            stream = self.stream
+            stream.write(text)
+            if stream and hasattr(stream, "flush"):
+                stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            if record is not None:
+                self.handleError(record)
+
+    def close(self) -> None:
+        """Write what is kept and stop the flusher (a handler replaced by :func:`configure_logging`)."""
+        self.write_kept()
+        self._flusher_pid = None
+        super().close()
+
+    def _start_flusher(self) -> None:
+        self._flusher_pid = os.getpid()
+        threading.Thread(target=self._flush_every_interval, name="smartsvc-log-lines", daemon=True).start()
+
+    def _flush_every_interval(self) -> None:
+        pid = os.getpid()
+        while self._flusher_pid == pid:
+            time.sleep(self._interval_s)
+            self.write_kept()
+
+
+def buffer_log_lines(interval_s: float = 0.1) -> None:
+    """Make the installed handler (:func:`configure_logging`) keep lines below WARNING, written every
+    ``interval_s`` (see :class:`LineHandler`). Called by each API worker process."""
+    for name in ("smartsvc", "workers", "geodata"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, LineHandler):
+                handler.buffer_lines(interval_s)
 
 
 def configure_logging(level: str = "INFO", json_lines: bool = True, pseudonym_key: str = "") -> None:
@@ -200,6 +270,7 @@ def configure_logging(level: str = "INFO", json_lines: bool = True, pseudonym_ke
         for old in list(logger.handlers):
             if getattr(old, "_smartsvc", False):
                 logger.removeHandler(old)
+                old.close()
         handler._smartsvc = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.setLevel(level)

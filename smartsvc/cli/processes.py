@@ -47,7 +47,10 @@ def preloaded_app_factory(master_app: Any) -> Callable[[], Any]:
     def factory() -> Any:
         from ..app import create_app
 
+        from ..logging_setup import buffer_log_lines
+
         app = create_app(container.settings)  # the master's settings (read from the environment, key ensured)
+        buffer_log_lines()  # one write per interval, not one per request (logging_setup.LineHandler)
         live_index = getattr(app.extensions["smartsvc"].spot_finder, "live_index", None)
         if preloaded is not None and live_index is not None:
             live_index.adopt(preloaded)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -26,7 +27,8 @@ def _free_port() -> int:
 
 def _environment(var_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTSVC_")}
-    env.update(SMARTSVC_VAR_DIR=str(var_dir), SMARTSVC_LOG_JSON="0", SMARTSVC_LOG_LEVEL="WARNING",
+    # Logs as deployed (JSON lines, INFO): a test reads the access lines.
+    env.update(SMARTSVC_VAR_DIR=str(var_dir), SMARTSVC_LOG_JSON="1", SMARTSVC_LOG_LEVEL="INFO",
                SMARTSVC_MAX_BODY_BYTES="4096")
     return env
 
@@ -171,3 +173,22 @@ def test_docs_and_openapi(http):
     assert spec.status_code == 200
     assert spec.json()["info"]["title"] == "smartsvc"
     assert "/v1/users" in spec.json()["paths"]
+
+
+def test_each_request_reaches_the_server_log_as_one_json_line(http, server):
+    """The workers keep access lines and write them together (logging_setup.LineHandler): none is lost."""
+    ids = [f"e2e-log-{n}" for n in range(30)]
+    for request_id in ids:
+        assert http.get("/v1/health", headers={"X-Request-Id": request_id}).status_code == 200
+    deadline = time.monotonic() + 10
+    while True:  # polled: the lines arrive within the writer's interval
+        logged = {}
+        for line in server.log.read_text().splitlines():
+            if line.startswith("{") and '"e2e-log-' in line:
+                entry = json.loads(line)
+                logged[entry["request_id"]] = entry
+        if len(logged) == len(ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert sorted(logged) == sorted(ids)
+    assert {(entry["path"], entry["status"]) for entry in logged.values()} == {("/v1/health", 200)}

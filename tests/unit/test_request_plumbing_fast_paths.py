@@ -103,6 +103,53 @@ def test_the_line_handler_keeps_each_line_whole_under_threads():
     assert sorted((line["writer"], line["i"]) for line in lines) == [(n, i) for n in range(4) for i in range(300)]
 
 
+class _CountingStream(io.StringIO):
+    """Counts the writes: buffered lines are written together."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def _record(level: int, n: int) -> logging.LogRecord:
+    return logging.makeLogRecord({"name": "smartsvc.access", "levelno": level, "levelname": logging.getLevelName(level),
+                                  "msg": "request", "n": n})
+
+
+def test_buffered_lines_are_written_together_in_order_and_warnings_at_once():
+    stream = _CountingStream()
+    handler = _handler(stream)
+    handler.buffer_lines(interval_s=3600)  # the flusher never runs here: only warnings and write_kept write
+    for n in range(50):
+        handler.handle(_record(logging.INFO, n))
+    assert stream.getvalue() == "" and stream.writes == 0  # kept, not written one by one
+
+    handler.handle(_record(logging.WARNING, 50))  # written at once, after what was kept
+    assert [json.loads(line)["n"] for line in stream.getvalue().splitlines()] == list(range(51))
+    assert stream.writes == 1
+
+    handler.handle(_record(logging.INFO, 51))
+    handler.close()  # a replaced handler writes what it kept
+    assert [json.loads(line)["n"] for line in stream.getvalue().splitlines()] == list(range(52))
+
+
+def test_buffered_lines_reach_the_stream_within_the_interval_without_a_warning():
+    stream = _CountingStream()
+    handler = _handler(stream)
+    handler.buffer_lines(interval_s=0.05)
+    for n in range(20):
+        handler.handle(_record(logging.INFO, n))
+    for _ in range(200):  # polled, not timed
+        if stream.getvalue().count("\n") == 20:
+            break
+        time.sleep(0.02)
+    assert [json.loads(line)["n"] for line in stream.getvalue().splitlines()] == list(range(20))
+    assert stream.writes < 20
+    handler.close()
+
+
 def test_a_filter_that_refuses_a_record_writes_nothing():
     stream = io.StringIO()
     handler = _handler(stream)
