@@ -30,13 +30,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench import bench_http
+from bench import bench_http, http_servers
 from bench.citygen import City
 
 CONNECTIONS = 8
 
 
-def _worker_pids(server: bench_http.Server) -> list[int]:
+def _worker_pids(server: http_servers.Server) -> list[int]:
     """The gunicorn workers: the leaves of the server's process tree."""
     assert server.proc is not None
     rows = subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True, text=True, check=True).stdout.splitlines()
@@ -73,11 +73,11 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
     """Store the city, start both sides, alternate the wrk runs; the runs per side."""
     settings = {"A": _settings(args.a_env), "B": _settings(args.b_env)}  # a bad one stops us before any work
     root = Path(tempfile.mkdtemp(prefix="ab-http-"))
-    servers: dict[str, bench_http.Server] = {}
+    servers: dict[str, http_servers.Server] = {}
     try:
         city = City(args.spots)
-        env = bench_http.service_env(root / "var")
-        app = bench_http.in_process_app(env)
+        env = http_servers.service_env(root / "var")
+        app = http_servers.in_process_app(env)
         bench_http.store_city(app.extensions["smartsvc"].database, city, "a/b city")
         driver = bench_http.make_driver(app)
         app.extensions["smartsvc"].database.engine.dispose()
@@ -85,14 +85,14 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
         paths_file.write_text("\n".join(bench_http.search_paths(city, driver["product_id"], args.urls)) + "\n")
         sides = [("A", args.a_dir), ("B", args.b_dir)]
         for side, directory in reversed(sides) if args.b_first else sides:
-            port = bench_http._free_port()
-            server = bench_http.Server(side, bench_http._api_argv(port, 2), {**env, **settings[side]},
+            port = http_servers.free_port()
+            server = http_servers.Server(side, http_servers.api_argv(port, 2), {**env, **settings[side]},
                                        root / f"api-{side}.log", port, cwd=Path(directory).resolve())
             server.launch()
             servers[side] = server
         for server in servers.values():
             server.wait_ready("/v1/health", timeout=1800)
-            bench_http.run_wrk(server, paths_file, driver["token"], CONNECTIONS, args.warmup, 2)
+            http_servers.run_wrk(server, paths_file, driver["token"], CONNECTIONS, args.warmup, 2)
         servers = {"A": servers["A"], "B": servers["B"]}  # the rounds start with A whatever the launch order
         runs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
         for n in range(args.rounds):
@@ -100,14 +100,14 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
                 server = servers[side]
                 pids = _worker_pids(server)
                 before = _cpu_s(pids)
-                result = bench_http.run_wrk(server, paths_file, driver["token"], CONNECTIONS, args.duration, 2)
+                result = http_servers.run_wrk(server, paths_file, driver["token"], CONNECTIONS, args.duration, 2)
                 cpu_ms = (_cpu_s(pids) - before) * 1000 / max(result["requests"], 1)
                 runs[side].append({"cpu_ms": cpu_ms, "rps": result["rps"], "p99_ms": result["p99_ms"]})
                 print(f"{side}: {cpu_ms:.3f} ms CPU/request, {result['rps']:,.0f} req/s, p99 {result['p99_ms']:.1f} ms",
                       flush=True)
         return runs
     finally:
-        bench_http.stop_all(list(servers.values()))
+        http_servers.stop_all(list(servers.values()))
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -9,7 +9,7 @@ Two deployments, each started fresh in this run:
   kombu's filesystem broker).
 
 Processes, as deployed: ``smartsvc api --workers <cores>`` (gunicorn gthread,
-started like benchmark 2's, :class:`bench.bench_http.Server`), ``smartsvc
+started like benchmark 2's, :class:`bench.http_servers.Server`), ``smartsvc
 worker --concurrency <cores>`` and ``smartsvc beat`` (the outbox relay every
 2 s besides the wake-ups after each commit).
 
@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from bench.bench_http import Server, _api_argv, in_process_app, service_env
+from bench.http_servers import Server, api_argv, in_process_app, service_env
 from bench.common import REPO_ROOT, Context, python, ratio, summarize
 
 NAME = "context"
@@ -435,7 +435,7 @@ def deployment(ctx: Context, cfg: dict[str, Any], name: str, root: Path) -> dict
         built = bodies(cfg, t0, per_user)
 
         port = free_port()
-        api = Server(f"api ({name})", _api_argv(port, cores), env, root / f"api-{name}.log", port)
+        api = Server(f"api ({name})", api_argv(port, cores), env, root / f"api-{name}.log", port)
         servers.append(api)
         api.launch()
         worker = WorkerProcess({k: v for k, v in env.items() if k.startswith("SMARTSVC_")},

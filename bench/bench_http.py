@@ -50,11 +50,8 @@ import json
 import os
 import pstats
 import shutil
-import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -67,7 +64,9 @@ from rich.table import Table
 from shapely.geometry import mapping
 
 from bench.citygen import CHUNK, TIMEZONE, VEHICLES, City, query_times
-from bench.common import REPO_ROOT, Context, python, ratio, summarize
+from bench.common import Context, python, ratio, summarize
+from bench.http_servers import (Server, api_argv, free_port, get, in_process_app, run_wrk, service_env, stop_all,
+                                warm_requests)
 from bench.parallel import ordered_map
 from smartsvc.cli.processes import gunicorn_options
 
@@ -80,7 +79,6 @@ DURATION_MIN = 60
 WARM_DISTINCT_TIMES = 8
 # The city is in Berlin and the query week (Mon 2026-11-23) is in winter time.
 UTC_OFFSET = "+01:00"
-WRK_LUA = Path(__file__).with_name("wrk_rotate.lua")
 
 # breakdown_spots: the layer of the in-process breakdown (its own database; 0 = the served one). The
 # search costs the same at 100k and 1M spots (benchmark 1), and a second 1M index build here would cost
@@ -190,30 +188,6 @@ def store_city(database: Any, city: City, name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the service's data
 
 
-def service_env(var_dir: Path, **settings: str) -> dict[str, str]:
-    """The environment of our service: this process's, without its SMARTSVC_*, plus the benchmark's settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTSVC_")}
-    env.update({
-        "SMARTSVC_VAR_DIR": str(var_dir),
-        # No run comes near it: the limiter still counts every request, as in production.
-        "SMARTSVC_RATE_LIMIT": "100000000/minute",
-        "SMARTSVC_ACCESS_TOKEN_TTL_S": "86400",
-    })
-    env.update({f"SMARTSVC_{k.upper()}": v for k, v in settings.items()})
-    return env
-
-
-def in_process_app(env: dict[str, str]) -> Any:
-    """The service's app in this process, on the same settings as the server (quiet logs), schema migrated."""
-    from smartsvc.app import create_app
-    from smartsvc.migrate import upgrade
-
-    app = create_app(environ={**{k: v for k, v in env.items() if k.startswith("SMARTSVC_")},
-                              "SMARTSVC_LOG_LEVEL": "WARNING"})
-    upgrade(app.extensions["smartsvc"].database)
-    return app
-
-
 def make_driver(app: Any) -> dict[str, str]:
     """Keys, the smart fortwo in the catalogue, a user owning one, and the user's token (through the API)."""
     from smartsvc.services.keys import create_key
@@ -255,134 +229,6 @@ def search_paths(city: City, product_id: str, count: int) -> list[str]:
 # --------------------------------------------------------------------------- servers
 
 
-def _free_port() -> int:
-    from tests.support.servers import free_port
-
-    return free_port()
-
-
-class Server:
-    """A gunicorn server in a child process (its own process group), logging to a file."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path, port: int,
-                 cwd: Path = REPO_ROOT) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.log_path = log_path
-        self.port = port
-        self.cwd = cwd  # ``python -m`` runs the code of this checkout (bench/ab_http.py compares two)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, ready_path: str, timeout: float = 120) -> float:
-        """Start and wait until ``ready_path`` answers 200; seconds it took."""
-        self.launch()
-        return self.wait_ready(ready_path, timeout)
-
-    def launch(self) -> None:
-        self._launched = time.perf_counter()
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, ready_path: str, timeout: float = 120) -> float:
-        """Wait until ``ready_path`` answers 200; seconds since the launch."""
-        assert self.proc is not None
-        t0 = self._launched
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.base + ready_path, timeout=5) as response:
-                    if response.status == 200:
-                        return time.perf_counter() - t0
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.name} was not ready within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def stop(self, graceful: bool = True) -> None:
-        """SIGTERM (gunicorn's graceful shutdown) and wait for it; SIGKILL after 40 s. See :meth:`begin_stop`."""
-        self.begin_stop(graceful)
-        self.wait_stopped()
-
-    def begin_stop(self, graceful: bool = True) -> None:
-        """SIGTERM, without waiting: the server shuts down (a second or two) while the caller goes on.
-
-        ``graceful=False``: SIGKILL, for a smoke run's servers once measured — the processes' own
-        shutdown (a second of CPU for each gunicorn master and worker) is not what it measures.
-        """
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM if graceful else signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def wait_stopped(self) -> None:
-        """Wait for the shutdown :meth:`begin_stop` began; SIGKILL after 40 s."""
-        proc = self.proc
-        if proc is None:
-            return
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, limit: int = 4000) -> str:
-        return self.log_text()[-limit:]
-
-    def index_builds(self) -> list[dict[str, Any]]:
-        """The service's ``spot_index_built`` log events so far (one per build, with pid and seconds)."""
-        events = []
-        for line in self.log_text().splitlines():
-            if '"spot_index_built"' not in line:
-                continue
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-        return events
-
-    def worker_boots(self) -> int:
-        """gunicorn workers started so far (the first N, and every one recycled after max_requests)."""
-        return self.log_text().count("Booting worker with pid")
-
-
-def stop_all(servers: Sequence[Server], graceful: bool = True) -> None:
-    """Stop several servers at once: each shuts down while the others do (see :meth:`Server.begin_stop`)."""
-    for server in servers:
-        server.begin_stop(graceful)
-    for server in servers:
-        server.wait_stopped()
-
-
-def get(base: str, path: str, token: str | None, timeout: float = 60) -> tuple[int, bytes]:
-    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 def warm_workers(ctx: Context, server: Server, paths: list[str], token: str, workers: int, waves: int,
                  timeout: float = 1800) -> dict[str, Any]:
     """Waves of concurrent searches over fresh connections, so that every worker answers some; the index builds.
@@ -414,38 +260,7 @@ def warm_workers(ctx: Context, server: Server, paths: list[str], token: str, wor
                         "in_master": b.get("pid") == master} for b in builds]}
 
 
-def warm_requests(server: Server, paths: list[str], token: str | None, count: int) -> None:
-    with ThreadPoolExecutor(8) as pool:
-        statuses = list(pool.map(lambda p: get(server.base, p, token)[0], paths[:count]))
-    bad = [s for s in statuses if s != 200]
-    if bad:
-        raise RuntimeError(f"{server.name}: warm-up answered {bad[:5]}")
-
-
 # --------------------------------------------------------------------------- wrk
-
-
-def run_wrk(server: Server, paths_file: Path, token: str | None, connections: int, duration_s: float,
-            threads: int) -> dict[str, Any]:
-    """One wrk run; requests/s and latency percentiles in ms."""
-    argv = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "--latency",
-            "--timeout", "10s", "-s", str(WRK_LUA), server.base, "--", str(paths_file), token or ""]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 120,
-                            stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
-    line = next((x for x in result.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
-    if result.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    raw = json.loads(line[len("BENCH_JSON "):])
-    seconds = raw["duration_us"] / 1e6
-    errors = {k[len("errors_"):]: raw[k] for k in raw if k.startswith("errors_")}
-    return {
-        "requests": raw["requests"],
-        "seconds": round(seconds, 3),
-        "rps": raw["requests"] / seconds if seconds else 0.0,
-        "bytes_per_response": raw["bytes"] / raw["requests"] if raw["requests"] else 0.0,
-        "errors": errors,
-        **{f"{q}_ms": raw[f"{q}_us"] / 1000.0 for q in ("p50", "p75", "p90", "p99", "p999", "max", "mean")},
-    }
 
 
 def _median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -615,10 +430,6 @@ def breakdown(ctx: Context, app: Any, driver: dict[str, str], paths: list[str], 
 # --------------------------------------------------------------------------- the benchmark
 
 
-def _api_argv(port: int, workers: int) -> list[str]:
-    return [python(), "-m", "smartsvc", "api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-
-
 def _check_answer(server: Server, path: str, token: str) -> tuple[list[Any], int]:
     status, body = get(server.base, path, token)
     if status != 200:
@@ -642,9 +453,9 @@ def _sqlite_part(ctx: Context, cfg: dict[str, Any], workers: int, root: Path,
     paths_file = root / "paths-sqlite.txt"
     paths_file.write_text("\n".join(paths) + "\n")
 
-    port = _free_port()
-    ours = Server("ours (SQLite, index)", _api_argv(port, workers), env, root / "api-sqlite.log", port)
-    port = _free_port()
+    port = free_port()
+    ours = Server("ours (SQLite, index)", api_argv(port, workers), env, root / "api-sqlite.log", port)
+    port = free_port()
     ceiling = Server("ceiling", [python(), "-m", "bench.ceiling_app", "--port", str(port), "--workers",
                                  str(workers), "--items", str(ceiling_items)], dict(os.environ),
                      root / "ceiling.log", port)
@@ -752,8 +563,8 @@ def _postgis_part(ctx: Context, cfg: dict[str, Any], workers: int, root: Path,
     out: dict[str, Any] = {"stored": stored}
     try:
         for mode in ("postgis", "index"):
-            port = _free_port()
-            server = Server(f"ours (PostgreSQL, {mode})", _api_argv(port, workers),
+            port = free_port()
+            server = Server(f"ours (PostgreSQL, {mode})", api_argv(port, workers),
                             {**env, "SMARTSVC_SPOT_SEARCH": mode}, root / f"api-postgres-{mode}.log", port)
             servers[mode] = server
             server.launch()

@@ -133,7 +133,7 @@ def service_import(ctx: Context, features: int, backend: str = "postgres") -> di
     try:
         # The schema as `smartsvc db upgrade` makes it, migrated here as the other benchmarks do: a
         # `smartsvc db` process would spend ~3 s of CPU importing the service for a 0.1 s migration.
-        from bench.bench_http import in_process_app
+        from bench.http_servers import in_process_app
 
         try:
             in_process_app(env).extensions["smartsvc"].database.engine.dispose()

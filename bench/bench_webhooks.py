@@ -563,7 +563,7 @@ def backlog(ctx: Context, database: Any, sink: Sink, users: list[uuid.UUID], sta
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from bench.bench_http import in_process_app, service_env
+    from bench.http_servers import in_process_app, service_env
     from tests.support.servers import RedisServer, free_port
 
     cfg = dict(SMOKE if ctx.smoke else FULL)

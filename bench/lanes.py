@@ -28,7 +28,7 @@ from rich.console import Console
 
 from bench.common import BenchPostgres
 
-# What the benchmarks import on their first use of the service (bench.bench_http.in_process_app and the
+# What the benchmarks import on their first use of the service (bench.http_servers.in_process_app and the
 # throwaway servers); the benchmark modules themselves are imported besides.
 PRELOAD = ("smartsvc.app", "smartsvc.migrate", "tests.support.servers", "psycopg")
 
