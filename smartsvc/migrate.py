@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import geoalchemy2  # noqa: F401  (teaches SQLAlchemy's reflection the PostGIS types)
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from typing import TYPE_CHECKING
 
 from .db import Database
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -29,6 +27,9 @@ def outside_the_models(name: str | None, type_: str) -> bool:
 
 def alembic_config() -> Config:
     """An Alembic config pointing at the packaged migrations."""
+    # Alembic is imported where it is used: importing it costs every process start (``--help`` too).
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -36,6 +37,8 @@ def alembic_config() -> Config:
 
 def upgrade(database: Database, revision: str = "head") -> None:
     """Migrate the database to ``revision`` (PostGIS is enabled on PostgreSQL)."""
+    from alembic import command
+
     config = alembic_config()
     with database.engine.begin() as connection:
         if connection.dialect.name == "postgresql":
@@ -47,10 +50,14 @@ def upgrade(database: Database, revision: str = "head") -> None:
 
 def current_revision(database: Database) -> str | None:
     """The revision the database is at (None when never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
     with database.engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
 def head_revision() -> str | None:
     """The newest revision shipped with this code."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
-from flask import Flask
 
 from ..migrate import current_revision, head_revision, upgrade
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def build_app() -> Flask:

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 
 @click.command("demo")
@@ -15,6 +14,8 @@ from rich.console import Console
                    "[default: a temporary folder, removed at the end]")
 def demo(var_dir: Path | None) -> None:
     """The flagship scenario end to end on local data, narrated (no network, never touches ./var)."""
+    from rich.console import Console
+
     from ..demo.runner import run_demo
     from ..demo.world import DemoFailed
 

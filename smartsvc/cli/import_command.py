@@ -5,15 +5,16 @@ from __future__ import annotations
 import contextlib
 import getpass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from ..errors import ApiError
 from ..models import DATASET_FORMATS, LAYERS, Dataset
 from .common import build_app, ensure_schema
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 ERRORS_SHOWN = 20
 
@@ -40,6 +41,16 @@ def _report(console: Console, dataset: Dataset) -> None:
 
 def _import_with_progress(database: Any, settings: Any, dataset: Dataset, label: str) -> None:
     """Run the import here, drawing a progress bar by bytes read (on stderr)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     from ..services.dataset_import import fail_import, run_import
 
     columns = (TextColumn("importing {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -66,6 +77,8 @@ def _import_with_progress(database: Any, settings: Any, dataset: Dataset, label:
 def import_file(file: Path, layer: str, name: str | None, fmt: str | None, time_zone: str | None,
                 publish: bool) -> None:
     """Import a geodata file as a new dataset, as the API does, here in this process (no worker needed)."""
+    from rich.console import Console
+
     from ..services.datasets import create_dataset, get_dataset, publish_dataset
 
     app = build_app()

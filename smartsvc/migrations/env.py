@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Imported here, not by smartsvc.migrate: it is heavy (shapely, numpy) and only migrations reflect
+# PostGIS columns; importing it teaches SQLAlchemy's reflection the PostGIS types.
+import geoalchemy2  # noqa: F401
 from alembic import context
 
 from smartsvc.migrate import outside_the_models

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import geoalchemy2  # noqa: F401  (compare_metadata reflects PostGIS columns: their types must be known)
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
