@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import threading
 from dataclasses import dataclass, field
 
 from .config import Settings
 from .credentials import AccessTokens
 from .db import Database
+from .delivery import close_all_providers, close_providers
 from .services.collections import DatasetExtents
 from .services.geofence_tracking import GeofenceTracker
 from .services.journal_buffer import SearchJournal
@@ -35,9 +38,32 @@ class Container:
     # Journal: this process's spot searches not yet written (written in batches, off the hot path).
     search_journal: SearchJournal = field(default_factory=SearchJournal)
 
+    def close(self) -> None:
+        """Close what this container's parts hold open: the push providers' connections, the database pool.
+
+        Idempotent. Nothing is made unusable: a provider or the database used afterwards opens new
+        connections (and needs closing again).
+        """
+        close_providers(self.settings)
+        self.database.engine.dispose()
+
+
+_exit_hook_lock = threading.Lock()
+_exit_hook_registered = False
+
+
+def _close_providers_at_exit() -> None:
+    """Make sure the push providers' kept-alive connections are closed when the process exits."""
+    global _exit_hook_registered
+    with _exit_hook_lock:
+        if not _exit_hook_registered:
+            atexit.register(close_all_providers)
+            _exit_hook_registered = True
+
 
 def build_container(settings: Settings) -> Container:
-    """Build the parts for ``settings`` (nothing connects until first use)."""
+    """Build the parts for ``settings`` (nothing connects until first use; push connections close at exit)."""
+    _close_providers_at_exit()
     return Container(
         settings=settings,
         database=Database(settings),

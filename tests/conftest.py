@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from flask import Flask
@@ -18,9 +18,16 @@ def settings(tmp_path: Path):
 
 
 @pytest.fixture
-def app(settings) -> Flask:
-    """A fresh, migrated app."""
-    return make_app(settings)
+def app(settings) -> Iterator[Flask]:
+    """A fresh, migrated app; its container (push connections, database pool) is closed afterwards."""
+    app = make_app(settings)
+    try:
+        yield app
+    finally:
+        app.extensions["smartsvc"].close()
+        celery = app.extensions.get("celery")
+        if celery is not None:
+            celery.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ Push providers slot in as further factories in :mod:`.providers`.
 
 from .log import LogProvider
 from .message import MAX_PAYLOAD_BYTES, PushMessage, PushResult, fit_payload
-from .providers import PushProvider, provider_for
+from .providers import PushProvider, close_all_providers, close_providers, provider_for
 
 __all__ = ["LogProvider", "MAX_PAYLOAD_BYTES", "PushMessage", "PushResult", "fit_payload", "PushProvider",
-           "provider_for"]
+           "close_all_providers", "close_providers", "provider_for"]

@@ -16,7 +16,6 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
@@ -26,6 +25,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..config import ConfigError, Settings
+from .cache import ProviderCache
 from .httpcommon import elapsed_ms, load_signing_key, parse_retry_after, tls_context
 from .message import MAX_PAYLOAD_BYTES, PushMessage, PushResult, fit_payload
 
@@ -226,10 +226,12 @@ def apns_config(settings: Settings) -> ApnsConfig | None:
                       team_id=settings.apns_team_id, topic=settings.apns_topic, ca_file=settings.apns_ca_file)
 
 
-@lru_cache(maxsize=8)
+# One provider (one connection pool, one token) per configuration and process.
+_PROVIDERS: ProviderCache[ApnsProvider] = ProviderCache()
+
+
 def _provider(config: ApnsConfig) -> ApnsProvider:
-    # One provider (one connection pool, one token) per configuration and process.
-    return ApnsProvider(config)
+    return _PROVIDERS.get(config, lambda: ApnsProvider(config))
 
 
 def apns_provider(settings: Settings) -> ApnsProvider | None:
@@ -243,3 +245,18 @@ def apns_provider(settings: Settings) -> ApnsProvider | None:
         raise
     except ValueError as exc:
         raise ConfigError(f"SMARTSVC_APNS_KEY_FILE={settings.apns_key_file}: {exc}") from None
+
+
+def close_apns_provider(settings: Settings) -> None:
+    """Close the connections of this process's APNs provider for ``settings`` (none built: nothing to do)."""
+    try:
+        config = apns_config(settings)
+    except ConfigError:  # the key file is gone: close_apns_providers() still reaches its provider
+        return
+    if config is not None:
+        _PROVIDERS.close(config)
+
+
+def close_apns_providers() -> None:
+    """Close the connections of every APNs provider this process built."""
+    _PROVIDERS.close_all()

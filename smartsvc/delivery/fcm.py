@@ -18,7 +18,6 @@ import hashlib
 import http.client
 import json
 import math
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ from google.auth import exceptions as auth_exceptions
 
 from ..config import Settings
 from .google_oauth import CredentialsFileError, ServiceAccountTokens
+from .cache import ProviderCache
 from .httpcommon import KeptAliveConnections, PlainResponse
 from .message import MAX_PAYLOAD_BYTES, PushMessage, PushResult, fit_payload
 
@@ -162,6 +162,7 @@ class FcmProvider:
 
     :meth:`send_many` keeps up to :data:`SEND_CONCURRENCY` requests in flight, each thread on its own
     connection. The OAuth token is fetched (rarely) with google-auth over an httpx client.
+    :meth:`close` closes the connections and threads; a later send opens new ones (the token is kept).
     """
 
     name = "fcm"
@@ -169,14 +170,24 @@ class FcmProvider:
     def __init__(self, url: str, credentials: Path, project_id: str = "",
                  client: httpx.Client | None = None, concurrency: int = SEND_CONCURRENCY) -> None:
         self.url = url.rstrip("/")
-        self._client = client or httpx.Client(timeout=SEND_TIMEOUT_S, follow_redirects=False)
-        self._tokens = ServiceAccountTokens(credentials, [FCM_SCOPE], self._client)
+        # An injected client is the caller's (never closed here); our own is opened on use, again after close().
+        self._given_client = client
+        self._client: httpx.Client | None = None
+        self._tokens = ServiceAccountTokens(credentials, [FCM_SCOPE], self._http)
         self._project_id = project_id
         self._connections = KeptAliveConnections(self.url, SEND_TIMEOUT_S)
         self._prefix = urlsplit(self.url).path
         self._concurrency = max(1, concurrency)
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+
+    def _http(self) -> httpx.Client:
+        if self._given_client is not None:
+            return self._given_client
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(timeout=SEND_TIMEOUT_S, follow_redirects=False)
+            return self._client
 
     def _endpoint(self) -> str:
         project = self._project_id or self._tokens.project_id
@@ -235,13 +246,15 @@ class FcmProvider:
         return results
 
     def close(self) -> None:
-        """Close the connections and the sending threads."""
+        """Close the connections and the sending threads (idempotent; a later send opens new ones)."""
         with self._lock:
             executor, self._executor = self._executor, None
+            client, self._client = self._client, None
         if executor is not None:
             executor.shutdown(wait=True)
         self._connections.close()
-        self._client.close()
+        if client is not None:
+            client.close()
 
 
 def _elapsed_ms(started: float) -> int:
@@ -249,23 +262,32 @@ def _elapsed_ms(started: float) -> int:
 
 
 # One provider per process and configuration, so the connection pool and the OAuth token are reused
-# across tasks; keyed by the process id too, since a forked worker must not share its parent's sockets.
-_PROVIDERS: dict[tuple[Any, ...], FcmProvider] = {}
-_PROVIDERS_LOCK = threading.Lock()
-_MAX_PROVIDERS = 8
+# across tasks (keyed by the process id too: a forked worker must not share its parent's sockets).
+_PROVIDERS: ProviderCache[FcmProvider] = ProviderCache()
+
+
+def _key(settings: Settings) -> tuple[Any, ...] | None:
+    if settings.fcm_credentials is None:
+        return None
+    return settings.fcm_url, settings.fcm_project_id, str(Path(settings.fcm_credentials).resolve())
 
 
 def fcm_provider(settings: Settings) -> FcmProvider | None:
     """The FCM provider for ``settings``, or None when ``SMARTSVC_FCM_CREDENTIALS`` is not set."""
-    if settings.fcm_credentials is None:
+    key = _key(settings)
+    if key is None:
         return None
-    key = (os.getpid(), settings.fcm_url, settings.fcm_project_id, str(Path(settings.fcm_credentials).resolve()))
-    with _PROVIDERS_LOCK:
-        provider = _PROVIDERS.get(key)
-        if provider is None:
-            if len(_PROVIDERS) >= _MAX_PROVIDERS:  # settings changed a lot (tests): drop the oldest
-                oldest = next(iter(_PROVIDERS))
-                _PROVIDERS.pop(oldest).close()
-            provider = _PROVIDERS[key] = FcmProvider(settings.fcm_url, settings.fcm_credentials,
-                                                     settings.fcm_project_id)
-        return provider
+    return _PROVIDERS.get(key, lambda: FcmProvider(settings.fcm_url, settings.fcm_credentials,  # type: ignore[arg-type]
+                                                   settings.fcm_project_id))
+
+
+def close_fcm_provider(settings: Settings) -> None:
+    """Close the connections of this process's FCM provider for ``settings`` (none built: nothing to do)."""
+    key = _key(settings)
+    if key is not None:
+        _PROVIDERS.close(key)
+
+
+def close_fcm_providers() -> None:
+    """Close the connections of every FCM provider this process built."""
+    _PROVIDERS.close_all()

@@ -11,7 +11,7 @@ import json
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Union
 
 import httpx
 from google.auth import exceptions as auth_exceptions
@@ -42,17 +42,25 @@ class _Response(transport.Response):
         return self._response.content
 
 
-class HttpxRequest(transport.Request):
-    """google-auth's transport interface on an httpx client (the provider's pooled one)."""
+ClientSource = Union[httpx.Client, Callable[[], httpx.Client]]
 
-    def __init__(self, client: httpx.Client) -> None:
-        self._client = client
+
+class HttpxRequest(transport.Request):
+    """google-auth's transport interface on an httpx client (the provider's pooled one).
+
+    ``client`` is the client, or a function returning it at each request (a provider that reopens its
+    client after being closed).
+    """
+
+    def __init__(self, client: ClientSource) -> None:
+        self._client_of: Callable[[], httpx.Client] = (
+            (lambda: client) if isinstance(client, httpx.Client) else client)
 
     def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Mapping[str, str] | None = None,
                  timeout: float | None = None, **kwargs: Any) -> transport.Response:
         try:
-            response = self._client.request(method, url, content=body, headers=dict(headers or {}),
-                                            timeout=timeout or TOKEN_TIMEOUT_S)
+            response = self._client_of().request(method, url, content=body, headers=dict(headers or {}),
+                                                 timeout=timeout or TOKEN_TIMEOUT_S)
         except httpx.HTTPError as exc:
             raise auth_exceptions.TransportError(f"{type(exc).__name__}: {exc}") from exc
         return _Response(response)
@@ -61,7 +69,7 @@ class HttpxRequest(transport.Request):
 class ServiceAccountTokens:
     """Bearer tokens for ``scopes`` from the service-account file at ``path``; thread-safe, cached."""
 
-    def __init__(self, path: Path, scopes: list[str], client: httpx.Client) -> None:
+    def __init__(self, path: Path, scopes: list[str], client: ClientSource) -> None:
         self.path = Path(path)
         self._scopes = list(scopes)
         self._request = HttpxRequest(client)

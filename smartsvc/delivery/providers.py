@@ -4,6 +4,11 @@ A device is delivered by its platform's provider when that provider is
 configured (DELIVERY.md), otherwise by the ``log`` provider. Each platform
 has a factory that returns its provider, or None when the settings do not
 configure it; FCM, APNs and Web Push add theirs to ``_PLATFORM_FACTORIES``.
+
+The providers are shared per configuration within a process and keep
+connections open; :func:`close_providers` (a container's ``close``) and
+:func:`close_all_providers` (process exit) close them. A closed provider
+opens new connections when it is used again.
 """
 
 from __future__ import annotations
@@ -11,11 +16,11 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol
 
 from ..config import Settings
-from .apns import apns_provider
-from .fcm import fcm_provider
+from .apns import apns_provider, close_apns_provider, close_apns_providers
+from .fcm import close_fcm_provider, close_fcm_providers, fcm_provider
 from .log import LogProvider
 from .message import PushMessage, PushResult
-from .webpush import webpush_provider
+from .webpush import close_webpush_provider, close_webpush_providers, webpush_provider
 
 
 class PushProvider(Protocol):
@@ -52,3 +57,17 @@ def provider_for(device: Any, settings: Settings) -> PushProvider:
         if provider is not None:
             return provider
     return LogProvider(settings.pushes_log_path)
+
+
+def close_providers(settings: Settings) -> None:
+    """Close the connections of this process's providers configured by ``settings`` (idempotent)."""
+    close_fcm_provider(settings)
+    close_apns_provider(settings)
+    close_webpush_provider(settings)
+
+
+def close_all_providers() -> None:
+    """Close the connections of every provider this process built (at exit; idempotent)."""
+    close_fcm_providers()
+    close_apns_providers()
+    close_webpush_providers()

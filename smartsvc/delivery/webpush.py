@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -29,6 +28,7 @@ import httpx
 from py_vapid import Vapid02, VapidException
 
 from ..config import ConfigError, Settings
+from .cache import ProviderCache
 from .httpcommon import elapsed_ms, load_signing_key, parse_retry_after, tls_context
 from .message import MAX_PAYLOAD_BYTES, PushMessage, PushResult, fit_payload
 
@@ -233,10 +233,12 @@ def webpush_config(settings: Settings) -> WebPushConfig | None:
                          allow_private=settings.webpush_allow_private)
 
 
-@lru_cache(maxsize=8)
+# One provider (one connection pool, one token) per configuration and process.
+_PROVIDERS: ProviderCache[WebPushProvider] = ProviderCache()
+
+
 def _provider(config: WebPushConfig) -> WebPushProvider:
-    # One provider (one connection pool, one VAPID cache) per configuration and process.
-    return WebPushProvider(config)
+    return _PROVIDERS.get(config, lambda: WebPushProvider(config))
 
 
 def webpush_provider(settings: Settings) -> WebPushProvider | None:
@@ -250,3 +252,18 @@ def webpush_provider(settings: Settings) -> WebPushProvider | None:
         raise
     except ValueError as exc:
         raise ConfigError(f"SMARTSVC_VAPID_PRIVATE_KEY={settings.vapid_private_key}: {exc}") from None
+
+
+def close_webpush_provider(settings: Settings) -> None:
+    """Close the connections of this process's Web Push provider for ``settings`` (none built: nothing to do)."""
+    try:
+        config = webpush_config(settings)
+    except ConfigError:  # the key file is gone: close_webpush_providers() still reaches its provider
+        return
+    if config is not None:
+        _PROVIDERS.close(config)
+
+
+def close_webpush_providers() -> None:
+    """Close the connections of every Web Push provider this process built."""
+    _PROVIDERS.close_all()
