@@ -40,13 +40,11 @@ outbox messages not completed after the drain.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +57,8 @@ from rich.table import Table
 
 from bench.http_servers import Server, api_argv, in_process_app, service_env
 from bench.common import REPO_ROOT, Context, python, ratio, summarize
+from bench.context_lag import drain, lags, row_counts
+from bench.context_load import Load
 
 NAME = "context"
 TITLE = "Benchmark 4 — context ingest end to end (API + workers)"
@@ -69,7 +69,6 @@ SMOKE = {"users": 12, "roads": 6, "batch": 100, "step_s": 2, "connections": 4, "
          "duration_s": {"postgres-redis": 1, "embedded": 1}, "profile_batches": 4}
 TARGET_EVENTS_PER_S = {"postgres-redis": 5000, "embedded": 1000}
 TARGET_LAG_P99_S = 2.0
-PUSH_TASK = "smartsvc.delivery.push"
 
 
 # --------------------------------------------------------------------------- set-up
@@ -148,180 +147,6 @@ def bodies(cfg: dict[str, Any], t0: datetime, batches: int) -> list[list[bytes]]
     return out
 
 
-# --------------------------------------------------------------------------- load
-
-
-class Load:
-    """The closed-loop client: ``connections`` threads, each with its own users and keep-alive connection."""
-
-    def __init__(self, port: int, users: list[dict[str, Any]], bodies: list[list[bytes]], connections: int) -> None:
-        self.port, self.users, self.bodies, self.connections = port, users, bodies, connections
-        self.lock = threading.Lock()
-        self.latencies: list[float] = []
-        self.accepted = 0
-        self.sent_events = 0
-        self.requests = 0
-        self.errors: dict[str, int] = {}
-        self.exhausted = 0
-        self.total_sent = self.total_accepted = 0  # every run's, the warm-up's included
-        self.next_batch: dict[int, int] = {}  # per user: the next batch to send (runs continue where the last stopped)
-
-    def reset(self) -> None:
-        """Forget the counts (a warm-up's), keep where each user is."""
-        self.latencies, self.accepted, self.sent_events, self.requests, self.errors = [], 0, 0, 0, {}
-        self.exhausted = 0
-
-    def _loop(self, slot: int, stop_at: float) -> None:
-        mine = [i for i in range(len(self.users)) if i % self.connections == slot]
-        next_batch = self.next_batch  # each user belongs to one slot: no two threads touch one entry
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        latencies, accepted, sent, requests, errors = [], 0, 0, 0, {}
-        k = 0
-        clock = time.perf_counter
-        while clock() < stop_at and mine:
-            i = mine[k % len(mine)]
-            k += 1
-            user = self.users[i]
-            road_bodies = self.bodies[user["road"]]
-            next_batch.setdefault(i, 0)
-            if next_batch[i] >= len(road_bodies):
-                self.exhausted += 1
-                break
-            body = road_bodies[next_batch[i]]
-            headers = {"Authorization": f"Bearer {user['token']}", "Content-Type": "application/json"}
-            t = clock()
-            try:
-                conn.request("POST", "/v1/me/context", body=body, headers=headers)
-                response = conn.getresponse()
-                payload = response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-                continue
-            latencies.append(clock() - t)
-            requests += 1
-            if response.status == 202:
-                next_batch[i] += 1
-                accepted += json.loads(payload)["accepted"]
-                sent += body.count(b'"type"')
-            else:
-                errors[str(response.status)] = errors.get(str(response.status), 0) + 1
-        conn.close()
-        with self.lock:
-            self.latencies.extend(latencies)
-            self.accepted += accepted
-            self.sent_events += sent
-            self.total_accepted += accepted
-            self.total_sent += sent
-            self.requests += requests
-            for key, n in errors.items():
-                self.errors[key] = self.errors.get(key, 0) + n
-
-    def run(self, duration_s: float) -> dict[str, Any]:
-        self.reset()
-        threads = []
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        stop_at = t0 + duration_s
-        for slot in range(self.connections):
-            thread = threading.Thread(target=self._loop, args=(slot, stop_at), daemon=True)
-            threads.append(thread)
-            thread.start()
-        for thread in threads:
-            thread.join()
-        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        lat = summarize(self.latencies)
-        return {"wall_s": round(wall, 2), "requests": self.requests, "events_sent": self.sent_events,
-                "events_accepted": self.accepted, "events_per_s": self.accepted / wall if wall else 0.0,
-                "requests_per_s": self.requests / wall if wall else 0.0, "latency": lat,
-                "errors": self.errors, "client_cpu_s": round(cpu, 2),
-                "client_cpu_share_of_one_core": round(cpu / wall, 3) if wall else None,
-                "client_cpu_ms_per_request": round(cpu / self.requests * 1000, 3) if self.requests else None,
-                "users_out_of_batches": self.exhausted}
-
-
-# --------------------------------------------------------------------------- after the load
-
-
-def _counts(database: Any) -> dict[str, int]:
-    from sqlalchemy import func, select
-
-    from smartsvc.models import ContextEvent, OutboxMessage, Suggestion, TriggerRecord
-
-    with database.session() as session:
-        def count(model: Any, *where: Any) -> int:
-            return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
-
-        return {
-            "context_events": count(ContextEvent),
-            "triggers": count(TriggerRecord),
-            "triggers_unprocessed": count(TriggerRecord, TriggerRecord.processed_at.is_(None)),
-            "outbox_messages": count(OutboxMessage),
-            "outbox_uncompleted": count(OutboxMessage, OutboxMessage.completed_at.is_(None)),
-            "suggestions": count(Suggestion),
-            "suggestions_pending_push": count(Suggestion, Suggestion.delivery_status == "pending"),
-        }
-
-
-def drain(database: Any, timeout_s: float) -> tuple[dict[str, int], float]:
-    """Wait until nothing is left to do (bounded); the final counts and the seconds it took."""
-    t = time.perf_counter()
-    while True:
-        counts = _counts(database)
-        done = not (counts["triggers_unprocessed"] or counts["outbox_uncompleted"]
-                    or counts["suggestions_pending_push"])
-        if done or time.perf_counter() - t > timeout_s:
-            return counts, round(time.perf_counter() - t, 1)
-        time.sleep(0.2)
-
-
-def lags(database: Any, since: datetime) -> dict[str, Any]:
-    """Processing lag per trigger created ``since``: → processed (engine), and → its pushes completed (end to end)."""
-    from sqlalchemy import select
-
-    from smartsvc.models import OutboxMessage, Suggestion, TriggerRecord
-
-    with database.session() as session:
-        triggers = session.execute(select(TriggerRecord.id, TriggerRecord.event, TriggerRecord.created_at,
-                                          TriggerRecord.processed_at)).all()
-        made = dict(session.execute(select(Suggestion.id, Suggestion.trigger_id)).all())
-        pushes = session.execute(select(OutboxMessage.payload, OutboxMessage.completed_at, OutboxMessage.attempts)
-                                 .where(OutboxMessage.task == PUSH_TASK)).all()
-        handle_rows = session.execute(select(OutboxMessage.payload, OutboxMessage.sent_at, OutboxMessage.attempts)
-                                      .where(OutboxMessage.task == "smartsvc.engine.handle_trigger")).all()
-    handles = [attempts for _, _, attempts in handle_rows]
-    sent_at = {uuid.UUID(payload["trigger_id"]): sent for payload, sent, _ in handle_rows}
-    pushed_at: dict[Any, list[datetime]] = {}
-    for payload, completed, _attempts in pushes:
-        trigger = made.get(uuid.UUID(payload["suggestion_id"]))
-        if trigger is not None and completed is not None:
-            pushed_at.setdefault(trigger, []).append(completed)
-    engine, end_to_end, relayed, queued = [], [], [], []
-    by_event: dict[str, int] = {}
-    for trigger_id, event, created, processed in triggers:
-        by_event[event] = by_event.get(event, 0) + 1
-        if processed is None or created < since:
-            continue
-        engine.append((processed - created).total_seconds())
-        if sent_at.get(trigger_id) is not None:  # the last publication (a redelivery's, if any)
-            relayed.append((sent_at[trigger_id] - created).total_seconds())
-            queued.append((processed - sent_at[trigger_id]).total_seconds())
-        end = max([processed, *pushed_at.get(trigger_id, [])])
-        end_to_end.append((end - created).total_seconds())
-    to_s = {k: (v / 1000 if k.endswith("_ms") else v) for k, v in summarize(end_to_end).items()}
-    return {
-        "triggers_by_event": by_event,
-        "engine_lag_s": {k.replace("_ms", "_s"): (v / 1000 if k.endswith("_ms") else v)
-                         for k, v in summarize(engine).items()},
-        "end_to_end_lag_s": {k.replace("_ms", "_s"): v for k, v in to_s.items()},
-        "end_to_end_lag_max_s": max(end_to_end) if end_to_end else None,
-        # The engine lag in two: created → published by the relay, published → processed (broker queue + task).
-        "created_to_relayed_s": {k.replace("_ms", "_s"): (v / 1000 if k.endswith("_ms") else v)
-                                 for k, v in summarize(relayed).items()},
-        "relayed_to_processed_s": {k.replace("_ms", "_s"): (v / 1000 if k.endswith("_ms") else v)
-                                   for k, v in summarize(queued).items()},
-        "redelivered_messages": int(sum(1 for a in handles if a > 1) + sum(1 for _, _, a in pushes if a > 1)),
-    }
 
 
 # --------------------------------------------------------------------------- in-process profile
@@ -456,7 +281,7 @@ def deployment(ctx: Context, cfg: dict[str, Any], name: str, root: Path) -> dict
                 f"{load['events_per_s']:,.0f}/s; request p50 {load['latency']['p50_ms']:.0f} ms, "
                 f"p99 {load['latency']['p99_ms']:.0f} ms; errors {load['errors']}; client CPU "
                 f"{load['client_cpu_share_of_one_core']:.1%} of a core")
-        at_end = _counts(database)
+        at_end = row_counts(database)
         counts, drain_s = drain(database, cfg["drain_timeout_s"])
         lag = lags(database, timed_from)
         ctx.log(f"{name}: backlog at the end of the load {at_end['triggers_unprocessed']} triggers, "

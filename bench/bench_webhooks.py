@@ -53,11 +53,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import threading
 import time
-import urllib.request
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -65,7 +62,10 @@ from typing import Any
 
 from rich.table import Table
 
-from bench.common import REPO_ROOT, Context, python, ratio, summarize
+from bench.common import Context, ratio
+from bench.webhook_pipeline import (EVENT, add_endpoint, add_users, db_state, disable_endpoints, event_data,
+                                    measure, produce, quiet, stages)
+from bench.webhook_procs import Service, Sink, wait_for
 
 NAME = "webhooks"
 TITLE = "Benchmark 7 — partner webhooks to a loopback receiver"
@@ -73,8 +73,6 @@ TARGET_DELIVERIES_PER_S = 2000
 TARGET_P99_S = 1.0
 # Isolation: the healthy endpoint beside a dead one keeps at least this share of its rate, and p99 within the target.
 ISOLATION_MIN_RATE_SHARE = 0.9
-EVENT = "suggestion.created"
-OWNER = "bench-partner"
 
 FULL = {"users": 6000, "batch": 100, "burst_events": 500, "duration_s": 10.0, "webhook_concurrency": 16,
         "relay_concurrency": 2, "drain_timeout_s": 60.0, "hang_drain_timeout_s": 20.0, "stage_deliveries": 400,
@@ -84,277 +82,7 @@ SMOKE = {"users": 200, "batch": 10, "burst_events": 20, "duration_s": 1.0, "webh
          "sink_ceiling_requests": 200, "sink_ceiling_threads": 2, "warmup_events": 4, "backlog_events": 20}
 
 
-# --------------------------------------------------------------------------- processes
-
-
-class Sink:
-    """The receiver (:mod:`bench.webhook_sink`) in a child process."""
-
-    def __init__(self, port: int, log_path: Path) -> None:
-        self.port, self.log_path = port, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([python(), "-m", "bench.webhook_sink", str(self.port)], cwd=REPO_ROOT,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        _wait_for(lambda: f"ready {self.port}" in self.log_path.read_text(errors="replace"), 30,
-                  f"the webhook sink did not start: {self.log_path}")
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def counts(self) -> dict[str, int]:
-        with urllib.request.urlopen(self.url("/count"), timeout=10) as response:
-            return json.loads(response.read())
-
-    def dump(self, path: Path) -> list[dict[str, Any]]:
-        """Every recorded request since the last dump (then forgotten by the sink)."""
-        request = urllib.request.Request(self.url("/dump"), data=str(path).encode(), method="POST")
-        with urllib.request.urlopen(request, timeout=60) as response:
-            json.loads(response.read())
-        with open(path, encoding="utf-8") as lines:
-            return [json.loads(line) for line in lines]
-
-    def cpu_s(self) -> float:
-        return _cpu_s(self.proc.pid) if self.proc is not None else 0.0
-
-    def stop(self) -> None:
-        _stop(self.proc)
-
-
-class Service:
-    """One ``smartsvc worker`` or ``smartsvc beat`` process in its own process group."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, ready_mark: str | None) -> None:
-        self.argv, self.env, self.log_path, self.ready_mark = argv, env, log_path, ready_mark
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def launch(self) -> None:
-        env = dict(self.env, PYTHONUNBUFFERED="1")
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([python(), "-m", "smartsvc", *self.argv], cwd=REPO_ROOT, env=env,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        if self.ready_mark is not None:
-            def ready() -> bool:
-                if self.proc is not None and self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.argv} exited: {self.log_path.read_text(errors='replace')[-3000:]}")
-                return self.ready_mark in self.log_path.read_text(errors="replace")
-
-            _wait_for(ready, timeout, f"{self.argv} was not ready: {self.log_path}")
-
-    def cpu_s(self) -> float:
-        """CPU seconds of the process and its children (the prefork pool)."""
-        if self.proc is None:
-            return 0.0
-        return _cpu_s(self.proc.pid) + sum(_cpu_s(child) for child in _children(self.proc.pid))
-
-    def stop(self) -> None:
-        # A worker: Celery's cold shutdown (SIGQUIT); the benchmark's data is thrown away anyway.
-        _stop(self.proc, signal.SIGQUIT if self.argv[0] == "worker" else signal.SIGTERM)
-
-
-def _wait_for(check: Any, timeout: float, message: str) -> None:
-    """Poll ``check`` until true; after ``timeout`` raise ``message`` (an empty message: just return)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    if message:
-        raise RuntimeError(message)
-
-
-def _stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
-    # Not Celery's warm shutdown's full wait: a send to the hanging endpoint would hold it for the 15 s timeout.
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, sig)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-# --------------------------------------------------------------------------- set-up
-
-
-def add_users(database: Any, count: int) -> list[uuid.UUID]:
-    """``count`` users granting ``partner_sharing``, in one transaction (the rows ``set_consent`` writes)."""
-    from smartsvc.models import Consent, ConsentEvent, User
-    from smartsvc.timeutil import utcnow
-
-    now = utcnow()
-    with database.unit_of_work() as uow:
-        session = uow.session
-        users = [User(external_id=f"bench-user-{uuid.uuid4().hex}", time_zone="Europe/Berlin") for _ in range(count)]
-        session.add_all(users)
-        session.flush()
-        for user in users:
-            session.add(Consent(user_id=user.id, purpose="partner_sharing", granted=True, changed_at=now))
-            session.add(ConsentEvent(user_id=user.id, purpose="partner_sharing", granted=True, at=now))
-        uow.commit()
-    return [user.id for user in users]
-
-
-def add_endpoint(database: Any, url: str) -> tuple[uuid.UUID, str]:
-    """A webhook subscribed to :data:`EVENT`, through the use case (URL checks included); (id, secret)."""
-    from smartsvc.services.webhooks import create_webhook
-
-    issued = create_webhook(database, OWNER, {"url": url, "event_types": [EVENT], "description": "benchmark"})
-    return issued.view.endpoint.id, issued.secret
-
-
-def disable_endpoints(database: Any) -> None:
-    """Disable every endpoint (the next phase gets its own); what is pending for them fails."""
-    from smartsvc.services.webhooks import update_webhook
-
-    from smartsvc.models import WebhookEndpoint
-    from sqlalchemy import select
-
-    with database.session() as session:
-        ids = list(session.scalars(select(WebhookEndpoint.id).where(WebhookEndpoint.enabled.is_(True))))
-    for webhook_id in ids:
-        update_webhook(database, OWNER, webhook_id, {"enabled": False})
-
-
-# --------------------------------------------------------------------------- producer
-
-
-def event_data(user_id: uuid.UUID, n: int, now: datetime) -> dict[str, Any]:
-    """A ``suggestion.created`` body as :func:`smartsvc.services.webhook_events.suggestion_event` makes it."""
-    return {"id": uuid.uuid4(), "user_id": user_id, "kind": "message", "rule_id": uuid.uuid4(),
-            "title": "Parking near your destination", "body": f"3 free spots within 300 m (#{n})",
-            "payload": {"spots": [{"id": f"spot-{n}-{k}", "lat": 52.52 + k * 1e-4, "lon": 13.405 + k * 1e-4}
-                                  for k in range(3)]},
-            "status": "new", "created_at": now, "expires_at": None}
-
-
-def produce(database: Any, users: list[uuid.UUID], start: int, events: int, batch: int,
-            rate: float | None) -> dict[str, Any]:
-    """Emit ``events`` events, ``batch`` per transaction, at ``rate`` events/s (None: as fast as possible)."""
-    from smartsvc.services.webhook_events import emit_event
-    from smartsvc.timeutil import utcnow
-
-    clock = time.perf_counter
-    began = clock()
-    deliveries = 0
-    lag_behind = 0.0
-    for first in range(0, events, batch):
-        if rate is not None:
-            due = began + first / rate
-            wait = due - clock()
-            if wait > 0:
-                time.sleep(wait)
-            else:
-                lag_behind = max(lag_behind, -wait)
-        with database.unit_of_work() as uow:
-            now = utcnow()
-            for n in range(first, min(events, first + batch)):
-                user_id = users[(start + n) % len(users)]
-                deliveries += emit_event(uow, EVENT, f"user:{user_id}", event_data(user_id, start + n, now),
-                                         user_id=user_id)
-            uow.commit()
-    wall = clock() - began
-    return {"events": events, "deliveries_written": deliveries, "wall_s": round(wall, 3),
-            "events_per_s": round(events / wall, 1) if wall else None, "max_behind_schedule_s": round(lag_behind, 3)}
-
-
 # --------------------------------------------------------------------------- one phase
-
-
-def _parse_ts(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def measure(records: list[dict[str, Any]], path: str, secret: str, verify_all: bool) -> dict[str, Any]:
-    """Rate, latency and signature checks of the deliveries received on ``path``."""
-    from standardwebhooks import Webhook
-
-    mine = [r for r in records if r["path"] == path]
-    if not mine:
-        return {"received": 0, "unique": 0, "deliveries_per_s": 0.0, "latency": summarize([]),
-                "signatures_checked": 0, "signatures_bad": 0}
-    created = [_parse_ts(json.loads(r["body"])["timestamp"]) for r in mine]
-    arrived = [r["at"] for r in mine]
-    span = max(arrived) - min(created)
-    verifier = Webhook(secret)
-    sample = mine if verify_all else mine[:: max(1, len(mine) // 500)]
-    bad = 0
-    for r in sample:
-        try:
-            # The partner's check, timestamp tolerance included (5 min): run right after the phase.
-            verifier.verify(r["body"], r["headers"])
-        except Exception:
-            bad += 1
-    return {
-        "received": len(mine),
-        "unique": len({r["headers"]["webhook-id"] for r in mine}),
-        "span_s": round(span, 3),
-        "deliveries_per_s": round(len(mine) / span, 1) if span > 0 else None,
-        "latency": summarize([a - c for a, c in zip(arrived, created)]),
-        "signatures_checked": len(sample),
-        "signatures_bad": bad,
-    }
-
-
-def db_state(database: Any, webhook_id: uuid.UUID) -> dict[str, int]:
-    """Deliveries of one endpoint by status, and its attempts."""
-    from sqlalchemy import func, select
-
-    from smartsvc.models import WebhookAttempt, WebhookDelivery
-
-    with database.session() as session:
-        by_status = dict(session.execute(select(WebhookDelivery.status, func.count())
-                                         .where(WebhookDelivery.webhook_id == webhook_id)
-                                         .group_by(WebhookDelivery.status)).all())
-        attempts = dict(session.execute(select(WebhookAttempt.status, func.count())
-                                        .join(WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id)
-                                        .where(WebhookDelivery.webhook_id == webhook_id)
-                                        .group_by(WebhookAttempt.status)).all())
-    # attempts: tries that ended; sending: claimed by a batch still in flight (its unsent ones are given back).
-    sending = int(attempts.pop("sending", 0))
-    return {**{str(k): int(v) for k, v in by_status.items()}, "attempts": sum(int(v) for v in attempts.values()),
-            "sending": sending}
-
-
-def quiet(database: Any, timeout_s: float) -> None:
-    """Wait (bounded) until the queue holds no delivery due now: the last phase's leftovers are not this one's load."""
-    from sqlalchemy import func, select
-
-    from smartsvc.models import OutboxMessage
-    from smartsvc.services.webhook_events import DELIVER_TASK
-    from smartsvc.timeutil import utcnow
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with database.session() as session:
-            left = session.scalar(select(func.count()).select_from(OutboxMessage).where(
-                OutboxMessage.task == DELIVER_TASK, OutboxMessage.completed_at.is_(None),
-                OutboxMessage.available_at <= utcnow()))
-        if not left:
-            return
-        time.sleep(0.2)
 
 
 def phase(ctx: Context, name: str, database: Any, sink: Sink, users: list[uuid.UUID], start: int,
@@ -385,7 +113,7 @@ def phase(ctx: Context, name: str, database: Any, sink: Sink, users: list[uuid.U
     healthy = measure(records, healthy_path, secret, verify_all=True)
     # The receiver answers before the worker's finishing commit: give the last ones a moment (bounded).
     if healthy["received"]:
-        _wait_for(lambda: db_state(database, healthy_id).get("delivered", 0) >= healthy["received"], 15, "")
+        wait_for(lambda: db_state(database, healthy_id).get("delivered", 0) >= healthy["received"], 15, "")
     result: dict[str, Any] = {
         "offered_events_per_s": rate, "dead_endpoint": dead, "producer": produced, "wall_s": round(wall, 2),
         "healthy": healthy, "healthy_db": db_state(database, healthy_id), "cpu_s": cpu,
@@ -401,78 +129,6 @@ def phase(ctx: Context, name: str, database: Any, sink: Sink, users: list[uuid.U
             f"{produced['events_per_s']:,.0f} events/s; signatures bad {healthy['signatures_bad']}/"
             f"{healthy['signatures_checked']}; CPU {cpu}")
     return result
-
-
-# --------------------------------------------------------------------------- where the time goes
-
-
-def stages(database: Any, sink: Sink, users: list[uuid.UUID], start: int, count: int) -> dict[str, Any]:
-    """One process, one thread, no broker: the CPU of emitting, and of delivering one by one or in batches.
-
-    Run after the workers are stopped. Half the deliveries go one at a time
-    (:func:`~smartsvc.services.webhook_delivery.deliver_webhook`: a claim, a
-    client and a finish each), half in batches of ``SMARTSVC_WEBHOOK_BATCH_SIZE``
-    (:func:`~smartsvc.services.webhook_batch.deliver_webhooks`, what the
-    worker runs). SQL statements are counted on the engine.
-    """
-    from sqlalchemy import event, select
-
-    from smartsvc.models import WebhookDelivery
-    from smartsvc.services import webhook_batch, webhook_delivery
-    from smartsvc.webhooks.transport import send_webhook
-
-    disable_endpoints(database)
-    notifier, database.outbox_notifier = database.outbox_notifier, None  # no relay: nothing consumes the queue
-    statements = [0]
-
-    def count_statement(*_args: Any) -> None:
-        statements[0] += 1
-
-    event.listen(database.engine, "before_cursor_execute", count_statement)
-    try:
-        webhook_id, _secret = add_endpoint(database, sink.url("/ok/stages"))
-        cpu, before = time.process_time(), statements[0]
-        produced = produce(database, users, start, count, 100, None)
-        emit = {"events": count, "cpu_ms_per_event": round(1000 * (time.process_time() - cpu) / count, 3),
-                "wall_ms_per_event": round(1000 * produced["wall_s"] / count, 3),
-                "statements_per_event": round((statements[0] - before) / count, 2)}
-        with database.session() as session:
-            ids = list(session.scalars(select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook_id)
-                                       .order_by(WebhookDelivery.id)))
-        out: dict[str, Any] = {"emit": emit}
-        half = len(ids) // 2
-        size = database.settings.webhook_batch_size
-        for mode, part in (("one_by_one", ids[:half]), ("batched", ids[half:])):
-            sends: list[float] = []
-
-            def timed(send: Any) -> Any:
-                def sender(url: str, body: bytes, headers: dict[str, str], **options: Any) -> Any:
-                    t = time.perf_counter()
-                    outcome = send(url, body, headers, **options)
-                    sends.append(time.perf_counter() - t)
-                    return outcome
-                return sender
-
-            cpu, wall, before = time.process_time(), time.perf_counter(), statements[0]
-            if mode == "one_by_one":
-                delivered = sum(webhook_delivery.deliver_webhook(database, i, sender=timed(send_webhook)) == "delivered"
-                                for i in part)
-            else:
-                delivered = 0
-                for lo in range(0, len(part), size):
-                    delivered += sum(status == "delivered" for status in webhook_batch.deliver_webhooks(
-                        database, [(i, None) for i in part[lo:lo + size]], sender=timed(send_webhook)).values())
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            out[mode] = {"deliveries": len(part), "delivered": delivered,
-                         "cpu_ms_per_delivery": round(1000 * cpu / max(1, len(part)), 3),
-                         "wall_ms_per_delivery": round(1000 * wall / max(1, len(part)), 3),
-                         "send_wall": summarize(sends),
-                         "statements_per_delivery": round((statements[0] - before) / max(1, len(part)), 2),
-                         "one_thread_deliveries_per_s": round(len(part) / wall, 1) if wall else None}
-    finally:
-        event.remove(database.engine, "before_cursor_execute", count_statement)
-        database.outbox_notifier = notifier
-    return out
 
 
 # --------------------------------------------------------------------------- the sink's ceiling
@@ -530,7 +186,7 @@ def backlog(ctx: Context, database: Any, sink: Sink, users: list[uuid.UUID], sta
             return not session.scalar(select(func.count()).select_from(OutboxMessage).where(
                 OutboxMessage.task == DELIVER_TASK, OutboxMessage.sent_at.is_(None)))
 
-    _wait_for(relayed, cfg["drain_timeout_s"], "the relay did not publish the backlog")
+    wait_for(relayed, cfg["drain_timeout_s"], "the relay did not publish the backlog")
     relay_cpu = relay.cpu_s()
     t0 = time.perf_counter()
     hooks.launch()
@@ -546,7 +202,7 @@ def backlog(ctx: Context, database: Any, sink: Sink, users: list[uuid.UUID], sta
     span = arrived[-1] - arrived[0] if len(arrived) > 1 else 0.0
     drain = round((len(arrived) - 1) / span, 1) if span > 0 else None
     if healthy["received"]:
-        _wait_for(lambda: db_state(database, webhook_id).get("delivered", 0) >= healthy["received"], 15, "")
+        wait_for(lambda: db_state(database, webhook_id).get("delivered", 0) >= healthy["received"], 15, "")
     result = {"events": events, "producer": produced, "worker_start_s": round(started_s, 2),
               "received": healthy["received"], "unique": healthy["unique"], "drain_span_s": round(span, 3),
               "drain_deliveries_per_s": drain, "signatures_checked": healthy["signatures_checked"],
