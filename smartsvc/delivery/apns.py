@@ -249,14 +249,4 @@ def apns_provider(settings: Settings) -> ApnsProvider | None:
 
 def close_apns_provider(settings: Settings) -> None:
     """Close the connections of this process's APNs provider for ``settings`` (none built: nothing to do)."""
-    try:
-        config = apns_config(settings)
-    except ConfigError:  # the key file is gone: close_apns_providers() still reaches its provider
-        return
-    if config is not None:
-        _PROVIDERS.close(config)
-
-
-def close_apns_providers() -> None:
-    """Close the connections of every APNs provider this process built."""
-    _PROVIDERS.close_all()
+    _PROVIDERS.close_configured(lambda: apns_config(settings))

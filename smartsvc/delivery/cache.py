@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Hashable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+from ..config import ConfigError
 
 
 class Closable(Protocol):
@@ -25,6 +27,8 @@ class Closable(Protocol):
 
 
 P = TypeVar("P", bound=Closable)
+# Every provider cache, so that process exit reaches them all (close_every_provider).
+_CACHES: list["ProviderCache[Any]"] = []
 
 
 class ProviderCache(Generic[P]):
@@ -34,6 +38,7 @@ class ProviderCache(Generic[P]):
         self._limit = limit
         self._providers: dict[tuple[int, Hashable], P] = {}
         self._lock = threading.Lock()
+        _CACHES.append(self)
 
     def get(self, key: Hashable, build: Callable[[], P]) -> P:
         """The provider of ``key`` in this process, built by ``build`` on first use."""
@@ -57,6 +62,16 @@ class ProviderCache(Generic[P]):
         if provider is not None:
             provider.close()
 
+    def close_configured(self, key_of: Callable[[], Hashable | None]) -> None:
+        """Close the provider of the configuration ``key_of()`` reads; nothing when none is configured or the
+        configuration became unreadable (a key file gone: :func:`close_every_provider` still reaches it)."""
+        try:
+            key = key_of()
+        except ConfigError:
+            return
+        if key is not None:
+            self.close(key)
+
     def close_all(self) -> None:
         """Close the connections of every provider this process built."""
         pid = os.getpid()
@@ -64,3 +79,9 @@ class ProviderCache(Generic[P]):
             providers = [provider for (owner, _key), provider in self._providers.items() if owner == pid]
         for provider in providers:
             provider.close()
+
+
+def close_every_provider() -> None:
+    """Close the connections of every provider this process built, in every cache (at exit)."""
+    for cache in list(_CACHES):
+        cache.close_all()

@@ -283,11 +283,4 @@ def fcm_provider(settings: Settings) -> FcmProvider | None:
 
 def close_fcm_provider(settings: Settings) -> None:
     """Close the connections of this process's FCM provider for ``settings`` (none built: nothing to do)."""
-    key = _key(settings)
-    if key is not None:
-        _PROVIDERS.close(key)
-
-
-def close_fcm_providers() -> None:
-    """Close the connections of every FCM provider this process built."""
-    _PROVIDERS.close_all()
+    _PROVIDERS.close_configured(lambda: _key(settings))

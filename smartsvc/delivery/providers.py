@@ -16,11 +16,12 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol
 
 from ..config import Settings
-from .apns import apns_provider, close_apns_provider, close_apns_providers
-from .fcm import close_fcm_provider, close_fcm_providers, fcm_provider
+from .apns import apns_provider, close_apns_provider
+from .cache import close_every_provider
+from .fcm import close_fcm_provider, fcm_provider
 from .log import LogProvider
 from .message import PushMessage, PushResult
-from .webpush import close_webpush_provider, close_webpush_providers, webpush_provider
+from .webpush import close_webpush_provider, webpush_provider
 
 
 class PushProvider(Protocol):
@@ -68,6 +69,4 @@ def close_providers(settings: Settings) -> None:
 
 def close_all_providers() -> None:
     """Close the connections of every provider this process built (at exit; idempotent)."""
-    close_fcm_providers()
-    close_apns_providers()
-    close_webpush_providers()
+    close_every_provider()

@@ -256,14 +256,4 @@ def webpush_provider(settings: Settings) -> WebPushProvider | None:
 
 def close_webpush_provider(settings: Settings) -> None:
     """Close the connections of this process's Web Push provider for ``settings`` (none built: nothing to do)."""
-    try:
-        config = webpush_config(settings)
-    except ConfigError:  # the key file is gone: close_webpush_providers() still reaches its provider
-        return
-    if config is not None:
-        _PROVIDERS.close(config)
-
-
-def close_webpush_providers() -> None:
-    """Close the connections of every Web Push provider this process built."""
-    _PROVIDERS.close_all()
+    _PROVIDERS.close_configured(lambda: webpush_config(settings))
