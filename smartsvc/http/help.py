@@ -108,7 +108,7 @@ def _database() -> Any:
 class HelpCases(MethodView):
     @blp.auth("user")
     @idempotent()
-    @blp.arguments(HelpCreateSchema, required=False)  # one tap: no body at all is a valid request
+    @blp.arguments(HelpCreateSchema)
     @blp.response(201, HelpCaseSchema)
     @blp.alt_response(409, response="CONFLICT")
     def post(self, data):
