@@ -149,6 +149,9 @@ class Settings:
     push_retry_backoff_s: tuple[int, ...] = (30, 120, 600)
     # Due push messages the outbox relay hands to one delivery task (one claim and one settle transaction).
     push_batch_size: int = 200
+    # Due trigger messages the outbox relay hands to one engine task (one transaction for the batch: small
+    # enough that a batch's suggestions are committed, and pushed, well within a second).
+    engine_batch_size: int = 50
     # Partner webhooks: the waits before each try of a delivery (the first 0: at once; jittered), how long
     # an endpoint may fail without a success before it is disabled, and endpoints per API key.
     webhook_retry_schedule: tuple[int, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -256,6 +259,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "FCM_CREDENTIALS": ("fcm_credentials", lambda n, v: _as_path(n, v)),
     "PUSH_MAX_TRIES": ("push_max_tries", lambda n, v: _as_int(n, v, 1, 50)),
     "PUSH_BATCH_SIZE": ("push_batch_size", lambda n, v: _as_int(n, v, 1, 1000)),
+    "ENGINE_BATCH_SIZE": ("engine_batch_size", lambda n, v: _as_int(n, v, 1, 1000)),
     "PUSH_RETRY_BACKOFF_S": ("push_retry_backoff_s",
                              lambda n, v: tuple(_as_int(n, part.strip(), 1, 86400) for part in v.split(","))),
     "APNS_URL": ("apns_url", lambda n, v: _as_base_url(n, v)),

@@ -228,17 +228,17 @@ def handle_trigger(container: Any, trigger_id: uuid.UUID, outbox_id: int | None 
         proposed = 0
         for item in waiting:
             if item.id == trigger.id:
-                proposed += _process(uow, container, rule_set, item, _attempts(session, outbox_id), outbox_id)
+                proposed += process_trigger(uow, container, rule_set, item, _attempts(session, outbox_id), outbox_id)
             else:
                 # An earlier trigger whose own message has not run yet: a rule failing on it is retried
                 # when that message comes (attempts 0), not given up here.
-                _process(uow, container, rule_set, item, 0, None)
+                process_trigger(uow, container, rule_set, item, 0, None)
         uow.commit()
     return proposed
 
 
-def _process(uow: Any, container: Any, rule_set: RuleSet, trigger: TriggerRecord, attempts: int | None,
-             outbox_id: int | None) -> int:
+def process_trigger(uow: Any, container: Any, rule_set: RuleSet, trigger: TriggerRecord, attempts: int | None,
+                    outbox_id: int | None) -> int:
     """Run the rules on one unprocessed trigger in the caller's transaction; the suggestions proposed.
 
     The trigger is marked processed (and ``outbox_id`` completed) unless a

@@ -79,8 +79,13 @@ def record_interaction(session: Session, user_id: uuid.UUID, kind: str, *, subje
 
 
 def lock_user(session: Session, user_id: uuid.UUID) -> User | None:
-    """The user's row, locked (PostgreSQL; SQLite writers hold the database lock): one budget decision at a time."""
-    return session.get(User, user_id, with_for_update=True, populate_existing=True)
+    """The user's row, locked (PostgreSQL; SQLite writers hold the database lock): one budget decision at a time.
+
+    NO KEY UPDATE excludes the other budget deciders and the push batches (``FOR UPDATE``), not the inserts
+    that only reference the user; and it is the lock the engine already holds, so taking it again inside an
+    engine batch never upgrades a lock out of the batch's user order (which could deadlock with a push batch).
+    """
+    return session.get(User, user_id, with_for_update={"key_share": True}, populate_existing=True)
 
 
 def candidate_of(suggestion: Suggestion, *, cooldown_s: int, rule_name: str | None) -> attention.Candidate:

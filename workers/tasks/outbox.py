@@ -1,5 +1,5 @@
-"""The outbox relay task: publish committed work to the broker (due pushes, and due webhook deliveries per
-endpoint, grouped into batch tasks)."""
+"""The outbox relay task: publish committed work to the broker (due triggers, due pushes, and due webhook
+deliveries per endpoint, grouped into batch tasks)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from flask import current_app
 
 from smartsvc.models import OutboxMessage
 from smartsvc.services.delivery_batch import PUSH_BATCH_TASK
+from smartsvc.services.engine_batch import HANDLE_BATCH_TASK
 from smartsvc.services.outbox import relay_pending
 from smartsvc.services.suggestions import PUSH_TASK
+from smartsvc.services.triggers import HANDLE_TASK
 from smartsvc.services.webhook_batch import DELIVER_BATCH_TASK, batches_per_endpoint
 from smartsvc.services.webhook_events import DELIVER_TASK
 
@@ -35,6 +37,11 @@ def _publish_batch(task: str, messages: list[OutboxMessage]) -> None:
     )
 
 
+def _publish_triggers(messages: list[OutboxMessage]) -> None:
+    """Due trigger messages as one engine task (one transaction for all of them)."""
+    _publish_batch(HANDLE_BATCH_TASK, messages)
+
+
 def _publish_pushes(messages: list[OutboxMessage]) -> None:
     """Due push messages as one batch task (one claim and one settle for all of them)."""
     _publish_batch(PUSH_BATCH_TASK, messages)
@@ -53,5 +60,6 @@ def relay() -> int:
     return relay_pending(current_app.extensions["smartsvc"].database, _publish,
                          batch_size=settings.outbox_batch_size,
                          redeliver_after=timedelta(seconds=settings.outbox_redeliver_after_s),
-                         groups={PUSH_TASK: (settings.push_batch_size, _publish_pushes),
+                         groups={HANDLE_TASK: (settings.engine_batch_size, _publish_triggers),
+                                 PUSH_TASK: (settings.push_batch_size, _publish_pushes),
                                  DELIVER_TASK: (settings.webhook_batch_size, _publish_webhooks)})
