@@ -82,9 +82,11 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
     app.extensions["smartsvc"] = container
 
     from workers.celery_app import init_celery, wake_relay
+    from workers.relay_waker import RelayWaker
 
     celery = init_celery(app)
-    container.database.outbox_notifier = lambda: wake_relay(celery)
+    container.database.outbox_notifier = RelayWaker(lambda: wake_relay(celery),
+                                                    settings.outbox_wake_interval_ms / 1000)
 
     install_request_hooks(app)
     # Registered before the limiter so it runs after the limiter's headers are added.

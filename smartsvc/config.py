@@ -102,6 +102,9 @@ class Settings:
     log_json: bool = True
     outbox_relay_interval_s: int = 2
     outbox_batch_size: int = 500
+    # After commits that wrote outbox rows, a process wakes the relay at most once per this interval (a commit
+    # inside it is relayed at its end): a relay task per request would cost the workers more than the work.
+    outbox_wake_interval_ms: int = 200
     # A message sent but not completed this long ago (its worker died, the broker lost it) is published again.
     outbox_redeliver_after_s: int = 300
     task_soft_time_limit_s: int = 60
@@ -224,6 +227,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "LOG_JSON": ("log_json", _as_bool),
     "OUTBOX_RELAY_INTERVAL_S": ("outbox_relay_interval_s", lambda n, v: _as_int(n, v, 1, 3600)),
     "OUTBOX_BATCH_SIZE": ("outbox_batch_size", lambda n, v: _as_int(n, v, 1, 100_000)),
+    "OUTBOX_WAKE_INTERVAL_MS": ("outbox_wake_interval_ms", lambda n, v: _as_int(n, v, 0, 10_000)),
     "OUTBOX_REDELIVER_AFTER_S": ("outbox_redeliver_after_s", lambda n, v: _as_int(n, v, 1, 86400)),
     "TASK_SOFT_TIME_LIMIT_S": ("task_soft_time_limit_s", lambda n, v: _as_int(n, v, 1, 86400)),
     "MAX_DEVICES_PER_USER": ("max_devices_per_user", lambda n, v: _as_int(n, v, 1, 1000)),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from ..models import OwnedProduct, ProductModel, User, UserContext
 from ..timeutil import utcnow
+from .bulk import among, chunks
 from .context_state import TripProgress, parse_time, trip_progress
 
 
@@ -45,7 +46,10 @@ def _product_facts(product: OwnedProduct, model: ProductModel) -> dict[str, Any]
             "attributes": dict(model.attributes or {}), "telemetry": _telemetry_values(product.latest_telemetry)}
 
 
-def _owned(session: Session, user_id: uuid.UUID, product_id: uuid.UUID | None = None) -> list[tuple[OwnedProduct, ProductModel]]:
+Owned = tuple[OwnedProduct, ProductModel]
+
+
+def _owned(session: Session, user_id: uuid.UUID, product_id: uuid.UUID | None = None) -> list[Owned]:
     query = (select(OwnedProduct, ProductModel).join(ProductModel, ProductModel.id == OwnedProduct.model_id)
              .where(OwnedProduct.user_id == user_id).order_by(OwnedProduct.created_at, OwnedProduct.id))
     if product_id is not None:
@@ -70,13 +74,27 @@ def _trip_facts(context: UserContext, progress: TripProgress | None) -> dict[str
     return {name: value for name, value in facts.items() if value is not None}
 
 
+def owned_products(session: Session, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Owned]]:
+    """Each user's products with their models, in the order :func:`context_facts` picks the first from."""
+    out: dict[uuid.UUID, list[Owned]] = {user_id: [] for user_id in user_ids}
+    for chunk in chunks(list(user_ids)):
+        query = (select(OwnedProduct, ProductModel).join(ProductModel, ProductModel.id == OwnedProduct.model_id)
+                 .where(among(session, OwnedProduct.user_id, chunk))
+                 .order_by(OwnedProduct.user_id, OwnedProduct.created_at, OwnedProduct.id))
+        for product, model in session.execute(query):
+            out[product.user_id].append((product, model))
+    return out
+
+
 def context_facts(session: Session, user_id: uuid.UUID, *, product_id: uuid.UUID | None = None,
-                  now: datetime | None = None) -> dict[str, Any]:
+                  now: datetime | None = None, owned: Sequence[Owned] | None = None) -> dict[str, Any]:
     """The nested facts of the user's context: ``user``, ``product``, ``trip`` (docs/engine.md, contracts).
 
     The product is ``product_id`` when given (and the user's), else the
     active trip's, else the user's first product. The engine adds
     ``geofence`` and ``event`` itself. An unknown user has no facts (``{}``).
+    ``owned``: the user's products as :func:`owned_products` read them (a
+    batch reads them once for many users), else they are read here.
     """
     now = now or utcnow()
     user = session.get(User, user_id)
@@ -85,13 +103,19 @@ def context_facts(session: Session, user_id: uuid.UUID, *, product_id: uuid.UUID
     facts: dict[str, Any] = {"user": _user_facts(user, now)}
     context = session.get(UserContext, user_id)
     trip = context.trip if context is not None else None
+
+    def products_of(wanted: uuid.UUID | None = None) -> list[Owned]:
+        if owned is None:
+            return _owned(session, user_id, wanted)
+        return [pair for pair in owned if wanted is None or pair[0].id == wanted]
+
     if product_id is not None:
-        products = _owned(session, user_id, product_id)
+        products = products_of(product_id)
     else:
         trip_product = trip.get("product_id") if trip else None
-        products = _owned(session, user_id, uuid.UUID(trip_product)) if trip_product else []
+        products = products_of(uuid.UUID(trip_product)) if trip_product else []
         if not products:
-            products = _owned(session, user_id)[:1]
+            products = products_of()[:1]
     if products:
         facts["product"] = _product_facts(*products[0])
     if context is not None and trip:

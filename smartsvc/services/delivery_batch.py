@@ -25,8 +25,9 @@ from ..ids import new_id
 from ..models import Device, Interaction, OutboxMessage, PushAttempt, Suggestion
 from ..timeutil import utcnow
 from . import attention, journal, outbox
+from .bulk import among, chunks
 from .consents import consenting_users
-from .delivery_rows import active_devices, among, chunks, complete_messages, load_locked, round_tries
+from .delivery_rows import active_devices, load_locked, round_tries
 from .delivery import (PUSHABLE, STALE_CLAIM, Claim, DeliveryReport, ProviderChooser, latest_tries,
                        registered_since, retry_at, send_claims, stop)
 from .suggestions import PUSH_TASK
@@ -133,7 +134,7 @@ def _claim(database: Database, groups: dict[uuid.UUID, list[int | None]], now: d
         session.flush()  # the stale claims taken over, and the statuses set above
         for chunk in chunks(rows):
             session.execute(PushAttempt.__table__.insert(), list(chunk))
-        complete_messages(session, done)
+        outbox.complete_many(session, done)
         uow.commit()
     return claims, to_settle, reports
 
@@ -233,7 +234,7 @@ def _finish_and_settle(database: Database, claims: Sequence[Claim], results: Seq
                     done.extend(own)
             reports[suggestion_id] = DeliveryReport(sent=sent[suggestion_id], failed=failed[suggestion_id],
                                                     delivery_status=status, retrying=retrying[suggestion_id])
-        complete_messages(session, done)
+        outbox.complete_many(session, done)
         uow.commit()
     return reports
 

@@ -1,39 +1,17 @@
-"""The reads and writes of a push batch (:mod:`.delivery_batch`): a few statements for hundreds of suggestions.
-
-``IN`` lists are cut at :data:`MAX_IN` ids; on PostgreSQL they are ``= ANY(array)`` instead (one
-parameter), because psycopg parses — and cannot cache — a statement with hundreds of placeholders
-each time.
-"""
+"""The reads and writes of a push batch (:mod:`.delivery_batch`): a few statements for hundreds of suggestions
+(``IN`` lists through :mod:`.bulk`)."""
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
-from sqlalchemy import any_, bindparam, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
-from ..models import Device, OutboxMessage, PushAttempt, Suggestion, User
-from ..timeutil import utcnow
-
-MAX_IN = 500  # ids per IN list: well within every driver's parameter limit
-
-
-def chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    """``values`` in slices of at most :data:`MAX_IN`."""
-    for lo in range(0, len(values), MAX_IN):
-        yield values[lo:lo + MAX_IN]
-
-
-def among(session: Session, column: Any, values: Sequence[Any]) -> Any:
-    """``column IN values``; on PostgreSQL ``= ANY(array)``: one parameter, so psycopg need not parse (and
-    cannot cache) a statement with hundreds of placeholders each time."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
-    return column.in_(list(values))
-
+from ..models import Device, PushAttempt, Suggestion, User
+from .bulk import among, chunks
 
 def lock_users(session: Session, user_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     """Lock the users' rows in id order (PostgreSQL; SQLite writers hold the database lock); those that exist."""
@@ -79,12 +57,3 @@ def active_devices(session: Session, user_ids: Iterable[uuid.UUID]) -> dict[uuid
         for device in session.scalars(query.order_by(Device.id)):
             out[device.user_id].append(device)
     return out
-
-
-def complete_messages(session: Session, outbox_ids: Iterable[int | None]) -> None:
-    """Mark these outbox messages done (as :func:`.outbox.complete`, for many), in the caller's transaction."""
-    ids = sorted({i for i in outbox_ids if i is not None})
-    for chunk in chunks(ids):
-        session.execute(update(OutboxMessage)
-                        .where(among(session, OutboxMessage.id, chunk), OutboxMessage.completed_at.is_(None))
-                        .values(completed_at=utcnow()).execution_options(synchronize_session=False))

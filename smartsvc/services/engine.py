@@ -45,7 +45,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -56,7 +56,7 @@ from ..rules import evaluate
 from ..rules.ops import apply
 from ..timeutil import utcnow
 from . import outbox
-from .context_facts import context_facts
+from .context_facts import Owned, context_facts
 from .proposals import Proposal
 from .recipes import UnknownRecipe, run_recipe
 from .rule_set import ActiveRule, RuleSet
@@ -138,9 +138,12 @@ def candidates(rule_set: RuleSet, trigger: TriggerRecord) -> list[Candidate]:
     return found
 
 
-def build_facts(session: Session, trigger: TriggerRecord) -> dict[str, Any]:
-    """The facts every rule on ``trigger`` sees, without ``event`` (which may differ per rule)."""
-    facts = dict(context_facts(session, trigger.user_id, product_id=trigger.product_id, now=trigger.at))
+def build_facts(session: Session, trigger: TriggerRecord, owned: Sequence[Owned] | None = None) -> dict[str, Any]:
+    """The facts every rule on ``trigger`` sees, without ``event`` (which may differ per rule).
+
+    ``owned``: the user's products, when the caller read them already (a batch)."""
+    facts = dict(context_facts(session, trigger.user_id, product_id=trigger.product_id, now=trigger.at,
+                               owned=owned))
     context = session.get(UserContext, trigger.user_id)
     fix = context.fix if context is not None else None
     if "user" in facts and isinstance(fix, Mapping) and fix.get("lat") is not None and fix.get("lon") is not None:
@@ -238,15 +241,15 @@ def handle_trigger(container: Any, trigger_id: uuid.UUID, outbox_id: int | None 
 
 
 def process_trigger(uow: Any, container: Any, rule_set: RuleSet, trigger: TriggerRecord, attempts: int | None,
-                    outbox_id: int | None) -> int:
+                    outbox_id: int | None, owned: Sequence[Owned] | None = None) -> int:
     """Run the rules on one unprocessed trigger in the caller's transaction; the suggestions proposed.
 
     The trigger is marked processed (and ``outbox_id`` completed) unless a
     rule failed and ``attempts`` (None: no message will retry it) is below
-    :data:`MAX_RECIPE_ATTEMPTS`.
+    :data:`MAX_RECIPE_ATTEMPTS`. ``owned``: as for :func:`build_facts`.
     """
     session = uow.session
-    facts = build_facts(session, trigger)
+    facts = build_facts(session, trigger, owned)
     proposed, failed = 0, []
     for candidate in candidates(rule_set, trigger):
         rule_facts = {**facts, "event": dict(candidate.event_facts)}

@@ -5,8 +5,8 @@
 rules and results, but with the plumbing read and written once per batch:
 the triggers, the users' locks (in id order, so batches sharing users wait
 rather than deadlock), each user's earlier triggers still waiting, the
-outbox messages' delivery counts, the users' context rows, the rule set, and
-the outbox messages completed. What stays per trigger is its own work: the
+outbox messages' delivery counts, the users' context rows and products, the
+rule set, and the outbox messages completed. What stays per trigger is its own work: the
 facts, the rules, the recipes and the proposals.
 
 One failing trigger must not hold up the others: when the batch raises
@@ -30,7 +30,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..models import OutboxMessage, TriggerRecord, User, UserContext
-from .delivery_rows import among, chunks, complete_messages
+from .bulk import among, chunks
+from .outbox import complete_many
+from .context_facts import owned_products
 from .engine import handle_trigger, process_trigger
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ def _handle_batch(container: Any, items: Sequence[TriggerItem]) -> int:
         held = _lock_and_load_users(session, set(owners.values()))
         waiting = _waiting(session, owners)
         attempts = _attempts(session, [outbox_id for ids in messages.values() for outbox_id in ids])
+        owned = owned_products(session, sorted({trigger.user_id for trigger in waiting}))
         rule_set = container.rule_cache.current(session)
         proposed = 0
         done: list[int] = []
@@ -89,12 +92,12 @@ def _handle_batch(container: Any, items: Sequence[TriggerItem]) -> int:
             tries: int | None = 0
             if trigger.id in owners:  # no message (a direct call): nothing would retry a failing rule
                 tries = max(attempts.get(outbox_id, 0) for outbox_id in own) if own else None
-            proposed += process_trigger(uow, container, rule_set, trigger, tries, None)
+            proposed += process_trigger(uow, container, rule_set, trigger, tries, None, owned[trigger.user_id])
             if trigger.processed_at is not None:
                 done.extend(own)
         # Gone, or processed before (a redelivery, or by a later trigger's run): only completed.
         done.extend(outbox_id for trigger_id, ids in messages.items() if trigger_id not in owners for outbox_id in ids)
-        complete_messages(session, done)
+        complete_many(session, done)
         uow.commit()
         del held
     return proposed

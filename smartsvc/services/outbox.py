@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from ..db import Database, UnitOfWork
 from ..models import OutboxMessage
 from ..timeutil import utcnow
+from .bulk import among, chunks
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,15 @@ def complete(session: Session, outbox_id: int | None) -> None:
         .where(OutboxMessage.id == outbox_id, OutboxMessage.completed_at.is_(None))
         .values(completed_at=utcnow())
     )
+
+
+def complete_many(session: Session, outbox_ids: Iterable[int | None]) -> None:
+    """Mark these messages done (as :func:`complete`, for a batch), in the transaction of the tasks' effects."""
+    ids = sorted({i for i in outbox_ids if i is not None})
+    for chunk in chunks(ids):
+        session.execute(update(OutboxMessage)
+                        .where(among(session, OutboxMessage.id, chunk), OutboxMessage.completed_at.is_(None))
+                        .values(completed_at=utcnow()).execution_options(synchronize_session=False))
 
 
 def extend_lease(session: Session, outbox_id: int | None) -> None:

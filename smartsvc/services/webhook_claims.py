@@ -24,7 +24,8 @@ from ..db import Database
 from ..ids import new_id
 from ..models import SharingLedgerEntry, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from .consents import consenting_users
-from .delivery_rows import among, chunks, complete_messages
+from .bulk import among, chunks
+from .outbox import complete_many
 from .sharing import owner_name
 from .webhook_delivery import STALE_SEND, body_bytes, in_flight, release_next, settle
 from .webhook_events import CONSENT_WITHDRAWN, PARTNER_SHARING, field_paths
@@ -145,7 +146,7 @@ def claim(database: Database, items: Sequence[Item], now: datetime) -> tuple[lis
             release_next(uow, webhook_id, subjects, now)
         # A claimed delivery's messages are finished with its send (a worker dying mid-send leaves them open).
         left_open.update(d.id for d in chosen)
-        complete_messages(session, [o for d, ids in outbox_ids.items() if d not in left_open for o in ids])
+        complete_many(session, [o for d, ids in outbox_ids.items() if d not in left_open for o in ids])
         uow.commit()
     return claims, statuses
 

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from ..db import Database, UnitOfWork
 from ..models import SharingLedgerEntry, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from .delivery_rows import among, chunks, complete_messages
+from .bulk import among, chunks
+from .outbox import complete_many
 from .webhook_claims import Claim, lock_deliveries
 from .webhook_delivery import disable_endpoint, next_delay, release_next, release_waiting, settle
 from .webhook_events import breaker_open, enqueue_delivery
@@ -161,6 +162,6 @@ def finish(database: Database, sent: Sequence[tuple[Claim, Any]], unsent: Sequen
             if endpoint.enabled and (endpoint.id in succeeded or not breaker_open(endpoint)):
                 # A failure of an endpoint whose breaker is open releases nothing: the waiting would only fail too.
                 release_waiting(uow, endpoint.id, now)
-        complete_messages(session, outbox_ids)
+        complete_many(session, outbox_ids)
         uow.commit()
     return statuses
