@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
 from smartsvc.models import OutboxMessage, TriggerRecord
-from smartsvc.services import engine, recipes
+from smartsvc.services import engine
 from smartsvc.services.delivery_rows import lock_users
 from smartsvc.services.engine import MAX_RECIPE_ATTEMPTS
 from smartsvc.services.engine_batch import HANDLE_BATCH_TASK, handle_triggers
@@ -24,8 +24,8 @@ from smartsvc.services.suggestions import lock_user
 from smartsvc.services.triggers import HANDLE_TASK
 from tests.integration import test_engine as base
 from tests.integration.test_engine import (
-    _rule_name, _set_attempts, add_rule, at, drive, message_of, model, own, processed, south_of_destination,
-    suggestions, triggers)
+    _set_attempts, add_rule, approaching_with_a_broken_spots_recipe, at, drive, message_of, model, own, processed,
+    south_of_destination, suggestions, triggers)
 from tests.support.factories import api_key, grant, make_user
 from tests.support.rules import example_rule
 from workers.tasks import outbox as relay_task
@@ -136,17 +136,8 @@ def test_a_trigger_that_breaks_the_batch_is_left_alone_and_the_others_are_handle
 
 
 def test_a_failing_recipe_in_a_batch_is_retried_until_its_attempts_are_spent(world, monkeypatch):
-    add_rule(world["client"], world["operator"], example_rule())
-    add_rule(world["client"], world["operator"], example_rule(
-        name="hello", action={"recipe": "message", "params": {"title": "Almost there", "body": "Hi"}}))
-
-    def broken(*args: Any) -> None:
-        raise RuntimeError("the recipe has a bug")
-
-    monkeypatch.setitem(recipes.RECIPES, "spots_near_destination", broken)
-    drive(world, "smart")
-    both = triggers(world, "trip.approaching")
-    spots = next(t for t in both if _rule_name(world, t.rule_id) == "small spots before arrival")
+    both = approaching_with_a_broken_spots_recipe(world, monkeypatch)
+    spots = both[0]
     _set_attempts(world, message_of(world, spots.id).id, 1)
 
     assert handle_triggers(world["container"], items(world, *both)) == 1  # the other rule is not held back
