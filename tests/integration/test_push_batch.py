@@ -153,8 +153,8 @@ def test_a_batch_ends_exactly_as_one_by_one_and_a_rerun_sends_nothing(world, fcm
 
 
 def test_a_batch_whose_worker_died_after_the_claim_is_taken_over_once_stale(world, fcm, monkeypatch):
-    now = clock_start()
     users = [world.user(f"user{n}", devices=2) for n in range(3)]
+    now = clock_start()
     rule = world.rule("spots")
     sids = [world.propose(user, rule, now=now) for user in users]
     items = due_items(world, sids, now)
@@ -191,8 +191,8 @@ def test_a_batch_whose_worker_died_after_the_claim_is_taken_over_once_stale(worl
 
 
 def test_two_messages_of_one_suggestion_in_a_batch_push_it_once_and_complete_both(world, fcm):
-    now = clock_start()
     alice = world.user("alice")
+    now = clock_start()
     sid = world.propose(alice, world.rule("spots"), now=now)
     [(suggestion_id, outbox_id)] = due_items(world, [sid], now)
     reports = deliver_suggestions(world.database, [(suggestion_id, outbox_id), (suggestion_id, None)], now=now)
@@ -204,8 +204,8 @@ def test_pushes_left_when_the_batch_runs_out_of_time_are_retried_later(world, fc
     from smartsvc.delivery import fcm as fcm_module
     from smartsvc.services import delivery
 
-    now = clock_start()
     users = [world.user(f"late{n}", devices=2) for n in range(2)]  # an FCM phone (send_many) and a log one
+    now = clock_start()
     rule = world.rule("spots")
     sids = [world.propose(user, rule, now=now, expires_at=now + timedelta(hours=1)) for user in users]
     monkeypatch.setattr(fcm_module, "SEND_MANY_BUDGET_S", 0.0)

@@ -68,8 +68,8 @@ def devices(world: SuggestionWorld, user) -> dict[str, dict[str, Any]]:
 
 
 def test_a_suggestion_reaches_fcm_with_collapse_key_ttl_and_priority(world, fcm):
-    now = clock_start()
     alice = world.user("alice", devices=2)  # an Android phone (fcm) and an iPhone (apns, not configured: log)
+    now = clock_start()
     sid = world.propose(alice, world.rule("spots"), now=now, title="3 spots that fit your car",
                         body="120 m from your destination, free until 18:00", collapse_key="spots:alice-trip",
                         expires_at=now + timedelta(minutes=30))
@@ -96,8 +96,8 @@ def test_a_suggestion_reaches_fcm_with_collapse_key_ttl_and_priority(world, fcm)
 
 
 def test_an_unregistered_token_switches_the_device_off_after_one_send(world, fcm):
-    now = clock_start()
     bob = world.user("bob")
+    now = clock_start()
     fcm.unregister("bob-phone-0")
     rule = world.rule("spots")
     first = world.propose(bob, rule, now=now)
@@ -120,8 +120,8 @@ def test_an_unregistered_token_switches_the_device_off_after_one_send(world, fcm
 
 
 def test_a_throttled_push_is_tried_again_after_retry_after_and_then_delivered(world, fcm):
-    now = clock_start()
     carol = world.user("carol")
+    now = clock_start()
     fcm.script("carol-phone-0", throttled(retry_after=300))
     sid = world.propose(carol, world.rule("spots"), now=now, expires_at=now + timedelta(hours=1))
     run_due(world, now)
@@ -155,8 +155,8 @@ def test_a_throttled_push_is_tried_again_after_retry_after_and_then_delivered(wo
 
 
 def test_the_oauth_token_is_fetched_from_the_files_token_uri_once_and_reused(world, fcm):
-    now = clock_start()
     dave = world.user("dave")
+    now = clock_start()
     rule = world.rule("spots")
     for n in range(3):
         world.propose(dave, rule, now=now + timedelta(minutes=n), title=f"Parking {n}")
@@ -175,8 +175,8 @@ def test_the_oauth_token_is_fetched_from_the_files_token_uri_once_and_reused(wor
 
 
 def test_tries_run_out_and_the_suggestion_is_failed(world, fcm):
-    now = clock_start()
     erin = world.user("erin")
+    now = clock_start()
     fcm.script("erin-phone-0", *[unavailable()] * 6)
     sid = world.propose(erin, world.rule("spots"), now=now, expires_at=now + timedelta(hours=2))
     clock = now
@@ -192,8 +192,8 @@ def test_tries_run_out_and_the_suggestion_is_failed(world, fcm):
 
 
 def test_nothing_is_pushed_after_the_suggestion_expires(world, fcm):
-    now = clock_start()
     frank = world.user("frank")
+    now = clock_start()
     fcm.script("frank-phone-0", unavailable(retry_after=120))
     sid = world.propose(frank, world.rule("spots"), now=now, expires_at=now + timedelta(minutes=10))
     run_due(world, now)

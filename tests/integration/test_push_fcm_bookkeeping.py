@@ -60,7 +60,6 @@ def registered(world: SuggestionWorld, device_id: str):
 
 
 def test_a_dead_token_spares_a_device_that_registered_again_after_it_died(world):
-    now = clock_start()
     gina = world.user("gina", devices=2)
     iphone = devices(world, gina)["apns"]
     created, _ = registered(world, iphone["id"])
@@ -73,6 +72,7 @@ def test_a_dead_token_spares_a_device_that_registered_again_after_it_died(world)
     died = created + (seen - created) / 2  # APNs: the token was unregistered before the re-registration
     provider = Scripted(apns=[PushResult("failed", 4, error="Unregistered", token_dead=True,
                                          token_dead_since=died, status_code=410)])
+    now = clock_start()  # after the set-up: its messages must be due at once, however slow the machine
     world.propose(gina, world.rule("spots"), now=now)
     deliver(world, provider, now)
     assert devices(world, gina)["apns"]["active"] is True
@@ -87,9 +87,9 @@ def test_a_dead_token_spares_a_device_that_registered_again_after_it_died(world)
 
 
 def test_delivered_on_one_phone_while_the_other_is_retried_later(world):
-    now = clock_start()
     hana = world.user("hana", devices=2)
     provider = Scripted(apns=[PushResult("failed", 9, error="ServiceUnavailable", retryable=True, status_code=503)])
+    now = clock_start()  # after the set-up: its messages must be due at once, however slow the machine
     sid = world.propose(hana, world.rule("spots"), now=now, expires_at=now + timedelta(hours=1))
     deliver(world, provider, now)
     detail = world.get(hana, sid)
