@@ -152,6 +152,8 @@ def _check_json_body(data: Any) -> None:
     Iterative, so that the check itself cannot exhaust the stack; the
     offending field is named like marshmallow's errors (``a.b.0``).
     """
+    if _plain_json(data):
+        return
     stack: list[tuple[Any, str, int]] = [(data, "", 1)]
     while stack:
         value, path, depth = stack.pop()
@@ -170,6 +172,29 @@ def _check_json_body(data: Any) -> None:
         elif isinstance(value, list):
             stack.extend((item, f"{path}.{index}" if path else str(index), depth + 1)
                          for index, item in enumerate(value))
+
+
+def _plain_json(data: Any) -> bool:
+    """Whether the body passes :func:`_check_json_body` — the common case, checked without naming paths."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    search = _UNSTORABLE_TEXT.search
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if search(value):
+                return False
+        elif isinstance(value, dict):
+            if depth >= MAX_JSON_DEPTH:
+                return False
+            for key, item in value.items():
+                if search(str(key)):
+                    return False
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            if depth >= MAX_JSON_DEPTH:
+                return False
+            stack.extend((item, depth + 1) for item in value)
+    return True
 
 
 class _StrictParser(FlaskParser):

@@ -19,12 +19,13 @@ user are applied one at a time whatever order they arrive in. Then:
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -185,15 +186,37 @@ def _store(session: Session, user_id: uuid.UUID, events: list[_Event],
                      "received_at": received, "late": late})
     if not rows:
         return []
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    if session.get_bind().dialect.name == "postgresql":
+        inserted = _insert_events_postgresql(session, user_id, received, rows)
+        return [(event_id, *planned[event_id]) for event_id in planned if event_id in inserted]
     # One Core statement executed with many parameter sets: SQLAlchemy compiles it once (cached) and sends
     # the rows as multi-row VALUES pages. A literal multi-row .values([...]) was compiled afresh for every
     # batch: ~60 % of a 100-event batch's database time (BENCHMARKS.md, section 4).
     table = ContextEvent.__table__
-    statement = (insert(table).on_conflict_do_nothing(index_elements=["user_id", "type", "at"])
+    statement = (sqlite_insert(table).on_conflict_do_nothing(index_elements=["user_id", "type", "at"])
                  .returning(table.c.id))
     inserted = set(session.execute(statement, rows).scalars())
     return [(event_id, *planned[event_id]) for event_id in planned if event_id in inserted]
+
+
+# The batch as one JSON parameter: a statement short enough for psycopg to cache its parsed form and for
+# the server to prepare. The multi-row VALUES form had 700 placeholders for 100 events, which psycopg
+# parses afresh on every execution (~4 ms CPU a batch; BENCHMARKS.md, section 4); one array per column
+# cost nearly as much in psycopg's escaping of each text element.
+_PG_INSERT_EVENTS = text(
+    "INSERT INTO context_events (id, user_id, type, at, data, received_at, late) "
+    "SELECT e.id, :user_id, e.type, e.at, e.data, :received_at, e.late "
+    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS e(id uuid, type varchar, at timestamptz, data jsonb, "
+    "late boolean) "
+    "ON CONFLICT (user_id, type, at) DO NOTHING RETURNING id")
+
+
+def _insert_events_postgresql(session: Session, user_id: uuid.UUID, received: datetime,
+                              rows: list[dict[str, Any]]) -> set[uuid.UUID]:
+    """Insert the rows in one statement; the ids inserted (a stored duplicate is not)."""
+    document = json.dumps([{"id": str(row["id"]), "type": row["type"], "at": row["at"].isoformat(),
+                            "data": row["data"], "late": row["late"]} for row in rows])
+    return set(session.scalars(_PG_INSERT_EVENTS, {"user_id": user_id, "received_at": received, "rows": document}))
 
 
 def geofence_event_body(event: GeofenceEvent, fence: Any) -> dict[str, Any]:

@@ -191,6 +191,34 @@ def test_late_events_are_stored_but_change_and_fire_nothing(app, client, operato
     assert triggers(app) == []
 
 
+def test_events_are_stored_alike_on_both_databases_duplicates_once_late_ones_marked(db_app, db_client):
+    client, app = db_client, db_app
+    user = make_user(client, api_key(app, "app"), "stored")
+    grant(client, user, "location")
+    trip = {"type": "trip", "at": at(900), "destination": {"lat": 52.0000004999, "lon": 13.11111171},
+            "mode": "car"}
+    first = [location(1000, (52.1234567891, 13.9876543219), speed_mps=3, heading=90.5), trip,
+             {"type": "app", "at": at(950), "screen": 'map "quoted" \\ back'}]
+    assert accepted(client, user, *first, first[0])["accepted"] == 3  # the same event twice: stored once
+    # Sent again with one late event (1000 s older than the last: past the 600 s window) and one new one.
+    second = [*reversed(first), location(0, BERLIN), {"type": "activity", "at": at(1001), "value": "driving"}]
+    assert accepted(client, user, *second)["accepted"] == 2
+
+    with app.extensions["smartsvc"].database.session() as session:
+        rows = session.execute(select(ContextEvent.type, ContextEvent.at, ContextEvent.data, ContextEvent.late)
+                               .where(ContextEvent.user_id == uuid.UUID(user.id))
+                               .order_by(ContextEvent.at)).all()
+    assert [(r.type, r.at, r.data, r.late) for r in rows] == [
+        ("location", T0, {"lat": 52.52, "lon": 13.405, "accuracy_m": 5.0}, True),
+        ("trip", T0 + timedelta(seconds=900), {"destination": {"lat": 52.0, "lon": 13.111112}, "mode": "car"}, False),
+        ("app", T0 + timedelta(seconds=950), {"screen": 'map "quoted" \\ back'}, False),
+        ("location", T0 + timedelta(seconds=1000),
+         {"lat": 52.123457, "lon": 13.987654, "accuracy_m": 5.0, "speed_mps": 3.0, "heading": 90.5}, False),
+        ("activity", T0 + timedelta(seconds=1001), {"value": "driving"}, False),
+    ]
+    assert snapshot(client, user)["activity"]["value"] == "driving"
+
+
 def test_location_without_consent_is_403_and_nothing_of_the_batch_is_stored(app, client, user):
     response = send(client, user, {"type": "activity", "at": at(0), "value": "walking"}, location(1))
     body = problem(response, 403)

@@ -159,7 +159,7 @@ def test_the_relay_hands_due_triggers_to_the_engine_in_batches_of_the_configured
     published: list[tuple[str, dict[str, Any]]] = []
 
     class Celery:
-        def send_task(self, name: str, kwargs: dict[str, Any], task_id: str) -> None:
+        def send_task(self, name: str, kwargs: dict[str, Any], task_id: str, **options: Any) -> None:
             published.append((name, kwargs))
 
     monkeypatch.setattr(relay_task, "current_celery", Celery())
