@@ -34,6 +34,7 @@ from .bulk import among, chunks
 from .outbox import complete_many
 from .context_facts import owned_products
 from .engine import handle_trigger, process_trigger
+from .suggestions import LOCKED_USERS
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def _lock_and_load_users(session: Session, user_ids: set[uuid.UUID]) -> list[Any
     for chunk in chunks(ordered):
         loaded.extend(session.scalars(select(User).where(among(session, User.id, chunk)).order_by(User.id)
                                       .with_for_update(key_share=True).execution_options(populate_existing=True)))
+    session.info[LOCKED_USERS] = frozenset(user.id for user in loaded)
     for chunk in chunks(ordered):
         loaded.extend(session.scalars(select(UserContext).where(among(session, UserContext.user_id, chunk))
                                       .execution_options(populate_existing=True)))

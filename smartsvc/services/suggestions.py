@@ -78,6 +78,11 @@ def record_interaction(session: Session, user_id: uuid.UUID, kind: str, *, subje
     return interaction
 
 
+# ``session.info`` key: the users whose rows this transaction locked (NO KEY UPDATE) and loaded, outside any
+# savepoint, so the lock holds until the end of the transaction (set by engine batches).
+LOCKED_USERS = "smartsvc.locked_users"
+
+
 def lock_user(session: Session, user_id: uuid.UUID) -> User | None:
     """The user's row, locked (PostgreSQL; SQLite writers hold the database lock): one budget decision at a time.
 
@@ -85,6 +90,10 @@ def lock_user(session: Session, user_id: uuid.UUID) -> User | None:
     that only reference the user; and it is the lock the engine already holds, so taking it again inside an
     engine batch never upgrades a lock out of the batch's user order (which could deadlock with a push batch).
     """
+    if user_id in session.info.get(LOCKED_USERS, ()):
+        user = session.get(User, user_id)  # locked and loaded by the caller (an engine batch): no round trip
+        if user is not None:
+            return user
     return session.get(User, user_id, with_for_update={"key_share": True}, populate_existing=True)
 
 
