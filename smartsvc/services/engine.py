@@ -45,7 +45,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -157,14 +157,21 @@ def build_facts(session: Session, trigger: TriggerRecord, owned: Sequence[Owned]
     return facts
 
 
-def _trip_of_trigger(session: Session, trigger: TriggerRecord, facts: dict[str, Any]) -> None:
-    """Make ``trip`` the trigger's trip: by the time it runs the user may have arrived (no trip) or started
-    another. Its id is in the dedupe key (``trip.{kind}:{trip_id}[:{rule_id}]``) and is the trip event's id."""
+def trip_of_trigger_id(trigger: TriggerRecord) -> uuid.UUID | None:
+    """The id of a ``trip.*`` trigger's trip (its start event): in the dedupe key, ``trip.{kind}:{trip_id}[:…]``."""
+    if not trigger.event.startswith("trip."):
+        return None
     parts = trigger.dedupe_key.split(":")
     try:
-        trip_id = uuid.UUID(parts[1]) if len(parts) > 1 else None
+        return uuid.UUID(parts[1]) if len(parts) > 1 else None
     except ValueError:
-        return
+        return None
+
+
+def _trip_of_trigger(session: Session, trigger: TriggerRecord, facts: dict[str, Any]) -> None:
+    """Make ``trip`` the trigger's trip: by the time it runs the user may have arrived (no trip) or started
+    another (:func:`trip_of_trigger_id`)."""
+    trip_id = trip_of_trigger_id(trigger)
     current = facts.get("trip") or {}
     if trip_id is None or current.get("id") == str(trip_id):
         return
@@ -213,7 +220,8 @@ def handle_trigger(container: Any, trigger_id: uuid.UUID, outbox_id: int | None 
             uow.commit()
             return 0
         # NO KEY UPDATE: the API inserting this user's triggers (a foreign key to users) is not held up.
-        session.get(User, trigger.user_id, with_for_update={"key_share": True})
+        # Held for the transaction: the identity map keeps rows weakly, and the facts read the user again.
+        user = session.get(User, trigger.user_id, with_for_update={"key_share": True})
         session.refresh(trigger)
         if trigger.processed_at is not None:
             # Run, while this task waited for the lock, by the task of a later trigger of the user.
@@ -237,16 +245,19 @@ def handle_trigger(container: Any, trigger_id: uuid.UUID, outbox_id: int | None 
                 # when that message comes (attempts 0), not given up here.
                 process_trigger(uow, container, rule_set, item, 0, None)
         uow.commit()
+        del user
     return proposed
 
 
 def process_trigger(uow: Any, container: Any, rule_set: RuleSet, trigger: TriggerRecord, attempts: int | None,
-                    outbox_id: int | None, owned: Sequence[Owned] | None = None) -> int:
+                    outbox_id: int | None, owned: Sequence[Owned] | None = None,
+                    mark_processed: Callable[[TriggerRecord], None] | None = None) -> int:
     """Run the rules on one unprocessed trigger in the caller's transaction; the suggestions proposed.
 
     The trigger is marked processed (and ``outbox_id`` completed) unless a
     rule failed and ``attempts`` (None: no message will retry it) is below
-    :data:`MAX_RECIPE_ATTEMPTS`. ``owned``: as for :func:`build_facts`.
+    :data:`MAX_RECIPE_ATTEMPTS`. ``owned``: as for :func:`build_facts`;
+    ``mark_processed``: sets ``processed_at`` instead (a batch writes them together).
     """
     session = uow.session
     facts = build_facts(session, trigger, owned)
@@ -273,7 +284,10 @@ def process_trigger(uow: Any, container: Any, rule_set: RuleSet, trigger: Trigge
         log.error("giving up failing rules for a trigger", extra={
             "trigger_id": str(trigger.id), "rule_ids": [str(rule_id) for rule_id in failed],
             "attempts": attempts})
-    trigger.processed_at = utcnow()
+    if mark_processed is not None:
+        mark_processed(trigger)
+    else:
+        trigger.processed_at = utcnow()
     outbox.complete(session, outbox_id)
     return proposed
 

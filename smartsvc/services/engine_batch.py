@@ -25,15 +25,17 @@ import uuid
 from collections import defaultdict
 from typing import Any, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
-from ..models import OutboxMessage, TriggerRecord, User, UserContext
+from ..models import ContextEvent, OutboxMessage, TriggerRecord, User, UserContext
+from ..timeutil import utcnow
 from .bulk import among, chunks
 from .outbox import complete_many
 from .context_facts import owned_products
-from .engine import handle_trigger, process_trigger
+from .engine import handle_trigger, process_trigger, trip_of_trigger_id
 from .suggestions import LOCKED_USERS
 
 log = logging.getLogger(__name__)
@@ -81,23 +83,37 @@ def _handle_batch(container: Any, items: Sequence[TriggerItem]) -> int:
         # Held for the batch: the session's identity map keeps only weak references, and the facts read these.
         held = _lock_and_load_users(session, set(owners.values()))
         waiting = _waiting(session, owners)
+        # The batch's own triggers still open after the locks (another batch may have run some meanwhile).
+        still_open = {trigger.id for trigger in waiting} & owners.keys()
+        held.extend(_trip_events(session, waiting))
         attempts = _attempts(session, [outbox_id for ids in messages.values() for outbox_id in ids])
         owned = owned_products(session, sorted({trigger.user_id for trigger in waiting}))
         rule_set = container.rule_cache.current(session)
         proposed = 0
         done: list[int] = []
+        processed: list[dict[str, Any]] = []
+
+        def mark_processed(trigger: TriggerRecord) -> None:
+            at = utcnow()
+            set_committed_value(trigger, "processed_at", at)  # written below, all in one statement
+            processed.append({"id": trigger.id, "processed_at": at})
+
         for trigger in waiting:
             own = messages.get(trigger.id, [])
             # A trigger of the batch counts its message's deliveries; an earlier one whose message has not
             # run yet retries a failing rule when that message comes (attempts 0), as handle_trigger does.
             tries: int | None = 0
-            if trigger.id in owners:  # no message (a direct call): nothing would retry a failing rule
+            if trigger.id in still_open:  # no message (a direct call): nothing would retry a failing rule
                 tries = max(attempts.get(outbox_id, 0) for outbox_id in own) if own else None
-            proposed += process_trigger(uow, container, rule_set, trigger, tries, None, owned[trigger.user_id])
+            proposed += process_trigger(uow, container, rule_set, trigger, tries, None, owned[trigger.user_id],
+                                        mark_processed)
             if trigger.processed_at is not None:
                 done.extend(own)
         # Gone, or processed before (a redelivery, or by a later trigger's run): only completed.
-        done.extend(outbox_id for trigger_id, ids in messages.items() if trigger_id not in owners for outbox_id in ids)
+        done.extend(outbox_id for trigger_id, ids in messages.items() if trigger_id not in still_open
+                    for outbox_id in ids)
+        if processed:
+            session.execute(update(TriggerRecord), processed)  # by primary key, one executemany
         complete_many(session, done)
         uow.commit()
         del held
@@ -149,10 +165,16 @@ def _waiting(session: Session, owners: dict[uuid.UUID, uuid.UUID]) -> list[Trigg
                 .execution_options(populate_existing=True)):
             if trigger.id <= last[trigger.user_id]:
                 waiting.append(trigger)
-    still_open = {trigger.id for trigger in waiting}
-    for trigger_id in [trigger_id for trigger_id in owners if trigger_id not in still_open]:
-        del owners[trigger_id]
     return waiting
+
+
+def _trip_events(session: Session, triggers: list[TriggerRecord]) -> list[ContextEvent]:
+    """The trip events the batch's ``trip.*`` triggers name, loaded once (the facts read each by id)."""
+    trip_ids = {trip_id for trigger in triggers if (trip_id := trip_of_trigger_id(trigger)) is not None}
+    loaded: list[ContextEvent] = []
+    for chunk in chunks(sorted(trip_ids)):
+        loaded.extend(session.scalars(select(ContextEvent).where(among(session, ContextEvent.id, chunk))))
+    return loaded
 
 
 def _attempts(session: Session, outbox_ids: list[int]) -> dict[int, int]:

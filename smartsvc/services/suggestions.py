@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from ..config import Settings
 from ..db import Database, UnitOfWork
 from ..errors import NotFound
+from ..ids import new_id
 from ..models import Device, Interaction, PushAttempt, Suggestion, User
 from ..timeutil import utcnow
 from . import attention, outbox
@@ -118,10 +119,11 @@ def apply_verdict(uow: UnitOfWork, suggestion: Suggestion, verdict: attention.Ve
     suggestion.status, suggestion.status_reason = "new", verdict.reason
     suggestion.delivery_status = "pending"
     suggestion.deliver_after = verdict.deliver_after
+    if verdict.action == attention.PUSH:
+        suggestion.pushed_at = now
     session.flush()
     _replace_older(session, suggestion)
     if verdict.action == attention.PUSH:
-        suggestion.pushed_at = now
         outbox.enqueue(uow, PUSH_TASK, {"suggestion_id": str(suggestion.id)},
                        ordering_key=f"user:{suggestion.user_id}", user_id=suggestion.user_id)
 
@@ -166,13 +168,12 @@ def propose(uow: UnitOfWork, proposal: Proposal, *, now: datetime | None = None,
     expires_at = content.expires_at or now + timedelta(seconds=settings.suggestion_ttl_s)
     collapse_key = content.collapse_key or (str(proposal.rule_id) if proposal.rule_id else proposal.kind)
     suggestion = Suggestion(
-        user_id=user.id, rule_id=proposal.rule_id, trigger_id=proposal.trigger_id, kind=proposal.kind,
+        id=new_id(), user_id=user.id, rule_id=proposal.rule_id, trigger_id=proposal.trigger_id,
+        kind=proposal.kind,
         title=title, body=body, payload=payload, reason=as_json(proposal.reason), collapse_key=collapse_key[:200],
         content_hash=content_hash(proposal.kind, title, body, payload), status="new", created_at=now,
         expires_at=expires_at, delivery_status="pending", dedupe_key=proposal.dedupe_key, push_round=0,
     )
-    session.add(suggestion)
-    session.flush()
     rule = proposal.reason.get("rule")
     rule_name = rule.get("name") if isinstance(rule, Mapping) else None
     if expires_at <= now:
@@ -180,6 +181,8 @@ def propose(uow: UnitOfWork, proposal: Proposal, *, now: datetime | None = None,
     else:
         candidate = candidate_of(suggestion, cooldown_s=proposal.cooldown_s, rule_name=rule_name)
         verdict = attention.judge(session, user, candidate, now)
+    # Added once judged, so that it is written once with its status (the budget's reads would flush it).
+    session.add(suggestion)
     apply_verdict(uow, suggestion, verdict, now)
     record_interaction(session, user.id, "suggestion.created", subject_id=suggestion.id, at=now, data={
         "kind": suggestion.kind, "rule_id": suggestion.rule_id, "trigger_id": suggestion.trigger_id,
