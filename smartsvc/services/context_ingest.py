@@ -5,7 +5,7 @@ One write transaction per batch (docs/engine.md §1): the user's
 SQLite's write transaction already excludes other writers), so batches of one
 user are applied one at a time whatever order they arrive in. Then:
 
-1. each event is stored in ``context_events`` unless the same (user, type,
+1. each event is stored in ``context_events`` (:mod:`.context_store`) unless the same (user, type,
    ``at``) is stored already — a duplicate is neither stored nor counted;
 2. an event older than the user's last applied one by more than the late
    window is stored with ``late = true`` and applied to nothing;
@@ -19,13 +19,12 @@ user are applied one at a time whatever order they arrive in. Then:
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -34,20 +33,18 @@ from geodata.geofences import DWELLED, EXITED, Fix, GeofenceEvent
 
 from ..db import UnitOfWork
 from ..errors import InvalidInput, NotFound
-from ..ids import new_id
-from ..models import ContextEvent, OwnedProduct, User, UserContext
+from ..models import OwnedProduct, User, UserContext
 from ..timeutil import utcnow
 from .consents import has_consent, require_consent
 from .geofence_tracking import UserFences
 from .context_state import (
     MIN_SPEED_SPAN_S, approaching_reached, fix_speed, parse_time, round_coordinate, trip_progress,
 )
+from .context_store import PreparedEvent, store_events
 from .triggers import emit_trigger
 
 # How far ahead of the server's clock an event's ``at`` may be (phones' clocks drift a little).
 MAX_FUTURE_S = 300
-# Same ``at``: the trip first, so that a fix at the very moment a trip starts counts for the trip.
-_TYPE_ORDER = {"app": 0, "activity": 1, "trip": 2, "location": 3}
 # A geofence timer run catches up at most this many due moments per user (each one is a tick).
 MAX_TICKS_PER_RUN = 100
 
@@ -60,19 +57,11 @@ class IngestResult:
     geofence_events: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Event:
-    index: int  # position in the batch as sent (for field paths in errors)
-    type: str
-    at: datetime
-    data: dict[str, Any]
-
-
 def _iso(at: datetime) -> str:
     return at.astimezone(timezone.utc).isoformat()
 
 
-def _prepare(index: int, event: Mapping[str, Any], now: datetime) -> _Event:
+def _prepare(index: int, event: Mapping[str, Any], now: datetime) -> PreparedEvent:
     """The stored form of one validated event: UTC time, rounded coordinates, no empty optional fields."""
     at = event["at"]
     if not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None:
@@ -103,7 +92,7 @@ def _prepare(index: int, event: Mapping[str, Any], now: datetime) -> _Event:
                 data["mode"] = event["mode"]
     else:
         raise InvalidInput(f"events.{index}.type", "must be one of location, activity, trip, app")
-    return _Event(index, kind, at.astimezone(timezone.utc), data)
+    return PreparedEvent(index, kind, at.astimezone(timezone.utc), data)
 
 
 def ingest_context(container: Any, user_id: uuid.UUID, events: Sequence[Mapping[str, Any]]) -> IngestResult:
@@ -129,7 +118,7 @@ def ingest_context(container: Any, user_id: uuid.UUID, events: Sequence[Mapping[
         context = _locked_context(session, user_id)
         window = timedelta(seconds=settings.context_late_window_s)
         cursor = context.last_at
-        stored = _store(session, user_id, prepared, lambda at: cursor is not None and at < cursor - window)
+        stored = store_events(session, user_id, prepared, lambda at: cursor is not None and at < cursor - window)
         applier = _Applier(container, uow, user_id, context)
         for event_id, event, late in stored:
             if not late:
@@ -139,7 +128,7 @@ def ingest_context(container: Any, user_id: uuid.UUID, events: Sequence[Mapping[
     return IngestResult(accepted=len(stored), geofence_events=applier.geofence_events)
 
 
-def _check_products(session: Session, user_id: uuid.UUID, events: list[_Event]) -> None:
+def _check_products(session: Session, user_id: uuid.UUID, events: list[PreparedEvent]) -> None:
     named = [(event.index, event.data["product_id"]) for event in events
              if event.type == "trip" and "product_id" in event.data]
     if not named:
@@ -167,56 +156,6 @@ def _locked_context(session: Session, user_id: uuid.UUID) -> UserContext:
     row = session.get(UserContext, user_id, with_for_update=True, populate_existing=True)
     assert row is not None
     return row
-
-
-def _store(session: Session, user_id: uuid.UUID, events: list[_Event],
-           is_late: Any) -> list[tuple[uuid.UUID, _Event, bool]]:
-    """Insert the events not stored yet; the new ones as (id, event, late), in ``at`` order."""
-    ordered = sorted(events, key=lambda e: (e.at, _TYPE_ORDER[e.type], e.index))
-    unique: dict[tuple[str, datetime], _Event] = {}
-    for event in ordered:
-        unique.setdefault((event.type, event.at), event)  # the same event twice in one batch: the first
-    rows = []
-    planned: dict[uuid.UUID, tuple[_Event, bool]] = {}
-    received = utcnow()
-    for event in unique.values():
-        event_id, late = new_id(), bool(is_late(event.at))
-        planned[event_id] = (event, late)
-        rows.append({"id": event_id, "user_id": user_id, "type": event.type, "at": event.at, "data": event.data,
-                     "received_at": received, "late": late})
-    if not rows:
-        return []
-    if session.get_bind().dialect.name == "postgresql":
-        inserted = _insert_events_postgresql(session, user_id, received, rows)
-        return [(event_id, *planned[event_id]) for event_id in planned if event_id in inserted]
-    # One Core statement executed with many parameter sets: SQLAlchemy compiles it once (cached) and sends
-    # the rows as multi-row VALUES pages. A literal multi-row .values([...]) was compiled afresh for every
-    # batch: ~60 % of a 100-event batch's database time (BENCHMARKS.md, section 4).
-    table = ContextEvent.__table__
-    statement = (sqlite_insert(table).on_conflict_do_nothing(index_elements=["user_id", "type", "at"])
-                 .returning(table.c.id))
-    inserted = set(session.execute(statement, rows).scalars())
-    return [(event_id, *planned[event_id]) for event_id in planned if event_id in inserted]
-
-
-# The batch as one JSON parameter: a statement short enough for psycopg to cache its parsed form and for
-# the server to prepare. The multi-row VALUES form had 700 placeholders for 100 events, which psycopg
-# parses afresh on every execution (~4 ms CPU a batch; BENCHMARKS.md, section 4); one array per column
-# cost nearly as much in psycopg's escaping of each text element.
-_PG_INSERT_EVENTS = text(
-    "INSERT INTO context_events (id, user_id, type, at, data, received_at, late) "
-    "SELECT e.id, :user_id, e.type, e.at, e.data, :received_at, e.late "
-    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS e(id uuid, type varchar, at timestamptz, data jsonb, "
-    "late boolean) "
-    "ON CONFLICT (user_id, type, at) DO NOTHING RETURNING id")
-
-
-def _insert_events_postgresql(session: Session, user_id: uuid.UUID, received: datetime,
-                              rows: list[dict[str, Any]]) -> set[uuid.UUID]:
-    """Insert the rows in one statement; the ids inserted (a stored duplicate is not)."""
-    document = json.dumps([{"id": str(row["id"]), "type": row["type"], "at": row["at"].isoformat(),
-                            "data": row["data"], "late": row["late"]} for row in rows])
-    return set(session.scalars(_PG_INSERT_EVENTS, {"user_id": user_id, "received_at": received, "rows": document}))
 
 
 def geofence_event_body(event: GeofenceEvent, fence: Any) -> dict[str, Any]:
@@ -280,7 +219,7 @@ class _Applier:
         self.geofence_events: list[dict[str, Any]] = []
         self._approaching_rules: Any = None
 
-    def apply(self, event_id: uuid.UUID, event: _Event) -> None:
+    def apply(self, event_id: uuid.UUID, event: PreparedEvent) -> None:
         if self.last_at is None or event.at > self.last_at:
             self.last_at = event.at
         if event.type == "location":
@@ -294,7 +233,7 @@ class _Applier:
             if self.app is None or event.at > parse_time(self.app["at"]):
                 self.app = {"screen": event.data["screen"], "at": _iso(event.at)}
 
-    def _location(self, event: _Event) -> None:
+    def _location(self, event: PreparedEvent) -> None:
         previous = self.fix
         if previous is not None and event.at <= parse_time(previous["at"]):
             return  # a newer fix is known: it stays
@@ -313,7 +252,7 @@ class _Applier:
                                                            self.fences.index))
         self._trip_progress(event.at)
 
-    def _trip(self, event_id: uuid.UUID, event: _Event) -> None:
+    def _trip(self, event_id: uuid.UUID, event: PreparedEvent) -> None:
         current = self.trip
         if current is not None and event.at < parse_time(current["started_at"]):
             return  # a newer trip (or end) is known: it stays
