@@ -48,7 +48,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import select
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..models import ContextEvent, OutboxMessage, TriggerRecord, User, UserContext
@@ -66,6 +66,10 @@ log = logging.getLogger(__name__)
 
 # Deliveries of a trigger's message after which rules whose recipe keeps raising are given up.
 MAX_RECIPE_ATTEMPTS = 3
+
+
+class BatchBroken(Exception):
+    """A rule run without a savepoint failed where only rolling the whole transaction back is safe."""
 THRESHOLD = "telemetry.threshold"
 # Trigger fields that are geofence facts, not event facts (docs/engine.md, 2).
 _GEOFENCE_FIELDS = ("tag", "metadata")
@@ -251,13 +255,14 @@ def handle_trigger(container: Any, trigger_id: uuid.UUID, outbox_id: int | None 
 
 def process_trigger(uow: Any, container: Any, rule_set: RuleSet, trigger: TriggerRecord, attempts: int | None,
                     outbox_id: int | None, owned: Sequence[Owned] | None = None,
-                    mark_processed: Callable[[TriggerRecord], None] | None = None) -> int:
+                    mark_processed: Callable[[TriggerRecord], None] | None = None, savepoints: bool = True) -> int:
     """Run the rules on one unprocessed trigger in the caller's transaction; the suggestions proposed.
 
     The trigger is marked processed (and ``outbox_id`` completed) unless a
     rule failed and ``attempts`` (None: no message will retry it) is below
     :data:`MAX_RECIPE_ATTEMPTS`. ``owned``: as for :func:`build_facts`;
-    ``mark_processed``: sets ``processed_at`` instead (a batch writes them together).
+    ``mark_processed``: sets ``processed_at`` instead (a batch writes them together);
+    ``savepoints=False``: see :func:`_run_rule` (raises :class:`BatchBroken`).
     """
     session = uow.session
     facts = build_facts(session, trigger, owned)
@@ -268,8 +273,8 @@ def process_trigger(uow: Any, container: Any, rule_set: RuleSet, trigger: Trigge
         if not holds:
             continue
         try:
-            proposed += _run_rule(uow, container, trigger, candidate, rule_facts, matched)
-        except (OperationalError, InterfaceError):
+            proposed += _run_rule(uow, container, trigger, candidate, rule_facts, matched, savepoints)
+        except (OperationalError, InterfaceError, BatchBroken):
             raise  # the database, not the rule: deliver the whole trigger again
         except UnknownRecipe:
             log.error("rule names an unknown recipe", extra={"rule_id": str(candidate.rule.id),
@@ -293,18 +298,57 @@ def process_trigger(uow: Any, container: Any, rule_set: RuleSet, trigger: Trigge
 
 
 def _run_rule(uow: Any, container: Any, trigger: TriggerRecord, candidate: Candidate,
-              facts: Mapping[str, Any], matched: Mapping[str, Any]) -> int:
-    """Run one rule's recipe and propose its result in a savepoint; 1 when a suggestion was proposed."""
+              facts: Mapping[str, Any], matched: Mapping[str, Any], savepoint: bool = True) -> int:
+    """Run one rule's recipe and propose its result; 1 when a suggestion was proposed.
+
+    In a savepoint, so that a failing rule leaves nothing behind and the
+    transaction goes on. Without one (an engine batch: the pair of round
+    trips was a quarter of a trigger's statements), a recipe's own failure
+    still leaves nothing (recipes only read), but a database error in it or
+    any failure while proposing raises :class:`BatchBroken`: the batch is
+    rolled back whole and its triggers run one by one, in savepoints.
+    """
     session = uow.session
     rule = candidate.rule
-    with session.begin_nested():
-        result = run_recipe(session, container, str(rule.action.get("recipe")), rule.action.get("params"), facts,
-                            trigger)
-        if result is None:
-            return 0
-        propose(uow, Proposal(
-            user_id=trigger.user_id, kind=str(rule.action["recipe"]), content=result,
-            reason=_reason(candidate, trigger, matched), dedupe_key=f"{trigger.id}:{rule.id}", rule_id=rule.id,
-            trigger_id=trigger.id, cooldown_s=rule.cooldown_s, priority=rule.priority, at=trigger.at,
-        ))
+    if savepoint:
+        with session.begin_nested():
+            return _recipe_and_proposal(uow, container, trigger, candidate, facts, matched)
+    try:
+        result = _recipe(session, container, rule, facts, trigger)
+    except (OperationalError, InterfaceError):
+        raise
+    except DBAPIError as exc:  # the transaction may be aborted (PostgreSQL): only a rollback helps
+        raise BatchBroken(f"rule {rule.id}: {exc}") from exc
+    if result is None:
+        return 0
+    try:
+        _propose(uow, trigger, candidate, matched, result)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:
+        raise BatchBroken(f"rule {rule.id}: proposing failed: {exc!r}") from exc
     return 1
+
+
+def _recipe_and_proposal(uow: Any, container: Any, trigger: TriggerRecord, candidate: Candidate,
+                         facts: Mapping[str, Any], matched: Mapping[str, Any]) -> int:
+    result = _recipe(uow.session, container, candidate.rule, facts, trigger)
+    if result is None:
+        return 0
+    _propose(uow, trigger, candidate, matched, result)
+    return 1
+
+
+def _recipe(session: Session, container: Any, rule: ActiveRule, facts: Mapping[str, Any],
+            trigger: TriggerRecord) -> Any:
+    return run_recipe(session, container, str(rule.action.get("recipe")), rule.action.get("params"), facts, trigger)
+
+
+def _propose(uow: Any, trigger: TriggerRecord, candidate: Candidate, matched: Mapping[str, Any],
+             result: Any) -> None:
+    rule = candidate.rule
+    propose(uow, Proposal(
+        user_id=trigger.user_id, kind=str(rule.action["recipe"]), content=result,
+        reason=_reason(candidate, trigger, matched), dedupe_key=f"{trigger.id}:{rule.id}", rule_id=rule.id,
+        trigger_id=trigger.id, cooldown_s=rule.cooldown_s, priority=rule.priority, at=trigger.at,
+    ))

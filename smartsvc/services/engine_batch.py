@@ -106,7 +106,7 @@ def _handle_batch(container: Any, items: Sequence[TriggerItem]) -> int:
             if trigger.id in still_open:  # no message (a direct call): nothing would retry a failing rule
                 tries = max(attempts.get(outbox_id, 0) for outbox_id in own) if own else None
             proposed += process_trigger(uow, container, rule_set, trigger, tries, None, owned[trigger.user_id],
-                                        mark_processed)
+                                        mark_processed, savepoints=False)
             if trigger.processed_at is not None:
                 done.extend(own)
         # Gone, or processed before (a redelivery, or by a later trigger's run): only completed.

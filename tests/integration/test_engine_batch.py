@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
-from smartsvc.models import OutboxMessage, TriggerRecord
+from smartsvc.models import Interaction, OutboxMessage, TriggerRecord
 from smartsvc.services import engine
 from smartsvc.services.delivery_rows import lock_users
 from smartsvc.services.engine import MAX_RECIPE_ATTEMPTS
@@ -133,6 +133,39 @@ def test_a_trigger_that_breaks_the_batch_is_left_alone_and_the_others_are_handle
     monkeypatch.setattr(engine, "build_facts", real_facts)  # fixed: the redelivered batch does the rest
     assert handle_triggers(world["container"], items(world, *batch)) == 2
     assert all(processed(world, t) for t in batch)
+
+
+def test_a_proposal_failing_half_written_in_a_batch_leaves_nothing_and_the_triggers_run_one_by_one(
+        world, monkeypatch, caplog):
+    # A batch runs its rules without savepoints: a failure after the proposal's first writes must not keep
+    # them (a suggestion without its interaction) nor lose the others; the batch is rolled back whole.
+    add_rule(world["client"], world["operator"], example_rule())
+    add_rule(world["client"], world["operator"], STARTED)
+    drive(world, "smart")
+    bob_drives(world)
+    real_propose, calls = engine.propose, []
+
+    def propose_then_fail_once(uow: Any, proposal: Any, **kwargs: Any) -> Any:
+        suggestion = real_propose(uow, proposal, **kwargs)
+        calls.append(proposal.dedupe_key)
+        if len(calls) == 2:
+            uow.session.flush()  # its rows are written: only a rollback undoes them
+            raise RuntimeError("a bug after the suggestion was written")
+        return suggestion
+
+    monkeypatch.setattr(engine, "propose", propose_then_fail_once)
+    batch = every_trigger(world)
+    with caplog.at_level(logging.ERROR, logger="smartsvc.services.engine_batch"):
+        assert handle_triggers(world["container"], items(world, *batch)) == 4
+
+    assert "trigger batch failed; handling its triggers one by one" in caplog.text
+    assert all(processed(world, t) and message_of(world, t.id).completed_at is not None for t in batch)
+    made = suggestions(world)
+    assert sorted((str(s.user_id), s.kind) for s in made) == sorted(
+        (user, kind) for user in {str(t.user_id) for t in batch} for kind in ("message", "spots_near_destination"))
+    with world["container"].database.session() as session:
+        created = session.scalars(select(Interaction.subject_id).where(Interaction.kind == "suggestion.created"))
+        assert sorted(created) == sorted(s.id for s in made)  # one each: nothing of the failed try is left
 
 
 def test_a_failing_recipe_in_a_batch_is_retried_until_its_attempts_are_spent(world, monkeypatch):
