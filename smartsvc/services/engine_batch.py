@@ -30,13 +30,13 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ..models import ContextEvent, OutboxMessage, TriggerRecord, User, UserContext
+from ..models import ContextEvent, OutboxMessage, Suggestion, TriggerRecord, User, UserContext
 from ..timeutil import utcnow
 from .bulk import among, chunks
 from .outbox import complete_many
 from .context_facts import owned_products
 from .engine import handle_trigger, process_trigger, trip_of_trigger_id
-from .suggestions import LOCKED_USERS
+from .suggestions import LOCKED_USERS, TRIGGERS_WITHOUT_SUGGESTIONS
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ def _handle_batch(container: Any, items: Sequence[TriggerItem]) -> int:
         # The batch's own triggers still open after the locks (another batch may have run some meanwhile).
         still_open = {trigger.id for trigger in waiting} & owners.keys()
         held.extend(_trip_events(session, waiting))
+        session.info[TRIGGERS_WITHOUT_SUGGESTIONS] = _without_suggestions(session, waiting)
         attempts = _attempts(session, [outbox_id for ids in messages.values() for outbox_id in ids])
         owned = owned_products(session, sorted({trigger.user_id for trigger in waiting}))
         rule_set = container.rule_cache.current(session)
@@ -166,6 +167,18 @@ def _waiting(session: Session, owners: dict[uuid.UUID, uuid.UUID]) -> list[Trigg
             if trigger.id <= last[trigger.user_id]:
                 waiting.append(trigger)
     return waiting
+
+
+def _without_suggestions(session: Session, triggers: list[TriggerRecord]) -> frozenset[uuid.UUID]:
+    """The triggers no suggestion names yet (read under the users' locks: only this batch can add one)."""
+    trigger_ids = [trigger.id for trigger in triggers]
+    user_ids = sorted({trigger.user_id for trigger in triggers})
+    named: set[uuid.UUID] = set()
+    for users in chunks(user_ids):
+        for chunk in chunks(trigger_ids):
+            named.update(session.scalars(select(Suggestion.trigger_id).where(
+                among(session, Suggestion.user_id, users), among(session, Suggestion.trigger_id, chunk))))
+    return frozenset(trigger_ids) - named
 
 
 def _trip_events(session: Session, triggers: list[TriggerRecord]) -> list[ContextEvent]:

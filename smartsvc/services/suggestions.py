@@ -84,6 +84,11 @@ def record_interaction(session: Session, user_id: uuid.UUID, kind: str, *, subje
 LOCKED_USERS = "smartsvc.locked_users"
 
 
+# ``session.info`` key: triggers that had no suggestion when an engine batch locked their users. Each of
+# their rules proposes once in the batch, so none of their dedupe keys can be stored yet: no look-up.
+TRIGGERS_WITHOUT_SUGGESTIONS = "smartsvc.triggers_without_suggestions"
+
+
 def lock_user(session: Session, user_id: uuid.UUID) -> User | None:
     """The user's row, locked (PostgreSQL; SQLite writers hold the database lock): one budget decision at a time.
 
@@ -159,9 +164,10 @@ def propose(uow: UnitOfWork, proposal: Proposal, *, now: datetime | None = None,
     user = lock_user(session, proposal.user_id)
     if user is None:
         raise NotFound(f"user {proposal.user_id} does not exist")
-    existing = session.scalar(select(Suggestion).where(Suggestion.dedupe_key == proposal.dedupe_key))
-    if existing is not None:
-        return existing
+    if proposal.trigger_id not in session.info.get(TRIGGERS_WITHOUT_SUGGESTIONS, ()):
+        existing = session.scalar(select(Suggestion).where(Suggestion.dedupe_key == proposal.dedupe_key))
+        if existing is not None:
+            return existing
     content = proposal.content
     title, body = _clip(content.title, MAX_TITLE_CHARS), _clip(content.body, MAX_BODY_CHARS)
     payload = as_json(content.payload)
