@@ -66,13 +66,13 @@ log = logging.getLogger(__name__)
 
 # Deliveries of a trigger's message after which rules whose recipe keeps raising are given up.
 MAX_RECIPE_ATTEMPTS = 3
+THRESHOLD = "telemetry.threshold"
+# Trigger fields that are geofence facts, not event facts (docs/engine.md, 2).
+_GEOFENCE_FIELDS = ("tag", "metadata")
 
 
 class BatchBroken(Exception):
     """A rule run without a savepoint failed where only rolling the whole transaction back is safe."""
-THRESHOLD = "telemetry.threshold"
-# Trigger fields that are geofence facts, not event facts (docs/engine.md, 2).
-_GEOFENCE_FIELDS = ("tag", "metadata")
 
 
 @dataclass(frozen=True)
