@@ -1,5 +1,4 @@
-"""On Redis: work that finishes what the engine started is handed out before the engine's queued batches,
-and the processes share one relay wake-up window.
+"""On Redis, work that finishes what the engine started is handed out before the engine's queued batches.
 
 A push or a relay run published after engine batches must not wait behind
 them (BENCHMARKS.md, section 4: the push's wait was a third of the lag).
@@ -9,11 +8,8 @@ and are read back the way a worker reads the queue.
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
-
-import pytest
 
 from smartsvc.models import OutboxMessage
 from smartsvc.services.delivery_batch import PUSH_BATCH_TASK
@@ -23,7 +19,6 @@ from smartsvc.services.triggers import HANDLE_TASK
 from tests.integration.conftest import close_app
 from tests.support.factories import make_app, make_settings
 from workers.celery_app import QUEUE, RELAY_TASK
-from workers.relay_waker import RedisWakeGate
 from workers.tasks import outbox as relay_task
 
 REDIS_DB = 15  # the pipeline tests count up from 4, the worker tests use 1
@@ -58,22 +53,3 @@ def test_pushes_and_relay_runs_are_taken_before_engine_batches_queued_earlier(re
         assert taken == [(PUSH_BATCH_TASK, 3), (RELAY_TASK, 0), (HANDLE_BATCH_TASK, 50), (HANDLE_BATCH_TASK, 50)]
     finally:
         close_app(app)
-
-
-def test_processes_on_one_redis_share_one_relay_wake_up_window(redis_server):
-    key = f"test:relay-woken:{uuid.uuid4().hex}"
-    api = RedisWakeGate(redis_server.url(REDIS_DB), 0.3, key=key)
-    worker = RedisWakeGate(redis_server.url(REDIS_DB), 0.3, key=key)
-
-    assert api() == (0.0, None)  # the api opens the window: it wakes the relay
-    wait, window = worker()
-    assert 0 < wait <= 0.3 and window  # the worker waits for its end
-    assert worker() == (pytest.approx(wait, abs=0.1), window)  # the same window
-    time.sleep(wait + 0.05)
-    assert worker() == (0.0, None)  # the next window is the worker's
-    assert api()[1] not in (None, window)
-
-
-def test_without_redis_each_process_keeps_its_own_window():
-    gate = RedisWakeGate("redis://127.0.0.1:1/0", 0.3)  # nothing listens there
-    assert gate() == (0.0, None)
