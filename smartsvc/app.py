@@ -82,11 +82,12 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
     app.extensions["smartsvc"] = container
 
     from workers.celery_app import init_celery, wake_relay
-    from workers.relay_waker import RelayWaker
+    from workers.relay_waker import RedisWakeGate, RelayWaker
 
     celery = init_celery(app)
-    container.database.outbox_notifier = RelayWaker(lambda: wake_relay(celery),
-                                                    settings.outbox_wake_interval_ms / 1000)
+    interval_s = settings.outbox_wake_interval_ms / 1000
+    gate = RedisWakeGate(settings.broker_url, interval_s) if settings.broker_url.startswith("redis") else None
+    container.database.outbox_notifier = RelayWaker(lambda: wake_relay(celery), interval_s, gate)
 
     install_request_hooks(app)
     # Registered before the limiter so it runs after the limiter's headers are added.

@@ -36,7 +36,7 @@ class PreparedEvent:
 
 
 def store_events(session: Session, user_id: uuid.UUID, events: list[PreparedEvent],
-           is_late: Any) -> list[tuple[uuid.UUID, PreparedEvent, bool]]:
+                 is_late: Any) -> list[tuple[uuid.UUID, PreparedEvent, bool]]:
     """Insert the events not stored yet; the new ones as (id, event, late), in ``at`` order."""
     ordered = sorted(events, key=lambda e: (e.at, _TYPE_ORDER[e.type], e.index))
     unique: dict[tuple[str, datetime], PreparedEvent] = {}
@@ -54,15 +54,20 @@ def store_events(session: Session, user_id: uuid.UUID, events: list[PreparedEven
         return []
     if session.get_bind().dialect.name == "postgresql":
         inserted = _insert_events_postgresql(session, user_id, received, rows)
-        return [(event_id, *planned[event_id]) for event_id in planned if event_id in inserted]
+    else:
+        inserted = _insert_events_sqlite(session, rows)
+    return [(event_id, *planned[event_id]) for event_id in planned if event_id in inserted]
+
+
+def _insert_events_sqlite(session: Session, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
+    """Insert the rows (a stored duplicate is skipped); the ids inserted."""
     # One Core statement executed with many parameter sets: SQLAlchemy compiles it once (cached) and sends
     # the rows as multi-row VALUES pages. A literal multi-row .values([...]) was compiled afresh for every
     # batch: ~60 % of a 100-event batch's database time (BENCHMARKS.md, section 4).
     table = ContextEvent.__table__
     statement = (sqlite_insert(table).on_conflict_do_nothing(index_elements=["user_id", "type", "at"])
                  .returning(table.c.id))
-    inserted = set(session.execute(statement, rows).scalars())
-    return [(event_id, *planned[event_id]) for event_id in planned if event_id in inserted]
+    return set(session.execute(statement, rows).scalars())
 
 
 # The batch as one JSON parameter: a statement short enough for psycopg to cache its parsed form and for

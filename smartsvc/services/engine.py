@@ -225,7 +225,7 @@ def handle_trigger(container: Any, trigger_id: uuid.UUID, outbox_id: int | None 
             return 0
         # NO KEY UPDATE: the API inserting this user's triggers (a foreign key to users) is not held up.
         # Held for the transaction: the identity map keeps rows weakly, and the facts read the user again.
-        user = session.get(User, trigger.user_id, with_for_update={"key_share": True})
+        _locked_user = session.get(User, trigger.user_id, with_for_update={"key_share": True})
         session.refresh(trigger)
         if trigger.processed_at is not None:
             # Run, while this task waited for the lock, by the task of a later trigger of the user.
@@ -249,7 +249,6 @@ def handle_trigger(container: Any, trigger_id: uuid.UUID, outbox_id: int | None 
                 # when that message comes (attempts 0), not given up here.
                 process_trigger(uow, container, rule_set, item, 0, None)
         uow.commit()
-        del user
     return proposed
 
 
