@@ -21,7 +21,10 @@
    (:func:`smartsvc.rules.evaluate`), the recipe
    (:func:`~smartsvc.services.recipes.run_recipe`; None: no suggestion), and
    :func:`~smartsvc.services.suggestions.propose` with dedupe key
-   ``"{trigger_id}:{rule_id}"``;
+   ``"{trigger_id}:{rule_id}"``. A ``schedule`` trigger (the daily checks) names no
+   product: for a user with several products, steps 2–4 run once per product
+   (``product`` the one checked; dedupe key ``"{trigger_id}:{rule_id}:{product_id}"``),
+   so a service due on the second car is noticed too;
 5. ``processed_at`` set and the outbox message completed, in the same commit.
 
 A recipe that raises: each rule's recipe and proposal run in a savepoint, so
@@ -56,10 +59,11 @@ from ..rules import evaluate
 from ..rules.ops import apply
 from ..timeutil import utcnow
 from . import outbox
-from .context_facts import Owned, context_facts
+from .context_facts import Owned, context_facts, owned_of_user
 from .proposals import Proposal
 from .recipes import UnknownRecipe, run_recipe
 from .rule_set import ActiveRule, RuleSet
+from .schedule import EVENT as SCHEDULE_EVENT
 from .suggestions import propose
 
 log = logging.getLogger(__name__)
@@ -142,12 +146,14 @@ def candidates(rule_set: RuleSet, trigger: TriggerRecord) -> list[Candidate]:
     return found
 
 
-def build_facts(session: Session, trigger: TriggerRecord, owned: Sequence[Owned] | None = None) -> dict[str, Any]:
+def build_facts(session: Session, trigger: TriggerRecord, owned: Sequence[Owned] | None = None,
+                product_id: uuid.UUID | None = None) -> dict[str, Any]:
     """The facts every rule on ``trigger`` sees, without ``event`` (which may differ per rule).
 
-    ``owned``: the user's products, when the caller read them already (a batch)."""
-    facts = dict(context_facts(session, trigger.user_id, product_id=trigger.product_id, now=trigger.at,
-                               owned=owned))
+    ``owned``: the user's products, when the caller read them already (a batch); ``product_id``: the
+    product checked (default: the trigger's)."""
+    facts = dict(context_facts(session, trigger.user_id, product_id=product_id or trigger.product_id,
+                               now=trigger.at, owned=owned))
     context = session.get(UserContext, trigger.user_id)
     fix = context.fix if context is not None else None
     if "user" in facts and isinstance(fix, Mapping) and fix.get("lat") is not None and fix.get("lon") is not None:
@@ -264,24 +270,27 @@ def process_trigger(uow: Any, container: Any, rule_set: RuleSet, trigger: Trigge
     ``savepoints=False``: see :func:`_run_rule` (raises :class:`BatchBroken`).
     """
     session = uow.session
-    facts = build_facts(session, trigger, owned)
     proposed, failed = 0, []
-    for candidate in candidates(rule_set, trigger):
-        rule_facts = {**facts, "event": dict(candidate.event_facts)}
-        holds, matched = evaluate(candidate.rule.conditions, rule_facts)
-        if not holds:
-            continue
-        try:
-            proposed += _run_rule(uow, container, trigger, candidate, rule_facts, matched, savepoints)
-        except (OperationalError, InterfaceError, BatchBroken):
-            raise  # the database, not the rule: deliver the whole trigger again
-        except UnknownRecipe:
-            log.error("rule names an unknown recipe", extra={"rule_id": str(candidate.rule.id),
-                                                              "recipe": candidate.rule.action.get("recipe")})
-        except Exception:
-            log.exception("recipe failed", extra={"trigger_id": str(trigger.id),
-                                                  "rule_id": str(candidate.rule.id)})
-            failed.append(candidate.rule.id)
+    found = candidates(rule_set, trigger)
+    for product_id in _products_checked(session, trigger, owned) if found else ():
+        facts = build_facts(session, trigger, owned, product_id)
+        for candidate in found:
+            rule_facts = {**facts, "event": dict(candidate.event_facts)}
+            holds, matched = evaluate(candidate.rule.conditions, rule_facts)
+            if not holds:
+                continue
+            try:
+                proposed += _run_rule(uow, container, trigger, candidate, rule_facts, matched, savepoints,
+                                      product_id)
+            except (OperationalError, InterfaceError, BatchBroken):
+                raise  # the database, not the rule: deliver the whole trigger again
+            except UnknownRecipe:
+                log.error("rule names an unknown recipe", extra={"rule_id": str(candidate.rule.id),
+                                                                  "recipe": candidate.rule.action.get("recipe")})
+            except Exception:
+                log.exception("recipe failed", extra={"trigger_id": str(trigger.id),
+                                                      "rule_id": str(candidate.rule.id)})
+                failed.append(candidate.rule.id)
     if failed and attempts is not None and attempts < MAX_RECIPE_ATTEMPTS:
         return proposed  # the other rules' suggestions stay; the message is delivered again for the failed ones
     if failed:
@@ -296,8 +305,19 @@ def process_trigger(uow: Any, container: Any, rule_set: RuleSet, trigger: Trigge
     return proposed
 
 
+def _products_checked(session: Session, trigger: TriggerRecord,
+                      owned: Sequence[Owned] | None) -> Sequence[uuid.UUID | None]:
+    """The products the rules run for: each of the user's for a daily check that names none (None: the
+    product the facts pick by themselves — the trigger's, the trip's or the only one)."""
+    if trigger.event != SCHEDULE_EVENT or trigger.product_id is not None:
+        return (None,)
+    products = owned if owned is not None else owned_of_user(session, trigger.user_id)
+    return [product.id for product, _model in products] if len(products) > 1 else (None,)
+
+
 def _run_rule(uow: Any, container: Any, trigger: TriggerRecord, candidate: Candidate,
-              facts: Mapping[str, Any], matched: Mapping[str, Any], savepoint: bool = True) -> int:
+              facts: Mapping[str, Any], matched: Mapping[str, Any], savepoint: bool = True,
+              product_id: uuid.UUID | None = None) -> int:
     """Run one rule's recipe and propose its result; 1 when a suggestion was proposed.
 
     In a savepoint, so that a failing rule leaves nothing behind and the
@@ -311,7 +331,7 @@ def _run_rule(uow: Any, container: Any, trigger: TriggerRecord, candidate: Candi
     rule = candidate.rule
     if savepoint:
         with session.begin_nested():
-            return _recipe_and_proposal(uow, container, trigger, candidate, facts, matched)
+            return _recipe_and_proposal(uow, container, trigger, candidate, facts, matched, product_id)
     try:
         result = _recipe(session, container, rule, facts, trigger)
     except (OperationalError, InterfaceError):
@@ -321,7 +341,7 @@ def _run_rule(uow: Any, container: Any, trigger: TriggerRecord, candidate: Candi
     if result is None:
         return 0
     try:
-        _propose(uow, trigger, candidate, matched, result)
+        _propose(uow, trigger, candidate, matched, result, product_id)
     except (OperationalError, InterfaceError):
         raise
     except Exception as exc:
@@ -330,11 +350,11 @@ def _run_rule(uow: Any, container: Any, trigger: TriggerRecord, candidate: Candi
 
 
 def _recipe_and_proposal(uow: Any, container: Any, trigger: TriggerRecord, candidate: Candidate,
-                         facts: Mapping[str, Any], matched: Mapping[str, Any]) -> int:
+                         facts: Mapping[str, Any], matched: Mapping[str, Any], product_id: uuid.UUID | None) -> int:
     result = _recipe(uow.session, container, candidate.rule, facts, trigger)
     if result is None:
         return 0
-    _propose(uow, trigger, candidate, matched, result)
+    _propose(uow, trigger, candidate, matched, result, product_id)
     return 1
 
 
@@ -344,10 +364,11 @@ def _recipe(session: Session, container: Any, rule: ActiveRule, facts: Mapping[s
 
 
 def _propose(uow: Any, trigger: TriggerRecord, candidate: Candidate, matched: Mapping[str, Any],
-             result: Any) -> None:
+             result: Any, product_id: uuid.UUID | None) -> None:
     rule = candidate.rule
+    dedupe_key = f"{trigger.id}:{rule.id}" if product_id is None else f"{trigger.id}:{rule.id}:{product_id}"
     propose(uow, Proposal(
         user_id=trigger.user_id, kind=str(rule.action["recipe"]), content=result,
-        reason=_reason(candidate, trigger, matched), dedupe_key=f"{trigger.id}:{rule.id}", rule_id=rule.id,
+        reason=_reason(candidate, trigger, matched), dedupe_key=dedupe_key, rule_id=rule.id,
         trigger_id=trigger.id, cooldown_s=rule.cooldown_s, priority=rule.priority, at=trigger.at,
     ))

@@ -115,10 +115,10 @@ def test_a_trigger_that_breaks_the_batch_is_left_alone_and_the_others_are_handle
     [bobs_started] = [t for t in triggers(world, "trip.started") if str(t.user_id) == bob.id]
     real_facts = engine.build_facts
 
-    def facts(session: Any, trigger: TriggerRecord, owned: Any = None) -> dict[str, Any]:
+    def facts(session: Any, trigger: TriggerRecord, owned: Any = None, product_id: Any = None) -> dict[str, Any]:
         if trigger.id == bobs_started.id:
             raise KeyError("a bug met by this trigger only")
-        return real_facts(session, trigger, owned)
+        return real_facts(session, trigger, owned, product_id)
 
     monkeypatch.setattr(engine, "build_facts", facts)
     batch = every_trigger(world)

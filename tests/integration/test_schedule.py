@@ -125,3 +125,51 @@ def test_a_schedule_trigger_runs_its_rule_and_makes_the_message(world):
         [suggestion] = session.scalars(select(Suggestion)).all()
     assert (suggestion.title, suggestion.body) == ("Your 09:00 check", "Good morning in Europe/Paris.")
     assert suggestion.reason["trigger"]["event"] == "schedule"
+
+
+def _own_car(world: dict[str, Any], user: Any, name: str, length_m: float) -> None:
+    client = world["client"]
+    model = client.post("/v1/catalog/models", headers=bearer(world["operator"]),
+                        json={"kind": "car", "brand": "smart", "name": name, "attributes": {"length_m": length_m}})
+    assert model.status_code == 201, model.get_json()
+    owned = client.post("/v1/me/products", json={"model_id": model.get_json()["id"]}, headers=user.headers)
+    assert owned.status_code == 201, owned.get_json()
+
+
+def test_the_daily_check_looks_at_each_of_the_users_products(world):
+    """A schedule trigger names no product: each car is checked, not only the first one the user added."""
+    alice = world["users"]["alice"]
+    _own_car(world, alice, "fortwo", 2.69)  # the first: the product the facts pick by themselves
+    _own_car(world, alice, "estate", 4.9)
+    body = {"name": "long car check", "trigger": {"event": "schedule", "at": "09:00"},
+            "conditions": {"all": [{"fact": "product.attributes.length_m", "op": ">", "value": 4.0}]},
+            "action": {"recipe": "message", "params": {"title": "Check the {product.name}",
+                                                       "body": "{product.name}: time for its check."}}}
+    response = world["client"].post("/v1/rules", json=body, headers=bearer(world["operator"]))
+    assert response.status_code == 201, response.get_json()
+    tick(world, utc(8, 30))
+    with world["container"].database.session() as session:
+        trigger = session.scalars(select(TriggerRecord).where(TriggerRecord.user_id == uuid.UUID(alice.id))).one()
+
+    assert handle_trigger(world["container"], trigger.id) == 1
+    assert handle_trigger(world["container"], trigger.id) == 0  # handled twice: still one
+    with world["container"].database.session() as session:
+        [suggestion] = session.scalars(select(Suggestion)).all()
+    assert suggestion.title == "Check the estate"
+    assert suggestion.reason["facts"] == {"product.attributes.length_m": 4.9}
+
+
+def test_the_daily_check_of_two_products_makes_one_suggestion_each(world):
+    alice = world["users"]["alice"]
+    _own_car(world, alice, "fortwo", 2.69)
+    _own_car(world, alice, "estate", 4.9)
+    body = {"name": "every car", "trigger": {"event": "schedule", "at": "09:00"},
+            "action": {"recipe": "message", "params": {"title": "Check the {product.name}", "body": "Daily."}}}
+    assert world["client"].post("/v1/rules", json=body, headers=bearer(world["operator"])).status_code == 201
+    tick(world, utc(8, 30))
+    with world["container"].database.session() as session:
+        trigger = session.scalars(select(TriggerRecord).where(TriggerRecord.user_id == uuid.UUID(alice.id))).one()
+    assert handle_trigger(world["container"], trigger.id) == 2
+    with world["container"].database.session() as session:
+        titles = sorted(session.scalars(select(Suggestion.title)).all())
+    assert titles == ["Check the estate", "Check the fortwo"]
