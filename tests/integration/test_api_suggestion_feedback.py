@@ -68,6 +68,25 @@ def test_an_accepted_suggestion_resets_the_dismissals_in_a_row(world):
     assert world.get(alice, last)["status"] == "new"
 
 
+def test_each_dismissal_lowers_the_rules_score_for_that_user_and_the_journal_shows_it(world):
+    alice, bob = world.user("alice"), world.user("bob")
+    rule = world.rule("spots")
+    for action in ("dismissed", "dismissed", "accepted"):
+        world.feedback(alice, world.propose(alice, rule), action=action)
+    world.feedback(bob, world.propose(bob, rule), action="dismissed")
+
+    def scores(user) -> list[tuple[str, float]]:
+        response = world.client.get("/v1/me/interactions?limit=100", headers=user.headers)
+        newest_first = [item for item in response.get_json()["items"]
+                        if item["kind"] in ("suggestion.dismissed", "suggestion.accepted")]
+        return [(item["kind"], item["data"]["rule_score"]) for item in reversed(newest_first)]
+
+    # Halved on each dismissal, doubled (at most 1) on acceptance; another user's score is their own.
+    assert scores(alice) == [("suggestion.dismissed", 0.5), ("suggestion.dismissed", 0.25),
+                             ("suggestion.accepted", 0.5)]
+    assert scores(bob) == [("suggestion.dismissed", 0.5)]
+
+
 def test_a_snoozed_suggestion_is_pushed_again_after_the_snooze(world):
     alice = world.user("alice")
     sid = world.propose(alice, world.rule("spots"))
