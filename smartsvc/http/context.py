@@ -134,9 +134,20 @@ def _event_schema(kind: str) -> ma.Schema:
     return EVENT_SCHEMAS[kind]()
 
 
-# A location event's numbers and their ranges, as ContextLocationEventSchema has them (a unit test compares).
-_LOCATION_NUMBERS = (("lat", -90, 90, False), ("lon", -180, 180, False), ("accuracy_m", 0, 100_000, False),
-                     ("speed_mps", 0, 200, True), ("heading", 0, 360, True))
+def _number_ranges(schema: ma.Schema) -> tuple[tuple[str, float, float, bool], ...]:
+    """(name, low, high, optional) of each number of ``schema``, read from the field's own ``Range``."""
+    ranges = []
+    for name, field in schema.fields.items():
+        if name in ("type", "at"):
+            continue
+        [limits] = [v for v in field.validators if isinstance(v, ma.validate.Range)]
+        assert limits.min_inclusive and limits.max_inclusive and field.required != field.allow_none
+        ranges.append((name, limits.min, limits.max, not field.required))
+    return tuple(ranges)
+
+
+# A location event's numbers and their ranges (a unit test holds the shortcut to the schema's answers).
+_LOCATION_NUMBERS = _number_ranges(ContextLocationEventSchema())
 _LOCATION_KEYS = frozenset({"type", "at"} | {name for name, *_ in _LOCATION_NUMBERS})
 
 
