@@ -1,9 +1,10 @@
 """The context batch's shortcuts agree with the slow, complete checks they skip.
 
 ``plain_location`` loads a well-formed location event without the schema's
-field machinery; ``_plain_json`` passes a body without naming paths. Each
-may decline (the full check then runs and names the problem), but what it
-accepts must be exactly what the full check would give.
+field machinery. It may decline (the schema then runs and names the
+problem), but what it accepts must be exactly what the schema would give.
+The body check walks a batch once and names the offending field only when
+there is one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import marshmallow as ma
 import pytest
 
 from smartsvc.errors import ApiError
-from smartsvc.http.api import MAX_JSON_DEPTH, _check_json_body, _plain_json
+from smartsvc.http.api import MAX_JSON_DEPTH, _check_json_body
 from smartsvc.http.context import ContextLocationEventSchema, _event_schema, plain_location
 from smartsvc.timeutil import utcnow
 
@@ -103,21 +104,19 @@ def _nested(depth: int, leaf: Any) -> Any:
     return value
 
 
-@pytest.mark.parametrize("body", [
-    {"events": [_base() for _ in range(3)]},
-    _nested(MAX_JSON_DEPTH, 1), _nested(MAX_JSON_DEPTH, {}), _nested(MAX_JSON_DEPTH, []),
-    _nested(MAX_JSON_DEPTH + 1, 1), _nested(MAX_JSON_DEPTH - 1, [1]), _nested(MAX_JSON_DEPTH, [1]),
-    {"a\x00": 1}, {"a": "b\x00"}, {"a": ["ok", "\ud800"]}, [[[]]], "text", 3, None,
+@pytest.mark.parametrize("body, field", [
+    ({"events": [_base() for _ in range(500)]}, None),
+    (_nested(MAX_JSON_DEPTH, 1), None), (_nested(MAX_JSON_DEPTH, {}), None), (_nested(MAX_JSON_DEPTH, []), None),
+    (_nested(MAX_JSON_DEPTH - 1, [1]), None), ([[[]]], None), ("text", None), (3, None), (None, None),
+    (_nested(MAX_JSON_DEPTH + 1, 1), "body"), (_nested(MAX_JSON_DEPTH, [1]), "body"),
+    ({"a\x00": 1}, "a?"), ({"a": "b\x00"}, "a"), ({"a": ["ok", "\ud800"]}, "a.1"), ("\x00", "body"),
+    ({"events": [_base(), {"x": {"y\x00z": 1}}]}, "events.1.x.y?z"),
+    ({"events": [_base(), {"x": [1, {"y": "\ud800"}]}]}, "events.1.x.1.y"),
 ], ids=lambda b: repr(b)[:60])
-def test_a_body_the_shortcut_passes_passes_the_full_check(body):
-    try:
+def test_the_body_check_refuses_what_is_too_deep_or_unstorable_and_names_the_field(body, field):
+    if field is None:
         _check_json_body(body)
-        full = True
-    except ApiError:
-        full = False
-    if _plain_json(body):
-        assert full
-
-
-def test_an_ordinary_batch_takes_the_shortcut():
-    assert _plain_json({"events": [_base() for _ in range(500)]})
+        return
+    with pytest.raises(ApiError) as refused:
+        _check_json_body(body)
+    assert list(refused.value.errors) == [field]
