@@ -64,7 +64,7 @@ from .proposals import Proposal
 from .recipes import UnknownRecipe, run_recipe
 from .rule_set import ActiveRule, RuleSet
 from .schedule import EVENT as SCHEDULE_EVENT
-from .suggestions import propose
+from .suggestions import BatchKnowledge, propose
 
 log = logging.getLogger(__name__)
 
@@ -260,14 +260,16 @@ def handle_trigger(container: Any, trigger_id: uuid.UUID, outbox_id: int | None 
 
 def process_trigger(uow: Any, container: Any, rule_set: RuleSet, trigger: TriggerRecord, attempts: int | None,
                     outbox_id: int | None, owned: Sequence[Owned] | None = None,
-                    mark_processed: Callable[[TriggerRecord], None] | None = None, savepoints: bool = True) -> int:
+                    mark_processed: Callable[[TriggerRecord], None] | None = None, savepoints: bool = True,
+                    batch: BatchKnowledge | None = None) -> int:
     """Run the rules on one unprocessed trigger in the caller's transaction; the suggestions proposed.
 
     The trigger is marked processed (and ``outbox_id`` completed) unless a
     rule failed and ``attempts`` (None: no message will retry it) is below
     :data:`MAX_RECIPE_ATTEMPTS`. ``owned``: as for :func:`build_facts`;
     ``mark_processed``: sets ``processed_at`` instead (a batch writes them together);
-    ``savepoints=False``: see :func:`_run_rule` (raises :class:`BatchBroken`).
+    ``savepoints=False``: see :func:`_run_rule` (raises :class:`BatchBroken`); ``batch``: what the calling
+    engine batch already did in this transaction (:func:`~smartsvc.services.suggestions.propose`).
     """
     session = uow.session
     proposed, failed = 0, []
@@ -281,7 +283,7 @@ def process_trigger(uow: Any, container: Any, rule_set: RuleSet, trigger: Trigge
                 continue
             try:
                 proposed += _run_rule(uow, container, trigger, candidate, rule_facts, matched, savepoints,
-                                      product_id)
+                                      product_id, batch)
             except (OperationalError, InterfaceError, BatchBroken):
                 raise  # the database, not the rule: deliver the whole trigger again
             except UnknownRecipe:
@@ -317,7 +319,7 @@ def _products_checked(session: Session, trigger: TriggerRecord,
 
 def _run_rule(uow: Any, container: Any, trigger: TriggerRecord, candidate: Candidate,
               facts: Mapping[str, Any], matched: Mapping[str, Any], savepoint: bool = True,
-              product_id: uuid.UUID | None = None) -> int:
+              product_id: uuid.UUID | None = None, batch: BatchKnowledge | None = None) -> int:
     """Run one rule's recipe and propose its result; 1 when a suggestion was proposed.
 
     In a savepoint, so that a failing rule leaves nothing behind and the
@@ -331,7 +333,7 @@ def _run_rule(uow: Any, container: Any, trigger: TriggerRecord, candidate: Candi
     rule = candidate.rule
     if savepoint:
         with session.begin_nested():
-            return _recipe_and_proposal(uow, container, trigger, candidate, facts, matched, product_id)
+            return _recipe_and_proposal(uow, container, trigger, candidate, facts, matched, product_id, batch)
     try:
         result = _recipe(session, container, rule, facts, trigger)
     except (OperationalError, InterfaceError):
@@ -341,7 +343,7 @@ def _run_rule(uow: Any, container: Any, trigger: TriggerRecord, candidate: Candi
     if result is None:
         return 0
     try:
-        _propose(uow, trigger, candidate, matched, result, product_id)
+        _propose(uow, trigger, candidate, matched, result, product_id, batch)
     except (OperationalError, InterfaceError):
         raise
     except Exception as exc:
@@ -350,11 +352,12 @@ def _run_rule(uow: Any, container: Any, trigger: TriggerRecord, candidate: Candi
 
 
 def _recipe_and_proposal(uow: Any, container: Any, trigger: TriggerRecord, candidate: Candidate,
-                         facts: Mapping[str, Any], matched: Mapping[str, Any], product_id: uuid.UUID | None) -> int:
+                         facts: Mapping[str, Any], matched: Mapping[str, Any], product_id: uuid.UUID | None,
+                         batch: BatchKnowledge | None) -> int:
     result = _recipe(uow.session, container, candidate.rule, facts, trigger)
     if result is None:
         return 0
-    _propose(uow, trigger, candidate, matched, result, product_id)
+    _propose(uow, trigger, candidate, matched, result, product_id, batch)
     return 1
 
 
@@ -364,11 +367,11 @@ def _recipe(session: Session, container: Any, rule: ActiveRule, facts: Mapping[s
 
 
 def _propose(uow: Any, trigger: TriggerRecord, candidate: Candidate, matched: Mapping[str, Any],
-             result: Any, product_id: uuid.UUID | None) -> None:
+             result: Any, product_id: uuid.UUID | None, batch: BatchKnowledge | None) -> None:
     rule = candidate.rule
     dedupe_key = f"{trigger.id}:{rule.id}" if product_id is None else f"{trigger.id}:{rule.id}:{product_id}"
     propose(uow, Proposal(
         user_id=trigger.user_id, kind=str(rule.action["recipe"]), content=result,
         reason=_reason(candidate, trigger, matched), dedupe_key=dedupe_key, rule_id=rule.id,
         trigger_id=trigger.id, cooldown_s=rule.cooldown_s, priority=rule.priority, at=trigger.at,
-    ))
+    ), batch=batch)

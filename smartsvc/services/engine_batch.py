@@ -36,7 +36,7 @@ from .bulk import among, chunks
 from .outbox import complete_many
 from .context_facts import owned_products
 from .engine import handle_trigger, process_trigger, trip_of_trigger_id
-from .suggestions import LOCKED_USERS, TRIGGERS_WITHOUT_SUGGESTIONS
+from .suggestions import BatchKnowledge
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,12 @@ def _handle_batch(container: Any, items: Sequence[TriggerItem]) -> int:
         owners = _open_owners(session, list({trigger_id for trigger_id, _ in items}))
         # Held for the batch: the session's identity map keeps only weak references, and the facts read these.
         held = _lock_and_load_users(session, set(owners.values()))
+        locked = frozenset(user.id for user in held if isinstance(user, User))
         waiting = _waiting(session, owners)
         # The batch's own triggers still open after the locks (another batch may have run some meanwhile).
         still_open = {trigger.id for trigger in waiting} & owners.keys()
         held.extend(_trip_events(session, waiting))
-        session.info[TRIGGERS_WITHOUT_SUGGESTIONS] = _without_suggestions(session, waiting)
+        batch = BatchKnowledge(locked_users=locked, fresh_triggers=_without_suggestions(session, waiting))
         attempts = _attempts(session, [outbox_id for ids in messages.values() for outbox_id in ids])
         owned = owned_products(session, sorted({trigger.user_id for trigger in waiting}))
         rule_set = container.rule_cache.current(session)
@@ -107,7 +108,7 @@ def _handle_batch(container: Any, items: Sequence[TriggerItem]) -> int:
             if trigger.id in still_open:  # no message (a direct call): nothing would retry a failing rule
                 tries = max(attempts.get(outbox_id, 0) for outbox_id in own) if own else None
             proposed += process_trigger(uow, container, rule_set, trigger, tries, None, owned[trigger.user_id],
-                                        mark_processed, savepoints=False)
+                                        mark_processed, savepoints=False, batch=batch)
             if trigger.processed_at is not None:
                 done.extend(own)
         # Gone, or processed before (a redelivery, or by a later trigger's run): only completed.
@@ -141,7 +142,6 @@ def _lock_and_load_users(session: Session, user_ids: set[uuid.UUID]) -> list[Any
     for chunk in chunks(ordered):
         loaded.extend(session.scalars(select(User).where(among(session, User.id, chunk)).order_by(User.id)
                                       .with_for_update(key_share=True).execution_options(populate_existing=True)))
-    session.info[LOCKED_USERS] = frozenset(user.id for user in loaded)
     for chunk in chunks(ordered):
         loaded.extend(session.scalars(select(UserContext).where(among(session, UserContext.user_id, chunk))
                                       .execution_options(populate_existing=True)))

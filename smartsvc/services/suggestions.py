@@ -79,25 +79,30 @@ def record_interaction(session: Session, user_id: uuid.UUID, kind: str, *, subje
     return interaction
 
 
-# ``session.info`` key: the users whose rows this transaction locked (NO KEY UPDATE) and loaded, outside any
-# savepoint, so the lock holds until the end of the transaction (set by engine batches).
-LOCKED_USERS = "smartsvc.locked_users"
+@dataclass(frozen=True)
+class BatchKnowledge:
+    """What an engine batch already did in its transaction, so that :func:`propose` skips what it made redundant.
+
+    ``locked_users``: the users whose rows the batch locked (NO KEY UPDATE) and loaded, outside any
+    savepoint, so the lock holds until the end of the transaction. ``fresh_triggers``: the triggers that
+    had no suggestion when the batch locked their users; each of their rules proposes once in the batch,
+    so none of their dedupe keys can be stored yet (the unique key stays the backstop).
+    """
+
+    locked_users: frozenset[uuid.UUID] = frozenset()
+    fresh_triggers: frozenset[uuid.UUID] = frozenset()
 
 
-# ``session.info`` key: triggers that had no suggestion when an engine batch locked their users. Each of
-# their rules proposes once in the batch, so none of their dedupe keys can be stored yet: no look-up.
-TRIGGERS_WITHOUT_SUGGESTIONS = "smartsvc.triggers_without_suggestions"
-
-
-def lock_user(session: Session, user_id: uuid.UUID) -> User | None:
+def lock_user(session: Session, user_id: uuid.UUID, *, locked: frozenset[uuid.UUID] = frozenset()) -> User | None:
     """The user's row, locked (PostgreSQL; SQLite writers hold the database lock): one budget decision at a time.
 
     NO KEY UPDATE excludes the other budget deciders and the push batches (``FOR UPDATE``), not the inserts
     that only reference the user; and it is the lock the engine already holds, so taking it again inside an
     engine batch never upgrades a lock out of the batch's user order (which could deadlock with a push batch).
+    ``locked``: users this transaction locked and loaded already (an engine batch): no round trip.
     """
-    if user_id in session.info.get(LOCKED_USERS, ()):
-        user = session.get(User, user_id)  # locked and loaded by the caller (an engine batch): no round trip
+    if user_id in locked:
+        user = session.get(User, user_id)
         if user is not None:
             return user
     return session.get(User, user_id, with_for_update={"key_share": True}, populate_existing=True)
@@ -150,21 +155,23 @@ def _settings_of(uow: UnitOfWork) -> Settings:
 
 
 def propose(uow: UnitOfWork, proposal: Proposal, *, now: datetime | None = None,
-            settings: Settings | None = None) -> Suggestion:
+            settings: Settings | None = None, batch: BatchKnowledge | None = None) -> Suggestion:
     """Store the suggestion ``proposal`` describes and let the attention budget decide its push.
 
     Idempotent on ``proposal.dedupe_key``: proposing again returns the
     stored suggestion and changes nothing. ``now`` (default: the clock) is
     the moment the budget is judged at. 404 when the user no longer exists.
+    ``batch``: what the calling engine batch already did in this transaction.
     """
     session = uow.session
     assert session is not None
     now = now or utcnow()
     settings = settings or _settings_of(uow)
-    user = lock_user(session, proposal.user_id)
+    batch = batch or BatchKnowledge()
+    user = lock_user(session, proposal.user_id, locked=batch.locked_users)
     if user is None:
         raise NotFound(f"user {proposal.user_id} does not exist")
-    if proposal.trigger_id not in session.info.get(TRIGGERS_WITHOUT_SUGGESTIONS, ()):
+    if proposal.trigger_id not in batch.fresh_triggers:
         existing = session.scalar(select(Suggestion).where(Suggestion.dedupe_key == proposal.dedupe_key))
         if existing is not None:
             return existing
