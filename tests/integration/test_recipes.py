@@ -225,6 +225,17 @@ def test_a_service_due_soon_lists_the_nearest_workshops_and_dealers_with_their_h
     assert result.collapse_key.startswith("service:")
 
 
+def test_when_the_nearest_workshop_is_closed_the_nearest_place_open_then_is_named_too(world):
+    # Tuesday 18:30 in Paris: the workshop closed at 18:00, the dealer is open until 19:00.
+    result = run(world, "service_due", SERVICE_PARAMS, service_facts(14_300), at=TUESDAY_10 + timedelta(hours=8.5))
+
+    assert [p["open_now"] for p in result.payload["places"]] == [False, True]
+    assert result.body == ("Nearest workshop: Garage Dupont, 800 m away, closed now; opens tomorrow 08:00. "
+                           "Open now: smart Center Paris (dealer), 2.5 km away, until 19:00.")
+    open_hours = run(world, "service_due", SERVICE_PARAMS, service_facts(14_300), at=TUESDAY_10)
+    assert open_hours.body == "Nearest workshop: Garage Dupont, 800 m away, open now until 18:00."
+
+
 def test_a_service_not_due_or_no_workshop_nearby_makes_no_suggestion(world):
     assert run(world, "service_due", SERVICE_PARAMS, service_facts(5_000)) is None
     assert run(world, "service_due", {**SERVICE_PARAMS, "radius_m": 500}, service_facts(14_300)) is None

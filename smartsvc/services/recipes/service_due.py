@@ -14,7 +14,8 @@ Places: ``dealer`` and ``workshop`` points of interest of the live ``pois``
 layer within ``radius_m`` of the user's last position (none known: nothing
 is said), nearest first, each with its opening hours and whether it is open
 at the trigger's time and when that changes, read in the POI dataset's time
-zone. Not due, or no place: no suggestion.
+zone. The body names the nearest place and, when it is closed then, also the
+nearest one that is open. Not due, or no place: no suggestion.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def run(session: Session, container: Any, params: Mapping[str, Any], facts: Mapp
     product_id = trigger.product_id or lookup(facts, "event.product_id") or lookup(facts, "product.id")
     return RecipeResult(
         title=_title(reason, at, product_label(facts, "vehicle")),
-        body=_body(places[0], items[0], at),
+        body=_body(places, items, at),
         payload={"due": reason.to_dict(at), "places": items},
         collapse_key=f"service:{product_id}" if product_id else None,
         expires_at=at + timedelta(days=1),
@@ -132,16 +133,26 @@ def _title(reason: Due, at: datetime, vehicle: str) -> str:
     return f"Your {vehicle}'s service is due in {reason.remaining_km:,.0f} km"
 
 
-def _body(place: Place, item: Mapping[str, Any], at: datetime) -> str:
+def _body(places: list[Place], items: list[Mapping[str, Any]], at: datetime) -> str:
+    """The nearest place and whether it is open; when it is closed, also the nearest one open now."""
+    place, item = places[0], items[0]
     what = place.properties.get("category") or "workshop"
     name = place.properties.get("name") or f"a {what}"
     text = f"Nearest {what}: {name}, {distance_text(place.distance_m)} away"
     change = _when(item.get("next_change"))
     if item.get("open_now") is True:
-        text += ", open now" + (f" until {_clock(change, at)}" if change is not None else "")
-    elif item.get("open_now") is False:
+        return text + ", open now" + (f" until {_clock(change, at)}" if change is not None else "") + "."
+    if item.get("open_now") is False:
         text += ", closed now" + (f"; opens {_clock(change, at)}" if change is not None else "")
-    return text + "."
+    text += "."
+    open_now = next(((p, i) for p, i in zip(places[1:], items[1:]) if i.get("open_now") is True), None)
+    if open_now is not None:
+        other, state = open_now
+        kind = other.properties.get("category") or "workshop"
+        until = _when(state.get("next_change"))
+        text += (f" Open now: {other.properties.get('name') or f'a {kind}'} ({kind}), "
+                 f"{distance_text(other.distance_m)} away" + (f", until {_clock(until, at)}" if until else "") + ".")
+    return text
 
 
 def _clock(moment: datetime, at: datetime) -> str:
