@@ -30,7 +30,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench import bench_http, http_servers
+from bench import http_city, http_servers
 from bench.citygen import City
 
 CONNECTIONS = 8
@@ -78,11 +78,11 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
         city = City(args.spots)
         env = http_servers.service_env(root / "var")
         app = http_servers.in_process_app(env)
-        bench_http.store_city(app.extensions["smartsvc"].database, city, "a/b city")
-        driver = bench_http.make_driver(app)
+        http_city.store_city(app.extensions["smartsvc"].database, city, "a/b city")
+        driver = http_city.make_driver(app)
         app.extensions["smartsvc"].database.engine.dispose()
         paths_file = root / "paths.txt"
-        paths_file.write_text("\n".join(bench_http.search_paths(city, driver["product_id"], args.urls)) + "\n")
+        paths_file.write_text("\n".join(http_city.search_paths(city, driver["product_id"], args.urls)) + "\n")
         sides = [("A", args.a_dir), ("B", args.b_dir)]
         for side, directory in reversed(sides) if args.b_first else sides:
             port = http_servers.free_port()

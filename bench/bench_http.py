@@ -40,45 +40,34 @@ Also, in this process: where the time of one request goes (authentication,
 product lookup, index staleness check, search, serialisation, response
 schema, JSON encoding, and the whole request through the Flask test client),
 plus a cProfile summary of whole requests.
+
+Where the parts are: the city, the driver and the search URLs in :mod:`bench.http_city`; the warm-up
+and the wrk rounds in :mod:`bench.http_load`; the in-process breakdown in :mod:`bench.http_breakdown`.
 """
 
 from __future__ import annotations
 
-import cProfile
-import io
 import json
 import os
-import pstats
 import shutil
 import subprocess
-import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
-from urllib.parse import parse_qsl, urlencode
+from typing import Any
 
-import numpy as np
-import shapely
 from rich.table import Table
-from shapely.geometry import mapping
 
-from bench.citygen import CHUNK, TIMEZONE, VEHICLES, City, query_times
-from bench.common import Context, python, ratio, summarize
-from bench.http_servers import (Server, api_argv, free_port, get, in_process_app, run_wrk, service_env, stop_all,
+from bench.citygen import City
+from bench.common import Context, python, ratio
+from bench.http_breakdown import breakdown_part
+from bench.http_city import (DURATION_MIN, LIMIT, RADIUS_M, WARM_DISTINCT_TIMES, make_driver, search_paths,
+                             store_city)
+from bench.http_load import load_rounds, paired_ratio, warm_workers
+from bench.http_servers import (Server, api_argv, free_port, get, in_process_app, service_env, stop_all,
                                 warm_requests)
-from bench.parallel import ordered_map
 from smartsvc.cli.processes import gunicorn_options
 
 NAME = "http"
 TITLE = "Benchmark 2 — spot search over HTTP"
-
-RADIUS_M = 300
-LIMIT = 20
-DURATION_MIN = 60
-WARM_DISTINCT_TIMES = 8
-# The city is in Berlin and the query week (Mon 2026-11-23) is in winter time.
-UTC_OFFSET = "+01:00"
 
 # breakdown_spots: the layer of the in-process breakdown (its own database; 0 = the served one). The
 # search costs the same at 100k and 1M spots (benchmark 1), and a second 1M index build here would cost
@@ -96,335 +85,6 @@ SMOKE = {"spots": 3000, "postgis_spots": 3000, "breakdown_spots": 0, "urls": 200
 
 TARGET_RPS_RATIO = 0.60
 TARGET_P99_MS = 20.0
-
-
-# --------------------------------------------------------------------------- storing the city
-
-
-def _feature_rows(dataset_id: uuid.UUID, spots: Sequence[Any], start: int,
-                  geometry_text: bool = False) -> list[dict[str, Any]]:
-    """What :func:`smartsvc.services.layers.feature_row` makes of each spot (source.dataset = the dataset).
-
-    ``geometry_text``: the geometry already as GeoJSON text (GEOS writes a chunk in one call, ~10× faster
-    than ``mapping`` + ``json.dumps``; the same coordinates, checked by the smoke test's answers).
-    """
-    geoms = np.empty(len(spots), dtype=object)
-    geoms[:] = [s.geometry for s in spots]
-    bounds = shapely.bounds(geoms).tolist()
-    geometries = shapely.to_geojson(geoms).tolist() if geometry_text else [mapping(g) for g in geoms]
-    ds = str(dataset_id)
-    rows = []
-    for j, (spot, geometry, (min_lon, min_lat, max_lon, max_lat)) in enumerate(zip(spots, geometries, bounds)):
-        props = spot.to_properties()
-        props["source"] = {"dataset": ds, "feature_id": spot.source_feature_id}
-        rows.append({"dataset_id": dataset_id, "seq": start + j, "feature_index": start + j,
-                     "feature_id": spot.source_feature_id, "kind": spot.kind, "geometry": geometry,
-                     "properties": props, "min_lon": min_lon, "min_lat": min_lat, "max_lon": max_lon,
-                     "max_lat": max_lat})
-    return rows
-
-
-_SQLITE_INSERT = (
-    "INSERT INTO layer_features (dataset_id, seq, feature_index, feature_id, kind, geometry, properties,"
-    " min_lon, min_lat, max_lon, max_lat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-def _sqlite_tuples(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    """``insert_features`` for SQLite as DB-API parameters (rows with GeoJSON text): the same columns."""
-    dumps = json.dumps  # what SQLAlchemy's JSON type writes
-    return [(r["dataset_id"].hex, r["seq"], r["feature_index"], r["feature_id"], r["kind"], r["geometry"],
-             dumps(r["properties"]), r["min_lon"], r["min_lat"], r["max_lon"], r["max_lat"]) for r in rows]
-
-
-def _chunk_rows(city: City, k: int, dataset_id: uuid.UUID, sqlite: bool) -> tuple[float, int, list[Any]]:
-    """Chunk ``k`` of the city as rows (DB-API tuples for SQLite): seconds generating, spots, rows."""
-    t = time.perf_counter()
-    spots = city.chunk(k)
-    generate_s = time.perf_counter() - t
-    rows = _feature_rows(dataset_id, spots, k * CHUNK, geometry_text=sqlite)
-    return generate_s, len(spots), _sqlite_tuples(rows) if sqlite else rows
-
-
-def store_city(database: Any, city: City, name: str) -> dict[str, Any]:
-    """The city as a published dataset of the ``parking`` layer; seconds spent generating and writing.
-
-    Rows as the importer writes them (``feature_row``); PostgreSQL through
-    :func:`smartsvc.services.layers.insert_features` (it fills ``geog``), SQLite
-    through one ``executemany`` per chunk. The chunks are generated and turned
-    into rows on every core (:func:`bench.parallel.ordered_map`) while this
-    process writes them: ``generate_s`` is the generators' time summed over
-    the workers, ``store_s`` the wall time of the whole.
-    """
-    from smartsvc.ids import new_id
-    from smartsvc.models import Dataset
-    from smartsvc.services.layers import insert_features
-    from tests.support.geodata import publish_dataset
-
-    dataset_id = new_id()
-    generate_s = 0.0
-    t0 = time.perf_counter()
-    with database.unit_of_work() as uow:
-        session = uow.session
-        sqlite = session.get_bind().dialect.name == "sqlite"
-        session.add(Dataset(id=dataset_id, name=name, layer="parking", format="geojson", time_zone=TIMEZONE,
-                            status="ready", accepted=city.n))
-        session.flush()
-        seq = 0
-        chunks = ((city, k, dataset_id, sqlite) for k in range(city.chunk_count()))
-        for seconds, count, rows in ordered_map(_chunk_rows, chunks):
-            generate_s += seconds
-            if sqlite:
-                session.connection().exec_driver_sql(_SQLITE_INSERT, rows)
-            else:
-                insert_features(session, rows)
-            seq += count
-        uow.commit()
-    publish_dataset(database, dataset_id)
-    return {"dataset_id": str(dataset_id), "spots": seq, "generate_s": round(generate_s, 2),
-            "store_s": round(time.perf_counter() - t0, 2)}
-
-
-# --------------------------------------------------------------------------- the service's data
-
-
-def make_driver(app: Any) -> dict[str, str]:
-    """Keys, the smart fortwo in the catalogue, a user owning one, and the user's token (through the API)."""
-    from smartsvc.services.keys import create_key
-
-    database = app.extensions["smartsvc"].database
-    operator = create_key(database, "operator", "bench operator").plaintext
-    app_key = create_key(database, "app", "bench app").plaintext
-    client = app.test_client()
-    smart = VEHICLES["smart_fortwo"]
-
-    def post(path: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
-        if response.status_code != 201:
-            raise RuntimeError(f"POST {path}: {response.status_code} {response.get_data(as_text=True)[:500]}")
-        return response.get_json()
-
-    model = post("/v1/catalog/models", operator, {
-        "kind": "car", "brand": "smart", "name": "fortwo",
-        "attributes": {"length_m": smart.length_m, "width_m": smart.width_m, "height_m": smart.height_m,
-                       "weight_kg": smart.weight_kg}})
-    user = post("/v1/users", app_key, {"external_id": "bench-driver", "time_zone": TIMEZONE})
-    product = post("/v1/me/products", user["access_token"], {"model_id": model["id"]})
-    return {"token": user["access_token"], "product_id": product["id"], "user_id": user["id"]}
-
-
-def search_paths(city: City, product_id: str, count: int) -> list[str]:
-    """``count`` search URLs (paths): query points on streets, 8 distinct start times, as in benchmark 1."""
-    points = city.query_points(count)
-    times = query_times(count, distinct=WARM_DISTINCT_TIMES)
-    paths = []
-    for (lat, lon), at in zip(points, times):
-        query = {"lat": f"{lat:.7f}", "lon": f"{lon:.7f}", "radius_m": RADIUS_M, "product_id": product_id,
-                 "at": at.strftime("%Y-%m-%dT%H:%M:%S") + UTC_OFFSET, "duration_min": DURATION_MIN,
-                 "limit": LIMIT}
-        paths.append("/v1/spots?" + urlencode(query))
-    return paths
-
-
-# --------------------------------------------------------------------------- servers
-
-
-def warm_workers(ctx: Context, server: Server, paths: list[str], token: str, workers: int, waves: int,
-                 timeout: float = 1800) -> dict[str, Any]:
-    """Waves of concurrent searches over fresh connections, so that every worker answers some; the index builds.
-
-    ``smartsvc api`` builds the index once in the gunicorn master before forking (logged with the
-    master's pid) and the workers inherit it: no worker should build. Were it not preloaded, a worker's
-    first search would build it and the wave would wait for that, so the figures stay honest either way.
-    """
-    t0 = time.perf_counter()
-    wave = 4 * workers
-    sent = 0
-    with ThreadPoolExecutor(wave) as pool:
-        for _ in range(waves):
-            batch = [paths[(sent + i) % len(paths)] for i in range(wave)]
-            sent += wave
-            for status, body in pool.map(lambda p: get(server.base, p, token, timeout=timeout), batch):
-                if status != 200:
-                    raise RuntimeError(f"{server.name}: warm-up search answered {status}: {body[:500]!r}")
-    wall = time.perf_counter() - t0
-    builds = server.index_builds()
-    master = server.proc.pid if server.proc is not None else None
-    seconds = ", ".join(f"{b.get('build_s') or 0:.1f}" for b in builds)
-    in_master = [b for b in builds if b.get("pid") == master]
-    ctx.log(f"{server.name}: {len(builds)} index build(s) ({len(in_master)} in the master) in {seconds} s "
-            f"(warm-up {wall:.1f} s, {sent} searches)")
-    return {"wall_s": round(wall, 2), "requests": sent, "built_in_master": bool(in_master),
-            "worker_builds": len(builds) - len(in_master), "worker_boots": server.worker_boots(),
-            "builds": [{"pid": b.get("pid"), "build_s": b.get("build_s"), "spots": b.get("spots"),
-                        "in_master": b.get("pid") == master} for b in builds]}
-
-
-# --------------------------------------------------------------------------- wrk
-
-
-def _median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("rps", "p50_ms", "p75_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms", "bytes_per_response")
-    out: dict[str, Any] = {k: float(np.median([r[k] for r in runs])) for k in keys}
-    out["p99_ms_worst"] = max(r["p99_ms"] for r in runs)
-    out["requests"] = int(sum(r["requests"] for r in runs))
-    out["errors"] = {k: int(sum(r["errors"][k] for r in runs)) for k in runs[0]["errors"]}
-    out["runs"] = runs
-    return out
-
-
-def load_rounds(ctx: Context, servers: dict[str, tuple[Server, Path, str | None]], levels: dict[str, int],
-                cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``rounds`` × every concurrency level × every server, alternating order; medians per server and level."""
-    if cfg["warmup_s"] > 0:
-        for name, (server, paths_file, token) in servers.items():
-            run_wrk(server, paths_file, token, max(levels.values()), cfg["warmup_s"], cfg["wrk_threads"])
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {lv: {name: [] for name in servers} for lv in levels}
-    for r in range(cfg["rounds"]):
-        for level, connections in levels.items():
-            order = list(servers) if r % 2 == 0 else list(reversed(servers))
-            for name in order:
-                server, paths_file, token = servers[name]
-                result = run_wrk(server, paths_file, token, connections, cfg["duration_s"], cfg["wrk_threads"])
-                runs[level][name].append(result)
-                ctx.log(f"round {r + 1} {level} (c={connections}) {name}: {result['rps']:.0f} req/s, "
-                        f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms"
-                        + (f", errors {result['errors']}" if any(result["errors"].values()) else ""))
-    out: dict[str, dict[str, Any]] = {}
-    for level, connections in levels.items():
-        out[level] = {"connections": connections, **{name: _median_runs(rs) for name, rs in runs[level].items()}}
-    return out
-
-
-def _paired_ratio(level: dict[str, Any], ours: str, reference: str = "ceiling") -> float | None:
-    """Median over rounds of ours/ceiling requests/s, each round's pair measured back to back."""
-    pairs = [ratio(a["rps"], b["rps"]) for a, b in zip(level[ours]["runs"], level[reference]["runs"])]
-    pairs = [p for p in pairs if p is not None]
-    return float(np.median(pairs)) if pairs else None
-
-
-# --------------------------------------------------------------------------- in-process breakdown
-
-
-# The clock of the in-process breakdown: this thread's CPU time, so that other processes on a busy
-# machine (the servers, other sessions) do not inflate it; nothing in a request waits for I/O but SQLite.
-CLOCK = time.thread_time
-
-
-def _timeit(fn: Any, repeat: int) -> dict[str, float]:
-    clock = CLOCK
-    times = []
-    for _ in range(repeat):
-        t = clock()
-        fn()
-        times.append(clock() - t)
-    return summarize(times)
-
-
-def breakdown(ctx: Context, app: Any, driver: dict[str, str], paths: list[str], repeat: int) -> dict[str, Any]:
-    """Where one request's time goes, stage by stage in this process, and a profile of whole requests."""
-    from geodata.search import to_dicts
-    from werkzeug.datastructures import MultiDict
-
-    from smartsvc.http.spots import SpotSearchArgs, SpotsSchema, _fast_args
-    from smartsvc.services.auth import authenticate
-    from smartsvc.services.spot_query import SpotQuery
-    from smartsvc.services.spots import owned_product_model, search_spots, search_spots_for_token, vehicle_of
-
-    container = app.extensions["smartsvc"]
-    database, tokens, finder = container.database, container.tokens, container.spot_finder
-    client = app.test_client()
-    headers = {"Authorization": f"Bearer {driver['token']}"}
-    t0 = time.perf_counter()
-    status = client.get(paths[0], headers=headers).status_code
-    first_s = time.perf_counter() - t0
-    if status != 200:
-        raise RuntimeError(f"in-process search answered {status}")
-    n = min(repeat, len(paths))
-    for p in paths[:n]:  # warm every start time's decisions
-        client.get(p, headers=headers)
-    clock = CLOCK
-    whole = []
-    for p in paths[:n]:
-        t = clock()
-        client.get(p, headers=headers)
-        whole.append(clock() - t)
-
-    # Stages, on one representative query: the pieces of the view, each with its own session where it
-    # needs one (so their sum is a little more than the whole).
-    raw_args = dict(parse_qsl(paths[0].split("?", 1)[1]))
-    args = SpotSearchArgs().load(raw_args)
-    user_id = uuid.UUID(driver["user_id"])
-    query = SpotQuery(lat=args["lat"], lon=args["lon"], radius_m=args["radius_m"], product_id=args["product_id"],
-                      at=args["at"], duration_min=args["duration_min"], limit=args["limit"])
-    with database.session() as session:
-        vehicle = vehicle_of(owned_product_model(session, user_id, query.product_id))
-    stages: dict[str, Any] = {}
-    stages["parse_args"] = _timeit(lambda: SpotSearchArgs().load(raw_args), n)
-    stages["authenticate"] = _timeit(lambda: authenticate(database, tokens, driver["token"]), n)
-
-    def product() -> None:
-        with database.session() as session:
-            vehicle_of(owned_product_model(session, user_id, query.product_id))
-
-    stages["product_lookup"] = _timeit(product, n)
-    live_index = getattr(finder, "live_index", None)
-    if live_index is not None:
-        from geodata.search import search
-
-        def staleness() -> None:
-            with database.session() as session:
-                live_index.current(session)
-
-        stages["index_staleness_check"] = _timeit(staleness, n)
-        with database.session() as session:
-            index = live_index.current(session).index
-        stages["search"] = _timeit(lambda: search(index, query.lat, query.lon, query.radius_m, vehicle, query.at,
-                                                  query.duration_min, query.limit), n)
-    stages["search_spots_one_session"] = _timeit(
-        lambda: search_spots(database, finder, user_id, query), n)
-    # The hot path the view takes (smartsvc/http/spots.py): arguments through the schema's fields, the
-    # token's signature, then one statement (token generation + product + live version) and the search.
-    query_args = MultiDict(raw_args)
-    stages["hot_path_args"] = _timeit(lambda: _fast_args(query_args), n)
-    stages["hot_path_verify_token"] = _timeit(lambda: tokens.verify(driver["token"]), n)
-    generation = tokens.verify(driver["token"]).generation
-    stages["hot_path_search_spots_for_token"] = _timeit(
-        lambda: search_spots_for_token(database, finder, user_id, generation, query), n)
-    results = search_spots(database, finder, user_id, query)
-    stages["serialise_to_dicts"] = _timeit(lambda: to_dicts(results), n)
-    body = {"items": to_dicts(results)}
-    with app.app_context():
-        stages["json_encode"] = _timeit(lambda: app.json.dumps(body), n)
-    stages["whole_request_test_client"] = summarize(whole)
-    # No longer on the path, for reference: what each item's own to_dict and a marshmallow dump cost.
-    stages["not_on_path_to_dict_x20"] = _timeit(lambda: [r.to_dict() for r in results], n)
-    stages["not_on_path_schema_dump"] = _timeit(lambda: SpotsSchema().dump(body), n)
-
-    # A profile of whole requests (test client): the functions that take the most time, inclusive.
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for p in paths[:n]:
-        client.get(p, headers=headers)
-    profiler.disable()
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).strip_dirs().sort_stats("cumulative").print_stats(40)
-    stats = pstats.Stats(profiler)
-    top = []
-    for (filename, line, func), (cc, nc, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
-        top.append({"function": f"{Path(filename).name}:{line}({func})", "calls_per_request": nc / n,
-                    "own_us_per_request": tt / n * 1e6, "incl_us_per_request": ct / n * 1e6})
-    top.sort(key=lambda x: -x["own_us_per_request"])
-    ctx.log(f"in-process: whole request p50 {stages['whole_request_test_client']['p50_ms']:.3f} ms, "
-            f"search p50 {stages.get('search', {}).get('p50_ms', float('nan')):.3f} ms")
-    # The framework ceiling's app through the same test client, for scale.
-    from bench.ceiling_app import create_app as ceiling_app
-
-    ceiling_client = ceiling_app().test_client()
-    ceiling_client.get("/items")
-    stages["ceiling_whole_request_test_client"] = _timeit(lambda: ceiling_client.get("/items"), n)
-    return {"first_request_s": round(first_s, 2), "requests": n, "stages": stages, "results": len(results),
-            "profile_top_own_time": top[:25], "profile_cumulative_text": text.getvalue()[-12000:]}
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -488,7 +148,7 @@ def _sqlite_part(ctx: Context, cfg: dict[str, Any], workers: int, root: Path,
     ours.begin_stop(cfg["graceful_stop"])
     try:
         app.extensions["smartsvc"].database.engine.dispose()
-        detail = _breakdown_part(ctx, cfg, root, app, driver, paths)
+        detail = breakdown_part(ctx, cfg, root, app, driver, paths)
     finally:
         ours.wait_stopped()
     return {
@@ -502,25 +162,6 @@ def _sqlite_part(ctx: Context, cfg: dict[str, Any], workers: int, root: Path,
         "during_load": recycled,
         "in_process": detail,
     }, ceiling
-
-
-def _breakdown_part(ctx: Context, cfg: dict[str, Any], root: Path, app: Any, driver: dict[str, str],
-                    paths: list[str]) -> dict[str, Any]:
-    """The in-process breakdown on the served database, or on a smaller city of its own (``breakdown_spots``)."""
-    n = cfg.get("breakdown_spots") or 0
-    if not n or n >= cfg["spots"]:
-        return {"spots": cfg["spots"], **breakdown(ctx, app, driver, paths, cfg["profile_requests"])}
-    city = City(n)
-    small = in_process_app(service_env(root / "var-breakdown"))
-    database = small.extensions["smartsvc"].database
-    stored = store_city(database, city, "bench city (breakdown)")
-    small_driver = make_driver(small)
-    small_paths = search_paths(city, small_driver["product_id"], cfg["profile_requests"])
-    try:
-        return {"spots": n, "stored": stored,
-                **breakdown(ctx, small, small_driver, small_paths, cfg["profile_requests"])}
-    finally:
-        database.engine.dispose()
 
 
 def _compare_answers(a: Server, b: Server, paths: list[str], token: str) -> dict[str, Any]:
@@ -610,13 +251,13 @@ def run(ctx: Context) -> dict[str, Any]:
         ceiling.stop()
 
     sat, light = sqlite["load"]["saturated"], sqlite["load"].get("light")
-    ratios: dict[str, Any] = {"ours_over_ceiling_rps_saturated": _paired_ratio(sat, "ours")}
+    ratios: dict[str, Any] = {"ours_over_ceiling_rps_saturated": paired_ratio(sat, "ours")}
     if light is not None:
-        ratios["ours_over_ceiling_rps_light"] = _paired_ratio(light, "ours")
+        ratios["ours_over_ceiling_rps_light"] = paired_ratio(light, "ours")
     if postgis is not None:
         pl = postgis["load"]["saturated"]
-        ratios["postgres_postgis_over_ceiling_rps"] = _paired_ratio(pl, "postgis")
-        ratios["postgres_index_over_ceiling_rps"] = _paired_ratio(pl, "index")
+        ratios["postgres_postgis_over_ceiling_rps"] = paired_ratio(pl, "postgis")
+        ratios["postgres_index_over_ceiling_rps"] = paired_ratio(pl, "index")
         ratios["postgres_index_over_postgis_rps"] = ratio(pl["index"]["rps"], pl["postgis"]["rps"])
     measured_ratio = ratios["ours_over_ceiling_rps_saturated"] or 0.0
     targets = {

@@ -43,33 +43,30 @@ Measured in the same run, on the same machine:
 
 CPU seconds per notification (workers, server) are recorded beside the
 rates, with the load average at start and end: the machine is shared.
+
+Where the parts are: the loopback servers, their credentials and wrk in :mod:`bench.push_servers`;
+the workers in :mod:`bench.push_fanout`; the burst's rows and checks in :mod:`bench.push_burst`; where
+the time goes and the client's stages in :mod:`bench.push_profile`.
 """
 
 from __future__ import annotations
 
-import cProfile
-import hashlib
-import json
 import os
-import pstats
-import re
-import secrets
-import subprocess
-import sys
 import time
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.table import Table
 
-from bench.common import Context, ratio, summarize, tool_path
+from bench.common import Context, ratio, tool_path
+from bench.push_burst import check_burst, store_burst
 from bench.push_fanout import batch_setup, delivery_setup, fan_out, message, provider_many_setup, provider_setup
+from bench.push_profile import client_stages, where_time_goes
+from bench.push_servers import PROJECT, LoopbackServer, cpu_ticks, fake_server, lean_server, wrk_ceiling
 
 NAME = "push"
 TITLE = "Benchmark 6 — push fan-out to a loopback FCM-compatible server"
 TARGET_NOTIFICATIONS_PER_S = 5_000
-PROJECT = "smartsvc-bench"
 
 FULL = {"users": 1_000, "devices_per_user": 1, "layouts": [[2, 1], [2, 4]], "wide_devices_per_user": 4,
         "batch_users": 10_000, "batch_size": 200, "batch_layouts": [[2, 1], [2, 2]],
@@ -86,101 +83,11 @@ SMOKE = {"users": 24, "devices_per_user": 1, "layouts": [[2, 2]], "wide_devices_
 # --------------------------------------------------------------------------- machine load
 
 
-def _cpu_ticks(pid: int | None = None) -> float:
-    """CPU seconds used so far: by process ``pid`` (user + system), or busy seconds of the whole machine."""
-    hz = os.sysconf("SC_CLK_TCK")
-    if pid is not None:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / hz
-    cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    values = [int(v) for v in cpu]
-    return (sum(values) - values[3] - values[4]) / hz  # all but idle and iowait
-
-
 def _load() -> dict[str, float]:
     return {"load_average_1m": os.getloadavg()[0], "load_average_5m": os.getloadavg()[1]}
 
 
-# --------------------------------------------------------------------------- the loopback servers
-
-
-def _write_credentials(directory: Path, token_uri: str) -> tuple[Path, Path]:
-    """A fresh RSA key: the service-account file (``token_uri`` → the server) and the public key PEM."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = directory / "fcm-public.pem"
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
-    credentials = directory / "fcm-service-account.json"
-    credentials.write_text(json.dumps({
-        "type": "service_account", "project_id": PROJECT, "private_key_id": "bench-key-1", "private_key": private,
-        "client_email": "pusher@smartsvc-bench.iam.gserviceaccount.com", "client_id": "1", "token_uri": token_uri}))
-    return credentials, public
-
-
-class LoopbackServer:
-    """A child process serving FCM on 127.0.0.1 (``bench.push_server`` or the tests' fake), own process group."""
-
-    def __init__(self, argv: list[str], name: str) -> None:
-        self.name = name
-        self.proc = subprocess.Popen(argv, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
-                                     stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     start_new_session=True)
-        self.url = ""
-
-    def wait_ready(self) -> "LoopbackServer":
-        """Block until the server printed its address (both servers start side by side)."""
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        match = re.search(r"(http://127\.0\.0\.1:\d+|127\.0\.0\.1:\d+)", line)
-        if not match:
-            self.stop()
-            raise RuntimeError(f"{self.name} did not start: {line!r}")
-        self.url = match.group(1) if match.group(1).startswith("http") else f"http://{match.group(1)}"
-        return self
-
-    def cpu_s(self) -> float:
-        return _cpu_ticks(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def lean_server(directory: Path) -> tuple[LoopbackServer, Path]:
-    """Start :mod:`bench.push_server`; the credentials file that points at it."""
-    from tests.support.servers import free_port
-
-    port = free_port()
-    credentials, public = _write_credentials(directory, f"http://127.0.0.1:{port}/token")
-    server = LoopbackServer([sys.executable, "-m", "bench.push_server", "--port", str(port), "--public-key",
-                             str(public), "--project", PROJECT], "push_server")
-    return server, credentials
-
-
-_FAKE = """
-import sys
-from pathlib import Path
-from tests.support.fake_fcm import FakeFcm
-with FakeFcm(project_id=sys.argv[2]) as fake:
-    fake.write_credentials(Path(sys.argv[1]))
-    print(fake.url, flush=True)
-    sys.stdin.read()
-"""
-
-
-def fake_server(directory: Path) -> tuple[LoopbackServer, Path]:
-    """Start the test suite's :class:`tests.support.fake_fcm.FakeFcm` in a child process."""
-    credentials = directory / "fake-fcm-service-account.json"
-    return LoopbackServer([sys.executable, "-c", _FAKE, str(credentials), PROJECT], "fake_fcm"), credentials
+# --------------------------------------------------------------------------- the run
 
 
 def _settings_env(var_dir: Path, database_url: str, fcm_url: str, credentials: Path) -> dict[str, str]:
@@ -188,275 +95,6 @@ def _settings_env(var_dir: Path, database_url: str, fcm_url: str, credentials: P
             "SMARTSVC_SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789", "SMARTSVC_LOG_LEVEL": "WARNING",
             "SMARTSVC_LOG_JSON": "0", "SMARTSVC_FCM_URL": fcm_url, "SMARTSVC_FCM_CREDENTIALS": str(credentials),
             "SMARTSVC_FCM_PROJECT_ID": PROJECT}
-
-
-def _bearer(credentials: Path) -> str:
-    import httpx
-
-    from smartsvc.delivery.fcm import FCM_SCOPE
-    from smartsvc.delivery.google_oauth import ServiceAccountTokens
-
-    with httpx.Client() as client:
-        return ServiceAccountTokens(credentials, [FCM_SCOPE], client).token()
-
-
-def _sample_body(token: str) -> bytes:
-    from smartsvc.delivery.fcm import build_request, fit_fcm
-
-    return json.dumps(build_request(fit_fcm(message(0, token))), ensure_ascii=False).encode()
-
-
-def wrk_ceiling(server: LoopbackServer, credentials: Path, work: Path, duration: float, connections: int
-                ) -> dict[str, Any]:
-    """wrk, one thread, posting one real ``messages:send`` body with a valid bearer: the server's own ceiling."""
-    script = work / f"wrk-{server.name}.lua"
-    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(_sample_body("bench-wrk-token").decode())}\n'
-                      f'wrk.headers["Content-Type"] = "application/json; charset=UTF-8"\n'
-                      f'wrk.headers["Authorization"] = "Bearer {_bearer(credentials)}"\n')
-    cpu0 = server.cpu_s()
-    done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
-                           "-s", str(script), f"{server.url}/v1/projects/{PROJECT}/messages:send"],
-                          capture_output=True, text=True, timeout=duration + 60)
-    cpu, out = server.cpu_s() - cpu0, done.stdout
-    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if done.returncode != 0 or not found:
-        raise RuntimeError(f"wrk against {server.name} failed ({done.returncode}): {out[-2000:]} {done.stderr[-2000:]}")
-    rps = float(found.group(1))
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-
-    def ms(label: str) -> float | None:
-        found = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        if not found:
-            return None
-        return float(found.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[found.group(2)]
-
-    return {"requests": requests, "rps": rps, "p50_ms": ms("50%"), "p99_ms": ms("99%"),
-            "non_2xx": int(bad.group(1)) if bad else 0,
-            "socket_errors": sum(int(x) for x in errors.groups()) if errors else 0,
-            "server_cpu_us_per_request": cpu / requests * 1e6 if requests else None, "connections": connections}
-
-
-# --------------------------------------------------------------------------- the burst: users, devices, suggestions
-
-
-def store_burst(database: Any, users: int, devices_per_user: int, tag: str) -> list[tuple[Any, int]]:
-    """``users`` users (consent given, FCM devices) with one suggestion each, due now, and its outbox message.
-
-    Rows as the API and the engine leave them (``propose`` made the suggestion
-    ``new``/``pending`` with ``pushed_at`` and the relay published the message),
-    written in bulk: the set-up is not what is measured. Returns
-    (suggestion id, outbox message id) per user.
-    """
-    from sqlalchemy import insert, select
-
-    from smartsvc.ids import new_id
-    from smartsvc.models import Consent, Device, OutboxMessage, Suggestion, User
-    from smartsvc.services.suggestions import PUSH_TASK
-    from smartsvc.timeutil import utcnow
-
-    now = utcnow()
-    user_rows, consent_rows, device_rows, suggestion_rows, outbox_rows = [], [], [], [], []
-    for u in range(users):
-        user_id, suggestion_id = new_id(), new_id()
-        user_rows.append({"id": user_id, "external_id": f"{tag}-user-{u}", "time_zone": "Europe/Berlin",
-                          "max_pushes_per_day": 50, "token_generation": 0, "created_at": now, "updated_at": now})
-        consent_rows.append({"user_id": user_id, "purpose": "proactive_push", "granted": True, "changed_at": now})
-        for d in range(devices_per_user):
-            token = f"{tag}{u}.{d}:APA91b" + secrets.token_urlsafe(105)  # FCM tokens are ~160 characters
-            device_rows.append({"id": new_id(), "user_id": user_id, "platform": "fcm", "token": token,
-                                "subscription": None, "token_hash": hashlib.sha256(token.encode()).hexdigest(),
-                                "active": True, "created_at": now, "last_seen_at": now})
-        title = "3 spots that fit your car"
-        body = f"120 m from your destination, free until 18:00 — Torstraße {u % 200 + 1}"
-        suggestion_rows.append({
-            "id": suggestion_id, "user_id": user_id, "rule_id": None, "trigger_id": new_id(),
-            "kind": "spots_near_destination", "title": title, "body": body,
-            "payload": {"spots": [{"id": str(new_id()), "distance_m": 120 + s} for s in range(3)]},
-            "reason": {"rule": {"id": None, "name": "small spots before arrival"},
-                       "trigger": {"event": "trip.approaching", "at": now.isoformat(), "fields": {}}, "facts": {}},
-            "collapse_key": f"spots:{tag}-{u}", "content_hash": hashlib.sha256(f"{title}{body}".encode()).hexdigest(),
-            "status": "new", "status_reason": None, "created_at": now, "expires_at": now + timedelta(minutes=30),
-            "deliver_after": None, "snoozed_until": None, "delivery_status": "pending", "delivered_at": None,
-            "dedupe_key": f"{tag}-{u}", "pushed_at": now, "push_round": 0})
-        outbox_rows.append({"task": PUSH_TASK, "payload": {"suggestion_id": str(suggestion_id)},
-                            "ordering_key": f"user:{user_id}", "user_id": user_id, "created_at": now,
-                            "available_at": now, "sent_at": now, "attempts": 1})
-    with database.unit_of_work() as uow:
-        session = uow.session
-        for model, rows in ((User, user_rows), (Consent, consent_rows), (Device, device_rows),
-                            (Suggestion, suggestion_rows), (OutboxMessage, outbox_rows)):
-            for lo in range(0, len(rows), 2000):
-                session.execute(insert(model), rows[lo:lo + 2000])
-        uow.commit()
-    ids: dict[str, int] = {}
-    with database.session() as session:
-        for lo in range(0, len(user_rows), 5000):
-            ids.update((payload["suggestion_id"], oid) for oid, payload in session.execute(
-                select(OutboxMessage.id, OutboxMessage.payload).where(
-                    OutboxMessage.user_id.in_([r["id"] for r in user_rows[lo:lo + 5000]]))))
-    return [(row["id"], ids[str(row["id"])]) for row in suggestion_rows]
-
-
-def check_burst(database: Any, burst: list[tuple[Any, int]]) -> dict[str, int]:
-    """What the burst left in the database: attempts by status, suggestions delivered, messages completed."""
-    from sqlalchemy import func, select
-
-    from smartsvc.models import OutboxMessage, PushAttempt, Suggestion
-
-    suggestion_ids = [s for s, _ in burst]
-    outbox_ids = [o for _, o in burst]
-    counts: dict[str, int] = {"attempts_sent": 0, "attempts_failed": 0, "attempts_sending": 0}
-    with database.session() as session:
-        for lo in range(0, len(burst), 5000):
-            chunk = suggestion_ids[lo:lo + 5000]
-            for status, n in session.execute(select(PushAttempt.status, func.count()).where(
-                    PushAttempt.suggestion_id.in_(chunk)).group_by(PushAttempt.status)):
-                counts[f"attempts_{status}"] = counts.get(f"attempts_{status}", 0) + n
-            counts["suggestions_delivered"] = counts.get("suggestions_delivered", 0) + session.scalar(
-                select(func.count()).select_from(Suggestion).where(
-                    Suggestion.id.in_(chunk), Suggestion.delivery_status == "delivered",
-                    Suggestion.status == "delivered"))
-            counts["outbox_completed"] = counts.get("outbox_completed", 0) + session.scalar(
-                select(func.count()).select_from(OutboxMessage).where(
-                    OutboxMessage.id.in_(outbox_ids[lo:lo + 5000]), OutboxMessage.completed_at.is_not(None)))
-    return counts
-
-
-# --------------------------------------------------------------------------- where the time goes
-
-
-_PACKAGES = (("http client (httpx, httpcore, h11)", ("/httpx/", "/httpcore/", "/h11/")),
-             ("ORM (sqlalchemy)", ("/sqlalchemy/",)), ("database driver (psycopg)", ("/psycopg",)),
-             ("oauth (google-auth)", ("/google/",)), ("json", ("/json/",)),
-             ("smartsvc", ("/smartsvc/",)), ("sockets and other builtins", ("~",)))
-
-
-def where_time_goes(database: Any, burst: list[tuple[Any, int]], batch_size: int) -> dict[str, Any]:
-    """One worker, one thread, batches of ``batch_size`` as the task runs them: the three stages of a batch
-    timed apart and the SQL statements counted (first half), then a profile grouped by package (second half)."""
-    from smartsvc.services import delivery_batch as service
-
-    half = len(burst) // 2
-    stages = {name: [] for name in ("_claim", "send_claims", "_finish", "_finish_and_settle")}
-    originals = {name: getattr(service, name) for name in stages}
-
-    def timing(name: str) -> Callable[..., Any]:
-        original = originals[name]
-
-        def timed_stage(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                stages[name].append(time.perf_counter() - t)
-
-        return timed_stage
-
-    from collections import Counter
-
-    from sqlalchemy import event
-
-    statements: Counter[str] = Counter()
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements[" ".join(statement.split())[:70]] += 1
-
-    def batches(items: list[tuple[Any, int]]) -> list[list[tuple[Any, int]]]:
-        return [items[lo:lo + batch_size] for lo in range(0, len(items), batch_size)]
-
-    for name in stages:
-        setattr(service, name, timing(name))
-    event.listen(database.engine, "before_cursor_execute", count)
-    try:
-        t = time.perf_counter()
-        for batch in batches(burst[:half]):
-            service.deliver_suggestions(database, batch)
-        wall = time.perf_counter() - t
-    finally:
-        event.remove(database.engine, "before_cursor_execute", count)
-        for name, original in originals.items():
-            setattr(service, name, original)
-    profile = cProfile.Profile()
-    profile.enable()
-    for batch in batches(burst[half:]):
-        service.deliver_suggestions(database, batch)
-    profile.disable()
-    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
-    total = sum(tt for (_, _, tt, _, _) in stats.values())
-    by_package: dict[str, float] = {name: 0.0 for name, _ in _PACKAGES}
-    by_package["other python"] = 0.0
-    for (filename, _, _), (_, _, tt, _, _) in stats.items():
-        label = next((name for name, marks in _PACKAGES if any(m in filename for m in marks)), "other python")
-        by_package[label] += tt
-    hottest = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:12]
-    n = max(len(burst) - half, 1)
-    return {
-        "suggestions": half, "batch_size": batch_size, "deliveries_per_s": half / wall if wall else None,
-        # Per batch: the claim transaction, the sends, and the finish-and-settle transaction split into
-        # recording the tries ("finish") and the rest of it (locks, statuses, retries, outbox, commit: "settle").
-        "stages_ms": {"claim": summarize(stages["_claim"]), "send": summarize(stages["send_claims"]),
-                      "finish": summarize(stages["_finish"]),
-                      "settle": summarize([whole - part for whole, part in
-                                           zip(stages["_finish_and_settle"], stages["_finish"])])},
-        # SQL sent per delivery (one suggestion), BEGIN/COMMIT and the pool's pings not included.
-        "sql_statements_per_delivery": sum(statements.values()) / max(half, 1),
-        "sql_statements": {k: v / max(half, 1) for k, v in statements.most_common(15)},
-        "profile_share": {k: v / total for k, v in sorted(by_package.items(), key=lambda kv: -kv[1])},
-        "profile_us_per_delivery_with_profiler": total / n * 1e6,
-        "hottest_functions": [{"function": f"{Path(f).name}:{line}:{func}", "tottime_us_per_delivery": tt / n * 1e6,
-                               "calls_per_delivery": nc / n}
-                              for (f, line, func), (_, nc, tt, _, _) in hottest],
-    }
-
-
-def client_stages(credentials: Path, url: str, count: int) -> dict[str, Any]:
-    """In this process, one thread: what one send costs in the provider's own code and in the HTTP client.
-
-    The same posts with the standard library's ``http.client`` on one kept-alive
-    connection show what the HTTP client itself costs.
-    """
-    import http.client
-    from urllib.parse import urlsplit
-
-    import httpx
-
-    from smartsvc.delivery.fcm import build_request, fit_fcm
-
-    messages = [message(i, f"bench-stage-{i}") for i in range(count)]
-    t = time.perf_counter()
-    bodies = [json.dumps(build_request(fit_fcm(m)), ensure_ascii=False).encode() for m in messages]
-    build = (time.perf_counter() - t) / count
-    headers = {"Authorization": f"Bearer {_bearer(credentials)}", "Content-Type": "application/json; charset=UTF-8"}
-    endpoint = f"{url}/v1/projects/{PROJECT}/messages:send"
-    with httpx.Client() as client:
-        client.post(endpoint, content=bodies[0], headers=headers)
-        cpu, t = time.process_time(), time.perf_counter()
-        ok = sum(client.post(endpoint, content=b, headers=headers).status_code == 200 for b in bodies)
-        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
-    parts = urlsplit(endpoint)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    try:
-        def post(body: bytes) -> bool:
-            connection.request("POST", parts.path, body=body, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            return response.status == 200
-
-        post(bodies[0])
-        plain_cpu, t = time.process_time(), time.perf_counter()
-        plain_ok = sum(post(b) for b in bodies)
-        plain_wall, plain_cpu = time.perf_counter() - t, time.process_time() - plain_cpu
-    finally:
-        connection.close()
-    return {"build_and_fit_us": build * 1e6, "httpx_post_us": wall / count * 1e6,
-            "httpx_post_cpu_us": cpu / count * 1e6, "httpx_posts_per_s_one_thread": ok / wall,
-            "http_client_post_us": plain_wall / count * 1e6, "http_client_post_cpu_us": plain_cpu / count * 1e6,
-            "http_client_posts_per_s_one_thread": plain_ok / plain_wall}
-
-
-# --------------------------------------------------------------------------- the run
 
 
 def _stats(url: str) -> dict[str, int]:
@@ -470,11 +108,11 @@ def _provider_runs(server: LoopbackServer, env: dict[str, str], count: int, layo
     runs = []
     for processes, threads in layouts:
         messages = [message(i, f"{tag}-{processes}x{threads}-{i}") for i in range(count)]
-        cpu0, busy0 = server.cpu_s(), _cpu_ticks()
+        cpu0, busy0 = server.cpu_s(), cpu_ticks()
         run = fan_out(provider_setup(env), messages, processes, threads)
         run["server_cpu_us_per_notification"] = (server.cpu_s() - cpu0) / count * 1e6
         run["worker_cpu_us_per_notification"] = run["worker_cpu_s"] / count * 1e6
-        run["machine_busy"] = (_cpu_ticks() - busy0) / (run["wall_s"] * (os.cpu_count() or 1))
+        run["machine_busy"] = (cpu_ticks() - busy0) / (run["wall_s"] * (os.cpu_count() or 1))
         run["load_average_1m_after"] = os.getloadavg()[0]
         runs.append(run)
     return runs
@@ -494,9 +132,9 @@ def _end_to_end(ctx: Context, server: LoopbackServer, database: Any, env: dict[s
         setup, warm_ups = batch_setup(env, threads), 17
     else:
         items, setup, warm_ups = burst, delivery_setup(env, threads), 1
-    accepted0, cpu0, busy0 = _stats(server.url)["accepted"], server.cpu_s(), _cpu_ticks()
+    accepted0, cpu0, busy0 = _stats(server.url)["accepted"], server.cpu_s(), cpu_ticks()
     run = fan_out(setup, items, processes, threads)
-    server_cpu, busy = server.cpu_s() - cpu0, _cpu_ticks() - busy0
+    server_cpu, busy = server.cpu_s() - cpu0, cpu_ticks() - busy0
     accepted = _stats(server.url)["accepted"] - accepted0 - processes * warm_ups  # each worker's warm-up sends
     counts = check_burst(database, burst)
     sent = counts["attempts_sent"]
@@ -561,11 +199,11 @@ def run(ctx: Context) -> dict[str, Any]:
         results["provider_alone"] = _provider_runs(server, env, cfg["provider_messages"], cfg["layouts"], "alone")
         count, size = cfg["provider_messages"], cfg["batch_size"]
         messages = [message(i, f"many-{i}") for i in range(count)]
-        cpu0, busy0 = server.cpu_s(), _cpu_ticks()
+        cpu0, busy0 = server.cpu_s(), cpu_ticks()
         many = fan_out(provider_many_setup(env), [messages[lo:lo + size] for lo in range(0, count, size)], cores, 1)
         many.update(notifications_per_s=count / many["wall_s"], server_cpu_us_per_notification=(
             server.cpu_s() - cpu0) / count * 1e6, worker_cpu_us_per_notification=many["worker_cpu_s"] / count * 1e6,
-            machine_busy=(_cpu_ticks() - busy0) / (many["wall_s"] * cores))
+            machine_busy=(cpu_ticks() - busy0) / (many["wall_s"] * cores))
         results["provider_send_many"] = many
         results["client_stages"] = client_stages(credentials, server.url, cfg["client_requests"])
         best_provider = max([r["items_per_s"] for r in results["provider_alone"]] + [many["notifications_per_s"]])
