@@ -64,7 +64,7 @@ NAME = "context"
 TITLE = "Benchmark 4 — context ingest end to end (API + workers)"
 
 FULL = {"users": 1000, "roads": 200, "batch": 100, "step_s": 2, "connections": 8, "drain_timeout_s": 90, "warmup_s": 5,
-        "duration_s": {"postgres-redis": 60, "embedded": 10}, "profile_batches": 40}
+        "duration_s": {"postgres-redis": 60, "embedded": 60}, "profile_batches": 40}
 SMOKE = {"users": 12, "roads": 6, "batch": 100, "step_s": 2, "connections": 4, "drain_timeout_s": 60, "warmup_s": 0.5,
          "duration_s": {"postgres-redis": 1, "embedded": 1}, "profile_batches": 4}
 TARGET_EVENTS_PER_S = {"postgres-redis": 5000, "embedded": 1000}
