@@ -122,25 +122,26 @@ def test_a_commit_after_the_window_a_timer_waits_for_was_replaced_waits_for_the_
     assert wakes.count == 1
 
 
-def test_a_timer_that_finds_a_window_opened_after_the_commit_leaves_the_wake_up_to_its_opener():
-    gate, wakes = SharedWindows(0.1), Wakes()
-    waker = RelayWaker(wakes, 0.1, gate)
-    gate.open("before", 0.1)
+def waiting_in_anothers_window(interval_s: float) -> tuple[SharedWindows, Wakes, RelayWaker, threading.Timer]:
+    """A commit made inside another process's window: its timer waits for that window's end."""
+    gate, wakes = SharedWindows(interval_s), Wakes()
+    waker = RelayWaker(wakes, interval_s, gate)
+    gate.open("other", interval_s)
     waker()
     timer = waker._timer
-    assert timer is not None
+    assert timer is not None and wakes.count == 0
+    return gate, wakes, waker, timer
+
+
+def test_a_timer_that_finds_a_window_opened_after_the_commit_leaves_the_wake_up_to_its_opener():
+    gate, wakes, waker, timer = waiting_in_anothers_window(0.1)
     gate.open("after", 5)  # another process opened the next window after the commit: its wake-up relays it
     timer.join(timeout=10)
     assert wakes.count == 0 and waker._timer is None
 
 
 def test_a_commit_that_opens_the_window_while_a_timer_waits_wakes_now_and_cancels_the_timer():
-    gate, wakes = SharedWindows(0.2), Wakes()
-    waker = RelayWaker(wakes, 0.2, gate)
-    gate.open("other", 0.2)
-    waker()
-    timer = waker._timer
-    assert timer is not None
+    gate, wakes, waker, timer = waiting_in_anothers_window(0.2)
     gate.expire()
     waker()  # opens the next window: its wake-up, sent now, relays both commits
     assert wakes.count == 1 and waker._timer is None
