@@ -158,6 +158,7 @@ class RedisWakeGate:
         self._interval_ms = max(1, int(interval_s * 1000))
         self._key = key
         self._script: Any = None
+        self._warned = False
 
     def __call__(self) -> Window:
         """Open a window (``opened``) or name the one that is open and its time left."""
@@ -165,7 +166,10 @@ class RedisWakeGate:
         try:
             opened, found_id, left_ms = self._open_or_find()(keys=[self._key], args=[window_id, self._interval_ms])
         except Exception as exc:  # the broker's own failure shows when the wake-up is sent
-            log.debug("relay wake-up window not shared", extra={"error": str(exc)})
+            # Once per process: a broker that refuses scripts (ACLs) would otherwise log on every commit.
+            (log.debug if self._warned else log.warning)(
+                "relay wake-up window not shared: this commit wakes the relay itself", extra={"error": str(exc)})
+            self._warned = True
             return Window(opened=True)
         if opened or left_ms < 0:  # < 0: a key without an expiry, not ours to trust
             return Window(opened=True, window_id=window_id)

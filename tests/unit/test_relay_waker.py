@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -151,10 +152,13 @@ def test_a_commit_that_opens_the_window_while_a_timer_waits_wakes_now_and_cancel
     assert wakes.count == 1
 
 
-def test_without_redis_the_gate_lets_every_commit_wake_the_relay():
+def test_without_redis_the_gate_lets_every_commit_wake_the_relay_and_says_so_once(caplog):
     gate = RedisWakeGate("redis://127.0.0.1:1/0", 0.2)  # nothing listens there
     wakes = Wakes()
     waker = RelayWaker(wakes, 0.2, gate)
-    for _ in range(3):
-        waker()
+    with caplog.at_level(logging.DEBUG, logger="workers.relay_waker"):
+        for _ in range(3):
+            waker()
     assert wakes.count == 3
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "not shared" in warnings[0].getMessage()
