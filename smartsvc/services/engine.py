@@ -22,9 +22,10 @@
    (:func:`~smartsvc.services.recipes.run_recipe`; None: no suggestion), and
    :func:`~smartsvc.services.suggestions.propose` with dedupe key
    ``"{trigger_id}:{rule_id}"``. A ``schedule`` trigger (the daily checks) names no
-   product: for a user with several products, steps 2–4 run once per product
-   (``product`` the one checked; dedupe key ``"{trigger_id}:{rule_id}:{product_id}"``),
-   so a service due on the second car is noticed too;
+   product: for a user with several products, a rule about the product (a product
+   recipe, or a condition or template naming ``product.`` facts) runs once per
+   product (``product`` the one checked; dedupe key ``"{trigger_id}:{rule_id}:{product_id}"``),
+   so a service due on the second car is noticed too; any other rule runs once;
 5. ``processed_at`` set and the outbox message completed, in the same commit.
 
 A recipe that raises: each rule's recipe and proposal run in a savepoint, so
@@ -44,6 +45,7 @@ at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -274,9 +276,14 @@ def process_trigger(uow: Any, container: Any, rule_set: RuleSet, trigger: Trigge
     session = uow.session
     proposed, failed = 0, []
     found = candidates(rule_set, trigger)
-    for product_id in _products_checked(session, trigger, owned) if found else ():
-        facts = build_facts(session, trigger, owned, product_id)
-        for candidate in found:
+    products = _products_checked(session, trigger, owned) if found else ()
+    facts_of: dict[uuid.UUID | None, dict[str, Any]] = {}
+    for candidate in found:
+        each = len(products) > 1 and _about_the_product(candidate.rule)
+        for product_id in products if each else (None,):
+            facts = facts_of.get(product_id)
+            if facts is None:
+                facts = facts_of[product_id] = build_facts(session, trigger, owned, product_id)
             rule_facts = {**facts, "event": dict(candidate.event_facts)}
             holds, matched = evaluate(candidate.rule.conditions, rule_facts)
             if not holds:
@@ -305,6 +312,18 @@ def process_trigger(uow: Any, container: Any, rule_set: RuleSet, trigger: Trigge
         trigger.processed_at = utcnow()
     outbox.complete(session, outbox_id)
     return proposed
+
+
+# Recipes whose answer is about the product the facts name (its battery, its service, its size).
+_PRODUCT_RECIPES = frozenset({"charger_on_route", "service_due", "spots_near_destination"})
+
+
+def _about_the_product(rule: ActiveRule) -> bool:
+    """Whether the rule reads the product: a product recipe, or a condition or template naming ``product.``
+    facts. A daily check runs such a rule once per product, any other rule once."""
+    if rule.action.get("recipe") in _PRODUCT_RECIPES:
+        return True
+    return "product." in json.dumps([rule.conditions, rule.action.get("params")], default=str)
 
 
 def _products_checked(session: Session, trigger: TriggerRecord,

@@ -173,3 +173,16 @@ def test_the_daily_check_of_two_products_makes_one_suggestion_each(world):
     with world["container"].database.session() as session:
         titles = sorted(session.scalars(select(Suggestion.title)).all())
     assert titles == ["Check the estate", "Check the fortwo"]
+
+
+def test_a_daily_rule_that_does_not_read_the_product_runs_once_for_a_user_with_two(world):
+    alice = world["users"]["alice"]
+    _own_car(world, alice, "fortwo", 2.69)
+    _own_car(world, alice, "estate", 4.9)
+    schedule_rule(world)  # "Good morning in {user.time_zone}": nothing about a car
+    tick(world, utc(8, 30))
+    with world["container"].database.session() as session:
+        trigger = session.scalars(select(TriggerRecord).where(TriggerRecord.user_id == uuid.UUID(alice.id))).one()
+    assert handle_trigger(world["container"], trigger.id) == 1
+    with world["container"].database.session() as session:
+        assert len(session.scalars(select(Suggestion)).all()) == 1
