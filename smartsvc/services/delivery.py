@@ -86,9 +86,16 @@ def latest_tries(attempts: Iterable[PushAttempt]) -> dict[uuid.UUID, PushAttempt
 
 
 def stop(suggestion: Suggestion, attempts: Sequence[PushAttempt]) -> str:
-    """No more pushes in this round: what became of the delivery (``failed`` if a try was made and none got it)."""
+    """No more pushes in this round: what became of the delivery (``failed`` if a try was made and none got it).
+
+    A first round that tried nothing (no device, consent withdrawn, expired first) sent nothing: its
+    ``pushed_at`` is cleared, so that the attention budget does not count it as a push — against the
+    day's cap, the rule's cooldown, or "the same content never twice" once the user has a phone.
+    """
     if suggestion.delivery_status == "pending":
         suggestion.delivery_status = "failed" if attempts else "none"
+        if not attempts and suggestion.push_round == 0:
+            suggestion.pushed_at = None
     return suggestion.delivery_status
 
 

@@ -179,3 +179,21 @@ def test_withdrawing_proactive_push_keeps_suggestions_in_the_inbox_unpushed_unti
     assert after["status"] == "delivered"
     assert world.pushed() == [(alice.id, before["id"]), (alice.id, after["id"])]
     assert world.get(alice, withdrawn["id"])["status"] == "suppressed"  # stays in the inbox as it was
+
+
+def test_a_push_that_found_no_phone_does_not_count_against_the_day_or_the_content(world):
+    world.rule(message_rule("trip start", "Have a good trip"))
+    alice = make_user(world.client, world.app_key, "alice", time_zone=ZONE)  # no phone yet
+    grant(world.client, alice, "proactive_push")
+    response = world.client.patch("/v1/me", json={"max_pushes_per_day": 1}, headers=alice.headers)
+    assert response.status_code == 200, response.get_json()
+
+    [unheard] = world.trip(alice, "car")
+    assert (unheard["status"], unheard["delivery_status"]) == ("new", "none")  # in the inbox, pushed to nobody
+    response = world.client.post("/v1/me/devices", json={"platform": "fcm", "token": "alice-phone"},
+                                 headers=alice.headers)
+    assert response.status_code == 201, response.get_json()
+    [heard] = world.trip(alice, "car")  # the same content, within the day's cap of 1: nothing was pushed yet
+
+    assert (heard["status"], heard["delivery_status"]) == ("delivered", "delivered")
+    assert world.pushed() == [(alice.id, heard["id"])]
