@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import marshmallow as ma
@@ -42,3 +43,19 @@ class JsonBoolean(ma.fields.Boolean):
         if not isinstance(value, bool):
             raise self.make_error("invalid")
         return value
+
+
+class StorableDateTime(ma.fields.AwareDateTime):
+    """An RFC 3339 time with an offset that has a UTC equivalent (the database stores UTC).
+
+    ``0001-01-01T00:30:00+01:00`` is a valid ISO time whose UTC form falls before year 1: Python cannot
+    represent it, and storing or comparing it failed with a 500. It is a 422 naming the field instead.
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            moment.astimezone(timezone.utc)
+        except OverflowError:
+            raise ma.ValidationError("must be a time whose UTC equivalent is between the years 1 and 9999") from None
+        return moment

@@ -12,6 +12,7 @@ from flask.views import MethodView
 from ..services import export, journal, sharing
 from ..services.journal import JournalItem
 from .api import Blueprint, current_user_id
+from .fields import StorableDateTime
 from .pagination import ListArgs, decode_cursor, page_body, page_schema
 
 blp = Blueprint("me_data", __name__, url_prefix="/v1/me",
@@ -47,7 +48,7 @@ class InteractionListArgs(ListArgs):
     kind = ma.fields.String(load_default=None, validate=ma.validate.Regexp(
         KIND_PATTERN, error="must be a kind (suggestion.opened) or a family of kinds (suggestion)"), metadata={
         "description": "Only this kind, or with no dot this family of kinds (e.g. suggestion, help, spot, data)"})
-    since = ma.fields.AwareDateTime(load_default=None, metadata={
+    since = StorableDateTime(load_default=None, metadata={
         "description": "Only touchpoints at or after this time (RFC 3339 with offset)"})
 
 

@@ -12,7 +12,7 @@ from flask.views import MethodView
 from ..models import PRODUCT_KINDS, TelemetryReading
 from ..services import products, telemetry
 from .api import Blueprint, current_user_id
-from .fields import JsonFloat
+from .fields import JsonFloat, StorableDateTime
 from .idempotency import idempotent
 from .pagination import ListArgs, decode_cursor, page_body, page_schema
 
@@ -81,11 +81,11 @@ class TelemetryCreateSchema(ma.Schema):
     # "at" and at least one measurement.
     OPENAPI_EXTRA = {"anyOf": [{"required": [name]} for name in TelemetryReading.MEASUREMENTS]}
 
-    at = ma.fields.AwareDateTime(required=True, metadata={"description": "When it was measured (RFC 3339)"})
+    at = StorableDateTime(required=True, metadata={"description": "When it was measured (RFC 3339)"})
     odometer_km = JsonFloat(validate=ma.validate.Range(min=0, max=10_000_000))
     battery_pct = JsonFloat(validate=ma.validate.Range(min=0, max=100))
     fuel_pct = JsonFloat(validate=ma.validate.Range(min=0, max=100))
-    service_due_at = ma.fields.AwareDateTime()
+    service_due_at = StorableDateTime()
     tire_pressure_bar = ma.fields.List(JsonFloat(validate=ma.validate.Range(min=0, max=20)),
                                        validate=ma.validate.Length(min=1, max=8))
 

@@ -17,7 +17,7 @@ from ..services import webhook_log, webhooks
 from ..services.webhook_events import EVENT_TYPES
 from ..services.webhook_delivery import message_id
 from .api import Blueprint, current_principal
-from .fields import JsonBoolean, JsonInteger, not_blank
+from .fields import JsonBoolean, JsonInteger, StorableDateTime, not_blank
 from .pagination import ListArgs, decode_cursor, page_body, page_schema
 
 blp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks",
@@ -131,7 +131,7 @@ class DeliveryListArgs(ListArgs):
 
 
 class RecoverSchema(ma.Schema):
-    since = ma.fields.AwareDateTime(required=True, metadata={
+    since = StorableDateTime(required=True, metadata={
         "description": "Re-send every failed delivery created at or after this time (RFC 3339 with offset)",
         "example": "2026-11-24T10:00:00+01:00"})
 

@@ -182,6 +182,23 @@ def test_odd_bodies_never_cause_a_500(client, app, operator_key, app_key, user):
     assert 422 in statuses
 
 
+# Valid ISO times whose UTC form falls outside the years 1-9999: Python cannot represent them, and they
+# failed when stored or compared (schemathesis found the first in POST /v1/webhooks/{id}/recover).
+@pytest.mark.parametrize("moment", ["0001-01-01T00:30:00+01:01", "9999-12-31T23:30:00-01:00"])
+def test_a_time_without_a_utc_equivalent_is_422_naming_the_field(client, operator_key, user, moment):
+    model = client.post("/v1/catalog/models", json={"kind": "car", "brand": "b", "name": "n"},
+                        headers=bearer(operator_key)).get_json()
+    product = client.post("/v1/me/products", json={"model_id": model["id"]}, headers=user.headers).get_json()
+    telemetry = f"/v1/me/products/{product['id']}/telemetry"
+
+    problem(client.post(telemetry, json={"at": moment, "odometer_km": 1}, headers=user.headers), 422, "at")
+    problem(client.post(telemetry, json={"at": "2026-01-01T00:00:00Z", "service_due_at": moment},
+                        headers=user.headers), 422, "service_due_at")
+    problem(client.get("/v1/me/interactions", query_string={"since": moment}, headers=user.headers), 422, "since")
+    problem(client.post(f"/v1/webhooks/{uuid.uuid4()}/recover", json={"since": moment},
+                        headers=bearer(operator_key)), 422, "since")
+
+
 def test_an_unexpected_failure_is_a_500_problem_without_internals(client, app_key, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("password=hunter2 at db.internal:5432")
