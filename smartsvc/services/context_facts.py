@@ -74,11 +74,6 @@ def _trip_facts(context: UserContext, progress: TripProgress | None) -> dict[str
     return {name: value for name, value in facts.items() if value is not None}
 
 
-def owned_of_user(session: Session, user_id: uuid.UUID) -> list[Owned]:
-    """The user's products with their models, oldest first (the first is the one the facts pick by default)."""
-    return _owned(session, user_id)
-
-
 def owned_products(session: Session, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Owned]]:
     """Each user's products with their models, in the order :func:`context_facts` picks the first from."""
     out: dict[uuid.UUID, list[Owned]] = {user_id: [] for user_id in user_ids}

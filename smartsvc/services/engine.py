@@ -61,7 +61,7 @@ from ..rules import evaluate
 from ..rules.ops import apply
 from ..timeutil import utcnow
 from . import outbox
-from .context_facts import Owned, context_facts, owned_of_user
+from .context_facts import Owned, context_facts, owned_products
 from .proposals import Proposal
 from .recipes import UnknownRecipe, run_recipe
 from .rule_set import ActiveRule, RuleSet
@@ -332,7 +332,7 @@ def _products_checked(session: Session, trigger: TriggerRecord,
     product the facts pick by themselves — the trigger's, the trip's or the only one)."""
     if trigger.event != SCHEDULE_EVENT or trigger.product_id is not None:
         return (None,)
-    products = owned if owned is not None else owned_of_user(session, trigger.user_id)
+    products = owned if owned is not None else owned_products(session, [trigger.user_id])[trigger.user_id]
     return [product.id for product, _model in products] if len(products) > 1 else (None,)
 
 

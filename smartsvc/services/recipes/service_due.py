@@ -136,8 +136,7 @@ def _title(reason: Due, at: datetime, vehicle: str) -> str:
 def _body(places: list[Place], items: list[Mapping[str, Any]], at: datetime) -> str:
     """The nearest place and whether it is open; when it is closed, also the nearest one open now."""
     place, item = places[0], items[0]
-    what = place.properties.get("category") or "workshop"
-    name = place.properties.get("name") or f"a {what}"
+    what, name = _kind_and_name(place)
     text = f"Nearest {what}: {name}, {distance_text(place.distance_m)} away"
     change = _when(item.get("next_change"))
     if item.get("open_now") is True:
@@ -148,11 +147,16 @@ def _body(places: list[Place], items: list[Mapping[str, Any]], at: datetime) -> 
     open_now = next(((p, i) for p, i in zip(places[1:], items[1:]) if i.get("open_now") is True), None)
     if open_now is not None:
         other, state = open_now
-        kind = other.properties.get("category") or "workshop"
+        kind, other_name = _kind_and_name(other)
         until = _when(state.get("next_change"))
-        text += (f" Open now: {other.properties.get('name') or f'a {kind}'} ({kind}), "
-                 f"{distance_text(other.distance_m)} away" + (f", until {_clock(until, at)}" if until else "") + ".")
+        text += (f" Open now: {other_name} ({kind}), {distance_text(other.distance_m)} away"
+                 + (f", until {_clock(until, at)}" if until else "") + ".")
     return text
+
+
+def _kind_and_name(place: Place) -> tuple[str, str]:
+    what = place.properties.get("category") or "workshop"
+    return what, place.properties.get("name") or f"a {what}"
 
 
 def _clock(moment: datetime, at: datetime) -> str:
