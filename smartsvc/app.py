@@ -11,7 +11,6 @@ from flask.sessions import SessionInterface
 from .bootstrap import build_container
 from .config import Settings, ensure_secret_key, load_settings
 from .http.api import Api
-from .http.problems import strip_stale_retry_after
 from .http.registry import register_blueprints
 from .http.requests import install_request_hooks
 from .http.uploads import UploadRequest
@@ -90,8 +89,6 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
     container.database.outbox_notifier = RelayWaker(lambda: wake_relay(celery), interval_s, gate)
 
     install_request_hooks(app)
-    # Registered before the limiter so it runs after the limiter's headers are added.
-    app.after_request(strip_stale_retry_after)
     limiter = RequestRateLimiter(settings.rate_limit, settings.rate_limit_storage_url, _rate_limit_key)
     limiter.install(app)
     app.extensions["rate_limiter"] = limiter

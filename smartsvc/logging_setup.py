@@ -114,6 +114,15 @@ def utc_timestamp_ms(created: float) -> str:
     return f"{stamps.text}.{micros // 1000:03d}+00:00"
 
 
+# A record formatted later than logged (LineHandler.buffer_lines) carries the request id of where it was logged.
+_REQUEST_ID_FIELD = "_request_id"
+
+
+def _request_id_of(record: logging.LogRecord) -> str | None:
+    fields = record.__dict__
+    return fields[_REQUEST_ID_FIELD] if _REQUEST_ID_FIELD in fields else request_id_var.get()
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON line with its ``extra`` fields."""
 
@@ -124,7 +133,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        request_id = request_id_var.get()
+        request_id = _request_id_of(record)
         if request_id:
             entry["request_id"] = request_id
         for key, value in record.__dict__.items():
@@ -140,7 +149,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        request_id = request_id_var.get()
+        request_id = _request_id_of(record)
         return f"{line} [{request_id}]" if request_id else line
 
 
@@ -155,60 +164,90 @@ class LineHandler(logging.StreamHandler):
     WARNING are kept and written together every ``interval_s`` by a
     background thread instead of one write per record: a write gives the
     GIL up, and under load a request thread then waits for the other
-    threads to give it back (BENCHMARKS.md, 2). WARNING and above are
-    written at once, after what is kept, so the order stays; what is kept
-    is written at exit too (a killed process loses at most ``interval_s``
-    of lines below WARNING).
+    threads to give it back (BENCHMARKS.md, 2). They are also filtered and
+    formatted there, together: one request's access line formatted alone
+    costs two to three times what it costs in a run of them (the code and
+    data it needs are no longer in the processor's caches), ~15 µs a
+    request. What formatting later would change is fixed when the record is
+    kept: its message (``msg % args``) and the request id. WARNING and above,
+    and records carrying an exception, are formatted at once and written
+    after what is kept, so the order stays; what is kept is written at exit
+    too (a killed process loses at most ``interval_s`` of lines below
+    WARNING).
     """
 
-    _kept: list[str] | None = None
+    _kept: list[logging.LogRecord] | None = None
     _flusher_pid: int | None = None
 
     def buffer_lines(self, interval_s: float = 0.1) -> None:
-        """Keep lines below WARNING and write them every ``interval_s`` from a background thread."""
+        """Keep records below WARNING; filter, format and write them every ``interval_s`` from a background thread."""
         with self.lock:  # type: ignore[union-attr]
             if self._kept is None:
                 self._kept = []
+                # Serialises taking the kept records out and writing them, so that the lines keep their order
+                # while request threads keep adding to the (briefly locked) list.
+                self._write_lock = threading.Lock()
                 atexit.register(self.write_kept)
             self._interval_s = interval_s
 
     def handle(self, record: logging.LogRecord) -> Any:
-        """Filter and format outside the lock, then write (or keep) the line under it."""
+        """Keep the record (below WARNING, buffering), or filter and format it outside the lock, then write."""
+        kept = self._kept
+        if kept is not None and record.levelno < logging.WARNING and not record.exc_info:
+            if record.args:
+                record.msg, record.args = record.getMessage(), None
+            record.__dict__[_REQUEST_ID_FIELD] = request_id_var.get()
+            with self.lock:  # type: ignore[union-attr]
+                kept.append(record)
+                if self._flusher_pid != os.getpid():  # none yet, or inherited across a fork (threads are not)
+                    self._start_flusher()
+            return True
+        line = self._line(record)
+        if line is None:
+            return False
+        if kept is None:
+            with self.lock:  # type: ignore[union-attr]
+                self._write(line, record)
+            return True
+        with self._write_lock:
+            self._write(self._take_kept() + line, record)
+        return True
+
+    def _line(self, record: logging.LogRecord) -> str | None:
+        """The record's line, or None when a filter refuses it (or formatting failed: reported)."""
         passed = self.filter(record)
         if not passed:
-            return passed
+            return None
         if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may hand back a replacement
             record = passed
         try:
-            line = self.format(record) + self.terminator
+            return self.format(record) + self.terminator
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
-            return passed
+            return None
+
+    def _take_kept(self) -> str:
+        """The kept records' lines, in order, emptying the list (under the write lock)."""
         with self.lock:  # type: ignore[union-attr]
-            kept = self._kept
-            if kept is not None and record.levelno < logging.WARNING:
-                kept.append(line)
-                if self._flusher_pid != os.getpid():  # none yet, or inherited across a fork (threads are not)
-                    self._start_flusher()
-                return passed
-            self._write(("".join(kept) + line) if kept else line, record)
-            if kept:
-                kept.clear()
-        return passed
+            records = self._kept
+            if not records:
+                return ""
+            self._kept = []
+        lines = (self._line(record) for record in records)
+        return "".join(line for line in lines if line is not None)
 
     def write_kept(self) -> None:
-        """Write the lines kept so far (the flusher does every interval; also at exit)."""
-        with self.lock:  # type: ignore[union-attr]
-            kept = self._kept
-            if kept:
-                text = "".join(kept)
-                kept.clear()
+        """Write the records kept so far (the flusher does every interval; also at exit)."""
+        if self._kept is None:
+            return
+        with self._write_lock:
+            text = self._take_kept()
+            if text:
                 self._write(text, None)
 
     def _write(self, text: str, record: logging.LogRecord | None) -> None:
-        # Under the lock.
         try:
             stream = self.stream
             stream.write(text)
@@ -225,6 +264,13 @@ class LineHandler(logging.StreamHandler):
         self.write_kept()
         self._flusher_pid = None
         super().close()
+
+    def _at_fork_reinit(self) -> None:
+        # logging calls this in a forked child for the handler's own lock; the write lock may have been held
+        # by the parent's flusher at the fork.
+        super()._at_fork_reinit()  # type: ignore[misc]
+        if self._kept is not None:
+            self._write_lock = threading.Lock()
 
     def _start_flusher(self) -> None:
         self._flusher_pid = os.getpid()

@@ -28,13 +28,6 @@ _MESSAGES = {
 _TITLES = {422: "Unprocessable Content"}
 
 
-def strip_stale_retry_after(response: Response) -> Response:
-    """Retry-After only means something on 429 and 503: drop it elsewhere (a rate limiter may add it to any answer)."""
-    if response.status_code not in (429, 503):
-        response.headers.pop("Retry-After", None)
-    return response
-
-
 def problem_response(status: int, title: str, detail: str, errors: Any = None,
                      headers: dict[str, str] | None = None) -> Response:
     """A ``Response`` carrying a problem document."""

@@ -6,17 +6,21 @@ import io
 import json
 import logging
 import math
+import os
 import random
+import tempfile
 import threading
 import time
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from werkzeug.datastructures import MultiDict
 
 from smartsvc.http.requests import new_request_id
-from smartsvc.logging_setup import JsonFormatter, LineHandler, PseudonymFilter, user_pseudonym, utc_timestamp_ms
+from smartsvc.logging_setup import (JsonFormatter, LineHandler, PseudonymFilter, request_id_var, user_pseudonym,
+                                    utc_timestamp_ms)
 
 KEY = "unit-test-secret-0123456789abcdef0123456789"
 
@@ -133,6 +137,67 @@ def test_buffered_lines_are_written_together_in_order_and_warnings_at_once():
     handler.handle(_record(logging.INFO, 51))
     handler.close()  # a replaced handler writes what it kept
     assert [json.loads(line)["n"] for line in stream.getvalue().splitlines()] == list(range(52))
+
+
+def test_a_kept_record_is_written_as_it_was_when_logged():
+    # Kept records are formatted by the flusher, in another thread and later: the request id, the message's
+    # arguments and the pseudonym must still be those of the moment of logging.
+    stream = io.StringIO()
+    handler = _handler(stream)
+    handler.buffer_lines(interval_s=3600)
+    logger = logging.getLogger(f"test.kept.{uuid.uuid4().hex}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(handler)
+    user_id = uuid.uuid4()
+    found = ["a"]
+    token = request_id_var.set("req-1")
+    try:
+        logger.info("found %s", found, extra={"principal": f"user:{user_id}"})
+    finally:
+        request_id_var.reset(token)
+    found.append("b")  # changed after logging
+    with pytest.raises(ZeroDivisionError):
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            logger.info("failed", exc_info=True)  # an exception is formatted at once, after what is kept
+            raise
+    assert [json.loads(line)["msg"] for line in stream.getvalue().splitlines()] == ["found ['a']", "failed"]
+
+    handler.close()
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["request_id"] == "req-1" and "request_id" not in second
+    assert first["principal"] == user_pseudonym(KEY, user_id)
+    assert "_request_id" not in first and "ZeroDivisionError" in second["exc"]
+
+
+def test_a_forked_child_writes_its_kept_lines():
+    stream_path = Path(tempfile.mkdtemp()) / "lines"
+    with open(stream_path, "w") as stream:
+        handler = _handler(stream)  # type: ignore[arg-type]
+        handler.buffer_lines(interval_s=3600)
+        handler._write_lock.acquire()  # as if the parent's flusher was writing at the fork
+        child = os.fork()
+        if child == 0:
+            try:
+                handler.handle(_record(logging.INFO, 1))
+                handler.write_kept()
+                stream.flush()
+            finally:
+                os._exit(0)
+        handler._write_lock.release()
+        for _ in range(500):  # polled: a child stuck on the inherited lock is killed, not waited for forever
+            done, status = os.waitpid(child, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.02)
+        else:
+            os.kill(child, 9)
+            os.waitpid(child, 0)
+            pytest.fail("the forked child hung on the write lock held at the fork")
+    assert status == 0
+    assert [json.loads(line)["n"] for line in stream_path.read_text().splitlines()] == [1]
 
 
 def test_buffered_lines_reach_the_stream_within_the_interval_without_a_warning():
