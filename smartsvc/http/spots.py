@@ -18,7 +18,6 @@ from geodata.answer_json import answer_json
 from ..credentials import ACCESS_TOKEN_PREFIX, InvalidToken
 from ..errors import Unauthorized
 from ..services.auth import USER_ROLE, Principal
-from ..services.journal_buffer import search_data
 from ..services.spot_query import SpotQuery
 from ..services.spots import search_spots, search_spots_for_token
 from ..timeutil import utcnow
@@ -223,7 +222,7 @@ def _fast_search() -> Response | None:
 
 def _journal(container: Any, user_id: Any, query: SpotQuery, results: list[Any]) -> None:
     # A touchpoint (TRUST.md): buffered, never a write on this path (services/journal_buffer.py).
-    container.search_journal.add(container.database, user_id, utcnow(), search_data(query, len(results)))
+    container.search_journal.add_search(container.database, user_id, utcnow(), query, len(results))
 
 
 def _answer(results: list[Any]) -> Response:

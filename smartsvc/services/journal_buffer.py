@@ -27,7 +27,7 @@ import time
 import uuid
 import weakref
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import insert, select
 
@@ -42,8 +42,14 @@ BATCH_SIZE = 500
 # Beyond this many pending (the database is slow or down), the searching request writes them itself.
 MAX_PENDING = 10_000
 _VERSION_AND_VARIANT = (0x7 << 76) | (0b10 << 62)
-# (user id, when, what, the real clock in ns for its id).
-Pending = tuple[uuid.UUID, datetime, dict[str, Any], int]
+# (user id, when, what, the real clock in ns for its id). For a search noted by add_search, "what" is its query
+# and result count until the writer writes it out (search_data).
+Pending = tuple[uuid.UUID, datetime, "dict[str, Any] | _NotedSearch", int]
+
+
+class _NotedSearch(NamedTuple):
+    query: Any
+    results: int
 
 
 def _uuid7_at(time_ns: int, rand: bytes) -> uuid.UUID:
@@ -88,11 +94,22 @@ class SearchJournal:
 
     def add(self, database: Database, user_id: uuid.UUID, at: datetime, data: dict[str, Any]) -> None:
         """Note one search (``data``: plain JSON values); it reaches the journal within about a second."""
+        self._append(database, (user_id, at, data, time.time_ns()))
+
+    def add_search(self, database: Database, user_id: uuid.UUID, at: datetime, query: Any, results: int) -> None:
+        """Note one spot search (``query``: a frozen :class:`.spot_query.SpotQuery`) that found ``results``.
+
+        What the journal keeps of it (:func:`search_data`) is written out by the writer, a batch at a time:
+        on the request, between other work, the same formatting costs several times more (BENCHMARKS.md, 2).
+        """
+        self._append(database, (user_id, at, _NotedSearch(query, results), time.time_ns()))
+
+    def _append(self, database: Database, entry: Pending) -> None:
         if self._pid != os.getpid():
             self._reset()
         with self._lock:
             self._database = database
-            self._pending.append((user_id, at, data, time.time_ns()))
+            self._pending.append(entry)
             pending = len(self._pending)
             if self._thread is None and self._background:
                 self._start()
@@ -158,6 +175,7 @@ class SearchJournal:
 
 def write_searches(database: Database, batch: list[Pending]) -> int:
     """One transaction: a ``spot.searched`` interaction per search of a user that still exists."""
+    batch = [_written_out(entry) for entry in batch]
     rand = os.urandom(10 * len(batch))  # one call: random bytes per id cost a system call each
     with database.unit_of_work() as uow:
         session = uow.session
@@ -187,6 +205,14 @@ def write_searches(database: Database, batch: list[Pending]) -> int:
                     for row_id, (user_id, at, data, _) in zip(ids, kept)])
         uow.commit()
     return len(kept)
+
+
+def _written_out(entry: Pending) -> Pending:
+    """The entry with its data as the journal keeps it (a search noted by :meth:`SearchJournal.add_search`)."""
+    data = entry[2]
+    if type(data) is not _NotedSearch:
+        return entry
+    return entry[0], entry[1], search_data(data.query, data.results), entry[3]
 
 
 # SQLite: rows per INSERT statement (8 parameters each; SQLite allows 32,766 per statement).

@@ -145,3 +145,23 @@ def test_a_batch_larger_than_one_statement_is_written_whole_and_in_order(databas
     rows = journal_of(database, alice)
     assert [r.data["results"] for r in rows] == list(range(450))
     assert [r.at for r in rows] == [first + timedelta(seconds=n) for n in range(450)]
+
+
+def test_a_noted_search_is_written_as_the_journal_keeps_a_search(database):
+    """A search noted with its query is written out by the writer: the same data a search has in the journal."""
+    from smartsvc.services.journal_buffer import search_data
+    from smartsvc.services.spot_query import SpotQuery
+
+    alice = new_user(database, "alice")
+    searches = SearchJournal(background=False)
+    query = SpotQuery(lat=52.520008, lon=13.404954, radius_m=300.0, product_id=uuid.uuid4(),
+                      at=datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc), duration_min=60, limit=20)
+    at = utcnow()
+    searches.add_search(database, alice, at, query, 7)
+    assert searches.flush() == 1
+
+    (row,) = journal_of(database, alice)
+    assert row.at == at and row.kind == "spot.searched"
+    assert row.data == search_data(query, 7) == {
+        "lat": 52.52, "lon": 13.405, "radius_m": 300.0, "product_id": str(query.product_id),
+        "stay_from": "2026-11-23T09:00:00+00:00", "duration_min": 60, "results": 7}
