@@ -6,7 +6,9 @@ Modules, one job each:
 - :mod:`geodata.geofences.model` — ``Geofence`` and ``parse_geofence`` (validation with per-field issues).
 - :mod:`geodata.geofences.index` — ``GeofenceIndex.evaluate(lat, lon)``: inside flags and signed distances
   to the boundary of every fence near a point; ``evaluate_many`` for a batch of points.
+- :mod:`geodata.geofences.build` — the index's tables and grids, built from the fences' geometries.
 - :mod:`geodata.geofences.grid` — the per-cell boundary pieces and polygon lists behind the index.
+- :mod:`geodata.geofences.rings` — polygon rings as flat arrays, their segments and boundary pieces.
 - :mod:`geodata.geofences.machine` — ``step(index, state, fix)``: enter/exit/dwell events from a location
   fix over a plain-dict state; ``tick`` and ``due_at`` for time passing without fixes.
 """

@@ -4,7 +4,7 @@ One uniform grid in degrees (``cell_deg``, ~140 × 220 m at 52° N) answers a
 query from the point's cell alone, whatever the number of fences:
 
 - **boundary pieces.** Every polygon ring (outer rings and holes) is cut
-  into pieces of at most ``grid.PIECE_M`` (100) metres. A piece is registered in every
+  into pieces of at most ``rings.PIECE_M`` (100) metres. A piece is registered in every
   cell its box grown by ``reach_m`` overlaps, and stored *per cell*, in
   float32 metres of that cell's own flat plane, with its direction and
   inverse squared length precomputed: the distances from the point to all
@@ -41,6 +41,8 @@ ellipsoidal mean-latitude plane of :mod:`geodata.geo` around their centre
 ``signed_m = -inf`` means "inside, with the boundary farther than the margin
 asked for"; :meth:`GeofenceIndex.signed_distance_m` gives the exact value.
 
+The tables and grids are built by :mod:`geodata.geofences.build`.
+
 With Numba, :meth:`GeofenceIndex.evaluate` does a point's cell in one
 compiled call (:mod:`geodata.geofences.kernels`: the same float32 distances,
 containment by ring crossings away from the boundary, GEOS within 1 cm of it).
@@ -60,14 +62,13 @@ from typing import Iterable, NamedTuple
 import numpy as np
 import shapely
 
-from geodata.geo import plane_coefficients, segment_distance2
+from geodata.geo import segment_distance2
 from geodata import kernels
-from geodata.geofences.grid import (
-    EMPTY_F, EMPTY_I, Cell, CircleGrid, FlatRings, PolygonGrid, cut_pieces, degrees, flat_rings, release_freed_memory,
-    ring_segments, run_starts,
-)
+from geodata.geofences.build import build_circles, build_polygons
+from geodata.geofences.grid import EMPTY_F, EMPTY_I, Cell, degrees, release_freed_memory, run_starts
 from geodata.geofences.kernels import evaluate_cell
 from geodata.geofences.model import DEFAULT_HYSTERESIS_M, Geofence
+from geodata.geofences.rings import ring_segments
 
 # Margin the index is built for at least: most fixes are more precise than this.
 _MIN_REACH_M = 50.0
@@ -100,17 +101,6 @@ class Evaluations(NamedTuple):
         return Evaluation(self.positions[lo:hi], self.inside[lo:hi], self.signed_m[lo:hi])
 
 
-def _ring_tables(rings: FlatRings, positions: np.ndarray, n_fences: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What the compiled containment test reads: (x, y rows; each ring's first row and one past the last;
-    the rings of each fence position as [lo, hi) — none for circles)."""
-    ring_start = np.searchsorted(rings.vertex_of, np.arange(len(rings.polygon_of) + 1)).astype(np.int64)
-    numbers = np.arange(len(positions))
-    fence_rings = np.zeros((2, n_fences), dtype=np.int64)
-    fence_rings[0, positions] = np.searchsorted(rings.polygon_of, numbers, side="left")
-    fence_rings[1, positions] = np.searchsorted(rings.polygon_of, numbers, side="right")
-    return rings.xy, ring_start, fence_rings
-
-
 class GeofenceIndex:
     """An in-memory index over geofences (thousands to millions) for point evaluation."""
 
@@ -137,8 +127,9 @@ class GeofenceIndex:
         self._depth = np.where(self._is_circle, self._radius, np.nan)
         self._geoms = np.empty(n, dtype=object)
         self._geoms[:] = [f.geometry for f in self.fences]
-        self._build_circles()
-        self._build_polygons(cell_deg)
+        self._centres, self._plane, self._circles = build_circles(self._geoms, self._is_circle, self._radius,
+                                                                  self.reach_m)
+        self._rings, self._bounds, self._grid = build_polygons(self._geoms, self._is_circle, self.reach_m, cell_deg)
         release_freed_memory()
 
     def __len__(self) -> int:
@@ -155,45 +146,6 @@ class GeofenceIndex:
         """The fence with this id, or None."""
         pos = self._position.get(fence_id)
         return None if pos is None else self.fences[pos]
-
-    # -- build ---------------------------------------------------------------
-
-    def _build_circles(self) -> None:
-        circles = np.flatnonzero(self._is_circle)
-        xy = shapely.get_coordinates(self._geoms[circles]) if len(circles) else np.zeros((0, 2))
-        # Rows [lat, lon] per fence position (NaN for polygons).
-        self._centres = np.full((2, len(self.fences)), np.nan)
-        self._centres[:, circles] = xy[:, ::-1].T
-        self._plane = np.full((4, len(self.fences)), np.nan)
-        for i, lat in zip(circles.tolist(), xy[:, 1].tolist()):
-            self._plane[:, i] = plane_coefficients(lat)
-        dlat, dlon = degrees(self._radius[circles] + self.reach_m, xy[:, 1])
-        box = np.vstack([xy[:, 0] - dlon, xy[:, 1] - dlat, xy[:, 0] + dlon, xy[:, 1] + dlat])
-        self._circles = CircleGrid(box, circles)
-
-    def _build_polygons(self, cell: float) -> None:
-        polygons = np.flatnonzero(~self._is_circle)
-        geoms = self._geoms[polygons]
-        # Prepared geometries make contains_xy an indexed point-in-polygon test.
-        shapely.prepare(geoms)
-        rings = flat_rings(geoms)
-        self._rings = _ring_tables(rings, polygons, len(self.fences))
-        segments, segment_owner = ring_segments(geoms, rings)
-        del rings
-        # Owners are numbered among polygons here and mapped back to fence positions at the end.
-        pieces, piece_owner = cut_pieces(segments, segment_owner)
-        del segments, segment_owner
-        order = np.argsort(piece_owner, kind="stable")
-        pieces, piece_owner = np.ascontiguousarray(pieces[:, order]), piece_owner[order]
-        box = shapely.bounds(geoms).T if len(polygons) else np.zeros((4, 0))
-        self._bounds = np.full((4, len(self.fences)), np.nan)
-        self._bounds[:, polygons] = box
-        self._grid = PolygonGrid(pieces, piece_owner, geoms, box, self.reach_m, cell)
-        del pieces, piece_owner
-        # Back from polygon numbers to fence positions, once, so that queries need no mapping.
-        self._grid.owner = polygons[self._grid.owner].astype(self._grid.owner.dtype)
-        self._grid.mixed = polygons[self._grid.mixed]
-        self._grid.interior = polygons[self._grid.interior]
 
     # -- query ---------------------------------------------------------------
 

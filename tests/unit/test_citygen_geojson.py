@@ -7,7 +7,7 @@ import json
 
 from shapely.geometry import LineString, Point, Polygon
 
-from bench import citygen
+from bench import city_geojson, citygen
 from bench.citygen import City
 
 
@@ -36,4 +36,4 @@ def test_shapes_the_city_does_not_generate_are_still_written_exactly():
               LineString([(13.1, 52.1), (13.2, 52.200000000000003)])]
     spots = [dataclasses.replace(spot, geometry=g) for g in shapes]
 
-    assert ",\n".join(citygen._feature_lines(spots, {})) == _reference_text(spots)
+    assert ",\n".join(city_geojson._feature_lines(spots, {})) == _reference_text(spots)
