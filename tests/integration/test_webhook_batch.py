@@ -9,6 +9,7 @@ the deliveries it did not send give their attempt back and wait.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import timedelta
@@ -21,7 +22,7 @@ from standardwebhooks import Webhook
 from smartsvc.models import OutboxMessage, WebhookDelivery
 from smartsvc.services import webhook_batch
 from smartsvc.services.webhook_events import DELIVER_TASK
-from smartsvc.timeutil import utcnow
+from smartsvc.timeutil import simulated_clock, utcnow
 from tests.support.factories import make_app
 from tests.support.webhook_receiver import Reply, WebhookReceiver
 from tests.support.webhook_world import WebhookWorld, webhook_settings, webhook_world
@@ -173,6 +174,27 @@ def test_deliveries_about_one_subject_in_one_batch_still_go_out_in_order(world):
         world.drain()
         received = [Webhook(hook["secret"]).verify(r.body, r.headers)["data"]["id"] for r in receiver.requests]
         assert received == ids
+
+
+def test_a_subject_with_many_waiting_goes_on_one_delivery_at_a_time_after_a_retry(world):
+    # Settling a delivery releases only the earliest waiting one of its subject, however many wait.
+    with WebhookReceiver() as receiver:
+        hook = world.register(receiver.url(), ["suggestion.created"])
+        alice, bob = world.user("alice"), world.user("bob")
+        receiver.script(500)
+        ids = [world.suggest(alice, title=f"event {n}") for n in range(4)]
+        other = world.suggest(bob)
+        world.drain()
+
+        def received() -> list[str]:  # not verified: the retries are signed at the simulated time, 15 min ahead
+            return [json.loads(r.body)["data"]["id"] for r in receiver.requests]
+
+        assert received() == [ids[0], other]  # alice's others wait for her first, which waits for its retry
+        later = utcnow() + timedelta(minutes=15)
+        with simulated_clock(lambda: later):
+            world.drain()
+        assert received() == [ids[0], other, *ids]
+        assert [d["status"] for d in world.deliveries(hook["id"])] == ["delivered"] * 5
 
 
 def test_410_in_a_batch_disables_the_endpoint_and_fails_the_rest_without_sending(world):
