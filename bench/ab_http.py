@@ -31,7 +31,6 @@ import tempfile
 from pathlib import Path
 
 from bench import http_city, http_servers
-from bench.citygen import City
 
 CONNECTIONS = 8
 
@@ -75,14 +74,9 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
     root = Path(tempfile.mkdtemp(prefix="ab-http-"))
     servers: dict[str, http_servers.Server] = {}
     try:
-        city = City(args.spots)
-        env = http_servers.service_env(root / "var")
-        app = http_servers.in_process_app(env)
-        http_city.store_city(app.extensions["smartsvc"].database, city, "a/b city")
-        driver = http_city.make_driver(app)
-        app.extensions["smartsvc"].database.engine.dispose()
+        env, driver, paths = http_city.stored_city_for_serving(root / "var", args.spots, "a/b city", args.urls)
         paths_file = root / "paths.txt"
-        paths_file.write_text("\n".join(http_city.search_paths(city, driver["product_id"], args.urls)) + "\n")
+        paths_file.write_text("\n".join(paths) + "\n")
         sides = [("A", args.a_dir), ("B", args.b_dir)]
         for side, directory in reversed(sides) if args.b_first else sides:
             port = http_servers.free_port()

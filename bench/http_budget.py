@@ -24,7 +24,6 @@ from pathlib import Path
 
 from bench import http_city, http_servers
 from bench.ab_http import CONNECTIONS, _worker_pids
-from bench.citygen import City
 from bench.common import python
 
 _TICK_S = 1 / os.sysconf("SC_CLK_TCK")
@@ -81,13 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(tempfile.mkdtemp(prefix="http-budget-"))
     servers: list[http_servers.Server] = []
     try:
-        city = City(args.spots)
-        env = http_servers.service_env(root / "var")
-        app = http_servers.in_process_app(env)
-        http_city.store_city(app.extensions["smartsvc"].database, city, "budget city")
-        driver = http_city.make_driver(app)
-        app.extensions["smartsvc"].database.engine.dispose()
-        paths = http_city.search_paths(city, driver["product_id"], args.urls)
+        env, driver, paths = http_city.stored_city_for_serving(root / "var", args.spots, "budget city", args.urls)
         ours_paths = root / "paths.txt"
         ours_paths.write_text("\n".join(paths) + "\n")
         port = http_servers.free_port()

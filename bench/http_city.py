@@ -1,6 +1,7 @@
 """Benchmark 2's city for the service: stored as the live ``parking`` layer, a driver, and the search URLs.
 
-Used by :mod:`bench.bench_http`, :mod:`bench.http_breakdown` and the A/B tool (:mod:`bench.ab_http`).
+Used by :mod:`bench.bench_http`, :mod:`bench.http_breakdown` and the served tools (:mod:`bench.ab_http`,
+:mod:`bench.http_budget`).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlencode
 
@@ -152,3 +154,20 @@ def search_paths(city: City, product_id: str, count: int) -> list[str]:
                  "limit": LIMIT}
         paths.append("/v1/spots?" + urlencode(query))
     return paths
+
+
+def stored_city_for_serving(var_dir: Path, spots: int, name: str, urls: int) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """A city of ``spots`` stored in a fresh SQLite database under ``var_dir``, for servers to serve.
+
+    Returns the service's environment, the driver (:func:`make_driver`) and ``urls`` search paths.
+    The in-process app's connections are closed, so that the servers start on a quiet database.
+    """
+    from bench import http_servers
+
+    city = City(spots)
+    env = http_servers.service_env(var_dir)
+    app = http_servers.in_process_app(env)
+    store_city(app.extensions["smartsvc"].database, city, name)
+    driver = make_driver(app)
+    app.extensions["smartsvc"].database.engine.dispose()
+    return env, driver, search_paths(city, driver["product_id"], urls)
