@@ -192,20 +192,21 @@ class LineHandler(logging.StreamHandler):
 
     def handle(self, record: logging.LogRecord) -> Any:
         """Keep the record (below WARNING, buffering), or filter and format it outside the lock, then write."""
-        kept = self._kept
-        if kept is not None and record.levelno < logging.WARNING and not record.exc_info:
+        buffering = self._kept is not None
+        if buffering and record.levelno < logging.WARNING and not record.exc_info:
             if record.args:
                 record.msg, record.args = record.getMessage(), None
             record.__dict__[_REQUEST_ID_FIELD] = request_id_var.get()
             with self.lock:  # type: ignore[union-attr]
-                kept.append(record)
+                # Read under the lock: the writer swaps the list for an empty one when it takes the records.
+                self._kept.append(record)  # type: ignore[union-attr]
                 if self._flusher_pid != os.getpid():  # none yet, or inherited across a fork (threads are not)
                     self._start_flusher()
             return True
         line = self._line(record)
         if line is None:
             return False
-        if kept is None:
+        if not buffering:
             with self.lock:  # type: ignore[union-attr]
                 self._write(line, record)
             return True

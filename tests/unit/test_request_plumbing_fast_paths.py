@@ -172,6 +172,29 @@ def test_a_kept_record_is_written_as_it_was_when_logged():
     assert "_request_id" not in first and "ZeroDivisionError" in second["exc"]
 
 
+def test_no_kept_line_is_lost_while_the_flusher_takes_them_out():
+    # Request threads keep records while the flusher swaps the list out every millisecond.
+    stream = io.StringIO()
+    handler = _handler(stream)
+    handler.buffer_lines(interval_s=0.001)
+
+    def log_many(n: int) -> None:
+        for i in range(3000):
+            handler.handle(logging.makeLogRecord({"name": "smartsvc.access", "levelno": logging.INFO,
+                                                  "levelname": "INFO", "msg": "request", "writer": n, "i": i}))
+
+    threads = [threading.Thread(target=log_many, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    handler.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert sorted((line["writer"], line["i"]) for line in lines) == [(n, i) for n in range(4) for i in range(3000)]
+    for n in range(4):
+        assert [line["i"] for line in lines if line["writer"] == n] == list(range(3000))  # in order
+
+
 def test_a_forked_child_writes_its_kept_lines():
     stream_path = Path(tempfile.mkdtemp()) / "lines"
     with open(stream_path, "w") as stream:
