@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import marshmallow as ma
@@ -45,17 +45,29 @@ class JsonBoolean(ma.fields.Boolean):
         return value
 
 
+# Years a StorableDateTime may name: with any offset (under a day) the UTC time is then within Python's
+# years 1-9999. The pattern says so in the OpenAPI document, so that a client (and schemathesis) knows
+# year 1 and 9999 are refused.
+STORABLE_FIRST_YEAR, STORABLE_LAST_YEAR = 2, 9998
+STORABLE_YEAR_PATTERN = r"^(000[2-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"
+
+
 class StorableDateTime(ma.fields.AwareDateTime):
-    """An RFC 3339 time with an offset that has a UTC equivalent (the database stores UTC).
+    """An RFC 3339 time with an offset, in the years 2-9998: its UTC equivalent always exists (the database
+    stores UTC).
 
     ``0001-01-01T00:30:00+01:00`` is a valid ISO time whose UTC form falls before year 1: Python cannot
-    represent it, and storing or comparing it failed with a 500. It is a 422 naming the field instead.
+    represent it, and storing or comparing it failed with a 500. Such times are a 422 naming the field;
+    years 1 and 9999 are refused whole, which the field's pattern documents.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["metadata"] = {"pattern": STORABLE_YEAR_PATTERN, **(kwargs.get("metadata") or {})}
+        super().__init__(*args, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
         moment = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            moment.astimezone(timezone.utc)
-        except OverflowError:
-            raise ma.ValidationError("must be a time whose UTC equivalent is between the years 1 and 9999") from None
+        if not STORABLE_FIRST_YEAR <= moment.year <= STORABLE_LAST_YEAR:
+            raise ma.ValidationError(
+                f"must be a time between the years {STORABLE_FIRST_YEAR} and {STORABLE_LAST_YEAR}")
         return moment
