@@ -283,7 +283,10 @@ def test_a_worker_killed_mid_work_loses_nothing_and_repeats_nothing(deployment, 
     _done, total = handled(deployment)
     assert total == 5 * users  # started, entered, approaching, exited, arrived
 
-    first = deployment.worker("worker-1")
+    # Engine batches of 4 (20 tasks, not 2): the triggers are handled, and committed, over many moments, so
+    # that a kill lands mid-work however fast the machine (two batches of 50 once both committed between
+    # two polls).
+    first = deployment.worker("worker-1", engine_batch_size="4")
     # Mid-work: the engine has handled some triggers (pushes queue behind them) and not all.
     wait_until(lambda: handled(deployment)[0] >= total // 10, "the first triggers to be handled", every=0.02)
     kill(first)
