@@ -35,21 +35,6 @@ from bench import http_city, http_servers
 CONNECTIONS = 8
 
 
-def _worker_pids(server: http_servers.Server) -> list[int]:
-    """The gunicorn workers: the leaves of the server's process tree."""
-    assert server.proc is not None
-    rows = subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True, text=True, check=True).stdout.splitlines()
-    parents = [tuple(map(int, row.split())) for row in rows[1:]]
-    tree, grown = {server.proc.pid}, True
-    while grown:
-        grown = False
-        for pid, ppid in parents:
-            if ppid in tree and pid not in tree:
-                tree.add(pid)
-                grown = True
-    return [pid for pid in tree if not any(ppid == pid for _, ppid in parents)]
-
-
 def _cpu_s(pids: list[int]) -> float:
     ticks = 0
     for pid in pids:
@@ -92,7 +77,7 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
         for n in range(args.rounds):
             for side in ("A", "B") if n % 2 == 0 else ("B", "A"):
                 server = servers[side]
-                pids = _worker_pids(server)
+                pids = server.worker_pids()
                 before = _cpu_s(pids)
                 result = http_servers.run_wrk(server, paths_file, driver["token"], CONNECTIONS, args.duration, 2)
                 cpu_ms = (_cpu_s(pids) - before) * 1000 / max(result["requests"], 1)

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from bench import http_city, http_servers
-from bench.ab_http import CONNECTIONS, _worker_pids
+from bench.ab_http import CONNECTIONS
 from bench.common import python
 
 _TICK_S = 1 / os.sysconf("SC_CLK_TCK")
@@ -55,7 +55,7 @@ def children_cpu_s() -> float:
 
 def measure(server: http_servers.Server, paths_file: Path, token: str, duration_s: float) -> str:
     """One wrk run at c = 8 against ``server``: its report, per request."""
-    pids = _worker_pids(server)
+    pids = server.worker_pids()
     threads, machine, wrk = thread_cpu_s(pids), machine_cpu_s(), children_cpu_s()
     result = http_servers.run_wrk(server, paths_file, token, CONNECTIONS, duration_s, 2)
     per_request = 1e6 / max(result["requests"], 1)

@@ -155,6 +155,20 @@ class Server:
                 continue
         return events
 
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers: the leaves of the server's process tree."""
+        assert self.proc is not None
+        rows = subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True, text=True, check=True).stdout.splitlines()
+        parents = [tuple(map(int, row.split())) for row in rows[1:]]
+        tree, grown = {self.proc.pid}, True
+        while grown:
+            grown = False
+            for pid, ppid in parents:
+                if ppid in tree and pid not in tree:
+                    tree.add(pid)
+                    grown = True
+        return [pid for pid in tree if not any(ppid == pid for _, ppid in parents)]
+
     def worker_boots(self) -> int:
         """gunicorn workers started so far (the first N, and every one recycled after max_requests)."""
         return self.log_text().count("Booting worker with pid")
