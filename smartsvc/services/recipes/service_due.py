@@ -14,8 +14,8 @@ Places: ``dealer`` and ``workshop`` points of interest of the live ``pois``
 layer within ``radius_m`` of the user's last position (none known: nothing
 is said), nearest first, each with its opening hours and whether it is open
 at the trigger's time and when that changes, read in the POI dataset's time
-zone. The body names the nearest place and, when it is closed then, also the
-nearest one that is open. Not due, or no place: no suggestion.
+zone. The body names the nearest place and, unless it is open then, also the
+nearest one that is. Not due, or no place: no suggestion.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def _title(reason: Due, at: datetime, vehicle: str) -> str:
 
 
 def _body(places: list[Place], items: list[Mapping[str, Any]], at: datetime) -> str:
-    """The nearest place and whether it is open; when it is closed, also the nearest one open now."""
+    """The nearest place and whether it is open; unless it is open, also the nearest one open now."""
     place, item = places[0], items[0]
     what, name = _kind_and_name(place)
     text = f"Nearest {what}: {name}, {distance_text(place.distance_m)} away"
