@@ -79,14 +79,31 @@ class _Ledger:
         self.session = session
         self.names: dict[uuid.UUID, str] = {}
 
-    def row(self, endpoint: WebhookEndpoint, delivery: WebhookDelivery, now: datetime) -> dict[str, Any]:
+    def row(self, endpoint: WebhookEndpoint, delivery: WebhookDelivery, payload: dict[str, Any],
+            now: datetime) -> dict[str, Any]:
         if endpoint.id not in self.names:
             host = urlsplit(endpoint.url).hostname or endpoint.url
             self.names[endpoint.id] = f"{owner_name(self.session, endpoint.owner)} ({host})"
         return {"id": new_id(), "user_id": delivery.user_id, "at": now, "channel": "webhook",
                 "recipient": self.names[endpoint.id][:300], "recipient_id": str(endpoint.id),
                 "recipient_owner": endpoint.owner, "event_type": delivery.event_type,
-                "fields": field_paths(delivery.payload.get("data")), "reference_id": str(delivery.id)}
+                "fields": field_paths(payload.get("data")), "reference_id": str(delivery.id)}
+
+
+def _payloads(session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """The bodies of the claimed deliveries (locked already), read in bulk."""
+    out: dict[uuid.UUID, dict[str, Any]] = {}
+    for chunk in chunks(sorted(ids)):
+        out.update(session.execute(select(WebhookDelivery.id, WebhookDelivery.payload)
+                                   .where(among(session, WebhookDelivery.id, chunk))).all())
+    return out
+
+
+def _mark_waiting(session: Session, ids: Sequence[uuid.UUID], now: datetime) -> None:
+    """Deliveries whose endpoint has no free slot start waiting (one statement a chunk, not one a row)."""
+    table = WebhookDelivery.__table__
+    for chunk in chunks(sorted(ids)):
+        session.execute(update(table).where(among(session, table.c.id, chunk)).values(waiting_since=now))
 
 
 def claim(database: Database, items: Sequence[Item], now: datetime) -> tuple[list[Claim], dict[uuid.UUID, str]]:
@@ -100,7 +117,9 @@ def claim(database: Database, items: Sequence[Item], now: datetime) -> tuple[lis
     with database.unit_of_work() as uow:
         session = uow.session
         assert session is not None
-        deliveries = lock_deliveries(session, list(outbox_ids))
+        # Without their bodies: a batch to a busy endpoint (a backlog meets its slots all taken) sends nothing,
+        # and the claimed ones' bodies are read afterwards in one statement.
+        deliveries = lock_deliveries(session, list(outbox_ids), payload=False)
         webhook_ids = sorted({d.webhook_id for d in deliveries.values()})
         endpoints = {e.id: e for chunk in chunks(webhook_ids) for e in session.scalars(
             select(WebhookEndpoint).where(among(session, WebhookEndpoint.id, chunk)))}
@@ -113,6 +132,7 @@ def claim(database: Database, items: Sequence[Item], now: datetime) -> tuple[lis
         probing = {w for w, e in endpoints.items() if (e.consecutive_failures or 0) > 0}
         probed: set[uuid.UUID] = set()
         chosen: list[WebhookDelivery] = []
+        waiting: list[uuid.UUID] = []
         released: dict[uuid.UUID, set[str]] = defaultdict(set)
         for delivery_id in sorted(outbox_ids):
             delivery = deliveries.get(delivery_id)
@@ -136,11 +156,13 @@ def claim(database: Database, items: Sequence[Item], now: datetime) -> tuple[lis
             elif delivery.sending_since is None and (not free[delivery.webhook_id] or delivery.webhook_id in probed):
                 # The endpoint is busy (slow or dead?): wait without holding a worker slot; a batch to it
                 # that finishes queues this one again (release_waiting).
-                delivery.waiting_since = delivery.waiting_since or now
+                if delivery.waiting_since is None:
+                    waiting.append(delivery.id)
             else:
                 chosen.append(delivery)
                 if delivery.webhook_id in probing:
                     probed.add(delivery.webhook_id)
+        _mark_waiting(session, waiting, now)
         claims = _claim_chosen(session, chosen, endpoints, now, settings)
         for webhook_id, subjects in released.items():
             release_next(uow, webhook_id, subjects, now)
@@ -166,19 +188,21 @@ def _claim_chosen(session: Session, chosen: list[WebhookDelivery], endpoints: di
                         .values(status="failed", error="the worker stopped during the send", finished_at=now)
                         .execution_options(synchronize_session=False))
     claim_id = new_id()
+    payloads = _payloads(session, [d.id for d in chosen])
     ledger = _Ledger(session)
     secrets = {w: active_secrets(settings, e, now) for w, e in endpoints.items() if e.enabled}
     claims, numbers, attempts, shared = [], [], [], []
     for delivery in chosen:
         endpoint = endpoints[delivery.webhook_id]
+        payload = payloads[delivery.id]
         if delivery.user_id is not None and delivery.attempts == 0:
-            shared.append(ledger.row(endpoint, delivery, now))
+            shared.append(ledger.row(endpoint, delivery, payload, now))
         number = delivery.attempts + 1
         attempt_id = new_id()
         numbers.append({"b_id": delivery.id, "b_attempts": number})
         attempts.append({"id": attempt_id, "delivery_id": delivery.id, "number": number, "status": "sending",
                          "started_at": now})
-        claims.append(Claim(delivery.id, attempt_id, endpoint.id, endpoint.url, body_bytes(delivery.payload),
+        claims.append(Claim(delivery.id, attempt_id, endpoint.id, endpoint.url, body_bytes(payload),
                             secrets[endpoint.id]))
     if numbers:
         session.execute(
