@@ -12,6 +12,9 @@ from flask import current_app
 from smartsvc.services.webhook_batch import DELIVER_BATCH_TASK, deliver_webhooks
 from smartsvc.services.webhook_delivery import deliver_webhook, release_stranded
 from smartsvc.services.webhook_events import DELIVER_TASK
+# What a batch's send loads on first use (~8 ms): loaded here, the worker's main process has it before its pool
+# forks, instead of every child on its first batch (a backlog meets a pool of cold children at once).
+from smartsvc.webhooks import signing, transport  # noqa: F401
 
 
 @shared_task(name=DELIVER_TASK, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
