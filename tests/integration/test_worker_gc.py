@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import gc
 
+import pytest
 from celery.signals import worker_process_init, worker_ready
 
 
-def test_a_forked_worker_process_freezes_what_it_inherited(app):
+# A forked pool process freezes what it inherited; the main process freezes once it is ready.
+@pytest.mark.parametrize("signal", [worker_process_init, worker_ready], ids=["pool process", "main process"])
+def test_a_worker_process_freezes_what_it_started_with(app, signal):
     gc.unfreeze()
     try:
-        worker_process_init.send(sender=None)
+        signal.send(sender=None)
         # Modules, the app, SQLAlchemy's mappers: far more than a handful of objects.
-        assert gc.get_freeze_count() > 10_000
-    finally:
-        gc.unfreeze()
-
-
-def test_the_worker_main_process_freezes_once_ready(app):
-    gc.unfreeze()
-    try:
-        worker_ready.send(sender=None)
         assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()
