@@ -14,6 +14,7 @@ from ..db import Database
 from ..errors import Forbidden, InvalidInput
 from ..models import CONSENT_PURPOSES, Consent, ConsentEvent
 from ..timeutil import utcnow
+from .bulk import among, chunks
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,11 @@ def has_consent(session: Session, user_id: uuid.UUID, purpose: str) -> bool:
 
 def consenting_users(session: Session, user_ids: Iterable[uuid.UUID], purpose: str) -> set[uuid.UUID]:
     """The users among ``user_ids`` for whom ``purpose`` is granted now (one query for a batch)."""
-    ids = list(set(user_ids))
-    if not ids:
-        return set()
-    return set(session.scalars(select(Consent.user_id).where(
-        Consent.user_id.in_(ids), Consent.purpose == purpose, Consent.granted.is_(True))))
+    found: set[uuid.UUID] = set()
+    for chunk in chunks(sorted(set(user_ids))):
+        found.update(session.scalars(select(Consent.user_id).where(
+            among(session, Consent.user_id, chunk), Consent.purpose == purpose, Consent.granted.is_(True))))
+    return found
 
 
 def require_consent(session: Session, user_id: uuid.UUID, purpose: str) -> None:

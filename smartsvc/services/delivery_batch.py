@@ -115,8 +115,7 @@ def _claim(database: Database, groups: dict[uuid.UUID, list[int | None]], now: d
         suggestions = load_locked(session, list(groups))
         tries = round_tries(session, suggestions.values())
         user_ids = {s.user_id for s in suggestions.values()}
-        consented = {u for chunk in chunks(sorted(user_ids))
-                     for u in consenting_users(session, chunk, "proactive_push")}
+        consented = consenting_users(session, user_ids, "proactive_push")
         devices = active_devices(session, user_ids)
         rows: list[dict[str, Any]] = []
         done: list[int | None] = []
