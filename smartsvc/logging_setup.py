@@ -195,7 +195,11 @@ class LineHandler(logging.StreamHandler):
         buffering = self._kept is not None
         if buffering and record.levelno < logging.WARNING and not record.exc_info:
             if record.args:
-                record.msg, record.args = record.getMessage(), None
+                try:
+                    record.msg, record.args = record.getMessage(), None
+                except Exception:  # arguments that do not fit the message: reported, as logging's own handlers do
+                    self.handleError(record)
+                    return False
             record.__dict__[_REQUEST_ID_FIELD] = request_id_var.get()
             with self.lock:  # type: ignore[union-attr]
                 # Read under the lock: the writer swaps the list for an empty one when it takes the records.

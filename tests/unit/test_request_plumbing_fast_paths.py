@@ -247,6 +247,20 @@ def test_a_filter_that_refuses_a_record_writes_nothing():
     assert stream.getvalue() == ""
 
 
+def test_a_kept_record_whose_arguments_do_not_fit_is_reported_not_raised(capsys):
+    # A logging call is never allowed to fail the code that logs: a StreamHandler reports the error on stderr.
+    stream = io.StringIO()
+    handler = _handler(stream)
+    handler.buffer_lines(interval_s=3600)
+    record = logging.makeLogRecord({"levelno": logging.INFO, "levelname": "INFO", "msg": "%s and %s", "args": (1,)})
+
+    assert handler.handle(record) is False
+    handler.handle(_record(logging.INFO, 1))
+    handler.close()
+    assert [json.loads(line)["n"] for line in stream.getvalue().splitlines()] == [1]
+    assert "Logging error" in capsys.readouterr().err
+
+
 def test_request_ids_look_like_uuid4_hex():
     ids = {new_request_id() for _ in range(2000)}
 
