@@ -23,23 +23,19 @@ found; the launch order is the suspect.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import tempfile
 from pathlib import Path
 
 from bench import http_city, http_servers
+from bench.common import cpu_ticks
 
 CONNECTIONS = 8
 
 
 def _cpu_s(pids: list[int]) -> float:
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_ticks(pid) for pid in pids)
 
 
 def _settings(pairs: list[str]) -> dict[str, str]:

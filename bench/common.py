@@ -165,6 +165,17 @@ def rss_bytes() -> int:
     return 0
 
 
+def cpu_ticks(pid: int | None = None) -> float:
+    """CPU seconds used so far: by process ``pid`` (user + system), or busy seconds of the whole machine."""
+    hz = os.sysconf("SC_CLK_TCK")
+    if pid is not None:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / hz
+    cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [int(v) for v in cpu]
+    return (sum(values) - values[3] - values[4]) / hz  # all but idle and iowait
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 

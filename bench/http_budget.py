@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench import http_city, http_servers
 from bench.ab_http import CONNECTIONS
-from bench.common import python
+from bench.common import cpu_ticks, python
 
 _TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
@@ -42,12 +42,6 @@ def thread_cpu_s(pids: list[int]) -> dict[tuple[int, str], float]:
     return out
 
 
-def machine_cpu_s() -> float:
-    """CPU seconds the whole machine spent busy (all but idle and iowait) since boot."""
-    values = list(map(int, Path("/proc/stat").read_text().splitlines()[0].split()[1:]))
-    return (sum(values) - values[3] - values[4]) * _TICK_S
-
-
 def children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -56,11 +50,11 @@ def children_cpu_s() -> float:
 def measure(server: http_servers.Server, paths_file: Path, token: str, duration_s: float) -> str:
     """One wrk run at c = 8 against ``server``: its report, per request."""
     pids = server.worker_pids()
-    threads, machine, wrk = thread_cpu_s(pids), machine_cpu_s(), children_cpu_s()
+    threads, machine, wrk = thread_cpu_s(pids), cpu_ticks(), children_cpu_s()
     result = http_servers.run_wrk(server, paths_file, token, CONNECTIONS, duration_s, 2)
     per_request = 1e6 / max(result["requests"], 1)
     lines = [f"{server.name}: {result['rps']:,.0f} req/s, p99 {result['p99_ms']:.1f} ms; per request: "
-             f"machine {(machine_cpu_s() - machine) * per_request:.0f} µs, "
+             f"machine {(cpu_ticks() - machine) * per_request:.0f} µs, "
              f"wrk {(children_cpu_s() - wrk) * per_request:.0f} µs"]
     spent = {key: value - threads.get(key, 0.0) for key, value in thread_cpu_s(pids).items()}
     for (pid, thread), seconds in sorted(spent.items(), key=lambda item: -item[1]):

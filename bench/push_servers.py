@@ -1,33 +1,19 @@
 """Benchmark 6's loopback FCM servers (:mod:`bench.push_server`, the tests' fake), their credentials, and
-wrk against them; CPU seconds read from /proc, of a server process or of the whole machine."""
+wrk against them."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from bench.common import cpu_ticks
 from bench.push_fanout import message
 
 PROJECT = "smartsvc-bench"
-
-
-# --------------------------------------------------------------------------- CPU seconds
-
-
-def cpu_ticks(pid: int | None = None) -> float:
-    """CPU seconds used so far: by process ``pid`` (user + system), or busy seconds of the whole machine."""
-    hz = os.sysconf("SC_CLK_TCK")
-    if pid is not None:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / hz
-    cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    values = [int(v) for v in cpu]
-    return (sum(values) - values[3] - values[4]) / hz  # all but idle and iowait
 
 
 # --------------------------------------------------------------------------- the loopback servers
