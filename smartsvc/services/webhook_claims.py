@@ -46,14 +46,12 @@ class Claim:
     secrets: list[str]
 
 
-def lock_deliveries(session: Session, ids: Sequence[uuid.UUID], *,
-                     payload: bool = True) -> dict[uuid.UUID, WebhookDelivery]:
-    """The deliveries, read fresh and locked in id order (``payload=False``: without their bodies)."""
+def lock_deliveries(session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, WebhookDelivery]:
+    """The deliveries, read fresh and locked in id order, without their bodies (read in bulk where needed)."""
     out: dict[uuid.UUID, WebhookDelivery] = {}
     for chunk in chunks(sorted(ids)):
-        query = select(WebhookDelivery).where(among(session, WebhookDelivery.id, chunk)).order_by(WebhookDelivery.id)
-        if not payload:
-            query = query.options(defer(WebhookDelivery.payload))
+        query = (select(WebhookDelivery).where(among(session, WebhookDelivery.id, chunk))
+                 .options(defer(WebhookDelivery.payload)).order_by(WebhookDelivery.id))
         out.update((d.id, d) for d in session.scalars(
             query.with_for_update().execution_options(populate_existing=True)))
     return out
@@ -119,7 +117,7 @@ def claim(database: Database, items: Sequence[Item], now: datetime) -> tuple[lis
         assert session is not None
         # Without their bodies: a batch to a busy endpoint (a backlog meets its slots all taken) sends nothing,
         # and the claimed ones' bodies are read afterwards in one statement.
-        deliveries = lock_deliveries(session, list(outbox_ids), payload=False)
+        deliveries = lock_deliveries(session, list(outbox_ids))
         webhook_ids = sorted({d.webhook_id for d in deliveries.values()})
         endpoints = {e.id: e for chunk in chunks(webhook_ids) for e in session.scalars(
             select(WebhookEndpoint).where(among(session, WebhookEndpoint.id, chunk)))}

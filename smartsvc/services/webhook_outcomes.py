@@ -115,7 +115,7 @@ def finish(database: Database, sent: Sequence[tuple[Claim, Any]], unsent: Sequen
         endpoints = {e.id: e for e in session.scalars(
             select(WebhookEndpoint).where(among(session, WebhookEndpoint.id, webhook_ids)).order_by(WebhookEndpoint.id)
             .with_for_update().execution_options(populate_existing=True))}
-        deliveries = lock_deliveries(session, [c.delivery_id for c in claims], payload=False)
+        deliveries = lock_deliveries(session, [c.delivery_id for c in claims])
         released: dict[uuid.UUID, set[str]] = defaultdict(set)
         succeeded: set[uuid.UUID] = set()
         # A 2xx for a delivery still pending to an endpoint still enabled: no rule to apply, so these are
