@@ -149,6 +149,9 @@ class Settings:
     # Pushes: tries per device when the push service says "later" (429, 5xx, network), and the waits
     # between tries (the last repeats; a longer Retry-After wins).
     push_max_tries: int = 5
+    # A device's push claimed by a worker that then died is sent again after this long (it may have gone out:
+    # at least once; the collapse key makes the phone show one).
+    push_stale_claim_s: int = 120
     push_retry_backoff_s: tuple[int, ...] = (30, 120, 600)
     # Due push messages the outbox relay hands to one delivery task (one claim and one settle transaction).
     push_batch_size: int = 200
@@ -262,6 +265,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "FCM_PROJECT_ID": ("fcm_project_id", lambda n, v: v.strip()),
     "FCM_CREDENTIALS": ("fcm_credentials", lambda n, v: _as_path(n, v)),
     "PUSH_MAX_TRIES": ("push_max_tries", lambda n, v: _as_int(n, v, 1, 50)),
+    "PUSH_STALE_CLAIM_S": ("push_stale_claim_s", lambda n, v: _as_int(n, v, 1, 86400)),
     "PUSH_BATCH_SIZE": ("push_batch_size", lambda n, v: _as_int(n, v, 1, 1000)),
     "ENGINE_BATCH_SIZE": ("engine_batch_size", lambda n, v: _as_int(n, v, 1, 1000)),
     "PUSH_RETRY_BACKOFF_S": ("push_retry_backoff_s",

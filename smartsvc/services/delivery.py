@@ -25,8 +25,9 @@ each device once:
    completed in the same commit.
 
 A claim left ``sending`` by a worker that died is taken over after
-:data:`STALE_CLAIM` (that device may then get it twice: at least once, and
-the collapse key makes the phone show one).
+:func:`stale_after` (``SMARTSVC_PUSH_STALE_CLAIM_S``, default 2 min): that
+device may then get it twice (at least once; the collapse key makes the
+phone show one).
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ from ..models import Device, PushAttempt, Suggestion
 
 log = logging.getLogger(__name__)
 
-STALE_CLAIM = timedelta(minutes=2)
+
+def stale_after(settings: Settings) -> timedelta:
+    """How long a claim left ``sending`` is another worker's before it is taken over."""
+    return timedelta(seconds=settings.push_stale_claim_s)
+
+
 # Pushes of a batch not sent this long after its sends began fail as retryable (a slow or unreachable push
 # service must not hold a task past its time limit); send_many providers keep their own budget.
 SEND_BUDGET_S = 30.0

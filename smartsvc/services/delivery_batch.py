@@ -28,8 +28,8 @@ from . import attention, journal, outbox
 from .bulk import among, chunks
 from .consents import consenting_users
 from .delivery_rows import active_devices, load_locked, round_tries
-from .delivery import (PUSHABLE, STALE_CLAIM, Claim, DeliveryReport, ProviderChooser, latest_tries,
-                       registered_since, retry_at, send_claims, stop)
+from .delivery import (PUSHABLE, Claim, DeliveryReport, ProviderChooser, latest_tries,
+                       registered_since, retry_at, send_claims, stale_after, stop)
 from .suggestions import PUSH_TASK
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def _claim_one(suggestion: Suggestion, attempts: list[PushAttempt], devices: lis
         provider = choose(device, settings)
         if last is None and suggestion.status == "new":
             attempt_id, try_number = new_id(), 1
-        elif last is not None and last.status == "sending" and last.started_at <= now - STALE_CLAIM:
+        elif last is not None and last.status == "sending" and last.started_at <= now - stale_after(settings):
             attempt_id, try_number = last.id, last.try_number  # its worker died mid-send
             last.provider, last.started_at = provider.name, now
         elif last is not None and last.status == "failed" and last.retry_at is not None and last.retry_at <= now:

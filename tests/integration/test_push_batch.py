@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 
 from smartsvc.models import Consent, Device, Interaction, OutboxMessage, PushAttempt, Suggestion
 from smartsvc.services import delivery_batch
-from smartsvc.services.delivery import STALE_CLAIM, deliver_suggestion
+from smartsvc.services.delivery import deliver_suggestion, stale_after
 from smartsvc.services.delivery_batch import deliver_suggestions
 from smartsvc.services.suggestions import PUSH_TASK
 from tests.integration.test_push_fcm import clock_start
@@ -176,7 +176,7 @@ def test_a_batch_whose_worker_died_after_the_claim_is_taken_over_once_stale(worl
     assert fcm.messages == [] and world.pushes() == []
     assert len(due_items(world, sids, soon)) == 3  # the messages stay open in case that worker died
 
-    stale = now + STALE_CLAIM + timedelta(seconds=1)
+    stale = now + stale_after(world.database.settings) + timedelta(seconds=1)
     reports = deliver_suggestions(world.database, items, now=stale)
     assert sum(r.sent for r in reports.values()) == 6
     assert len(fcm.messages) == 3 and len(world.pushes()) == 3
