@@ -61,6 +61,9 @@ def beat() -> None:
     """The scheduler: outbox relay sweeps, housekeeping, daily checks."""
     app = build_app()
     celery = app.extensions["celery"]
+    # Its schedule file lives in the var folder, which nothing else creates when the database and the
+    # broker are servers: beat would die opening it, and no relay sweep would ever run.
+    Path(celery.conf.beat_schedule_filename).parent.mkdir(parents=True, exist_ok=True)
     celery.start(["beat", "--loglevel=INFO"])
 
 
