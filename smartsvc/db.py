@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool
 
 from .config import Settings
+from .models.outbox import number_outbox_messages
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -83,6 +84,8 @@ class Database:
         self._write_engine = self.engine.execution_options(sqlite_write=True)
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
+        for sessions in (self._read_sessions, self._write_sessions):
+            event.listen(sessions, "before_flush", number_outbox_messages)
         # Called after a commit that wrote outbox rows (wakes the relay).
         self.outbox_notifier: Any = None
 

@@ -6,8 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint, inspect, text
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, created_column, id_column
 
@@ -43,6 +43,28 @@ class OutboxMessage(Base):
     completed_at: Mapped[datetime | None] = mapped_column()
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+_NEXT_IDS = text("SELECT nextval(pg_get_serial_sequence('outbox_messages', 'id')) FROM generate_series(1, :n)")
+
+
+def number_outbox_messages(session: Session, _flush_context: Any, _instances: Any) -> None:
+    """Before a flush on PostgreSQL: give new outbox messages their ids from the sequence, in one statement.
+
+    Without ids, SQLAlchemy inserts them as one ``INSERT … RETURNING`` with ~10 parameters a row, which
+    psycopg parses anew every time (it caches no statement over 50 parameters): 5.3 ms of CPU for 200
+    rows (BENCHMARKS.md, 7). With ids, they are one prepared ``INSERT`` run for every row (executemany).
+    The ids follow the order the messages were added, as the database would have given them.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    new = [obj for obj in session.new if isinstance(obj, OutboxMessage) and obj.id is None]
+    if len(new) < 2:
+        return  # one row: its INSERT … RETURNING is as cheap
+    new.sort(key=lambda obj: inspect(obj).insert_order)  # the order of session.new is not promised
+    ids = sorted(session.execute(_NEXT_IDS, {"n": len(new)}).scalars())
+    for obj, number in zip(new, ids):
+        obj.id = number
 
 
 class IdempotencyRecord(Base):

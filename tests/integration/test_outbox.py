@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from smartsvc.db import Database
 from smartsvc.models import OutboxMessage
@@ -220,3 +220,33 @@ def test_concurrent_relays_publish_each_message_once(database):
     assert sum(results) == 20
     assert sorted(publisher.numbers) == list(range(20))
     assert [m.attempts for m in rows(database)] == [1] * 20
+
+
+def test_many_messages_keep_their_order_in_statements_psycopg_can_cache(database):
+    statements: list[tuple[str, Any, bool]] = []  # the INSERTs of outbox rows, as the cursor gets them
+
+    def record(_conn, _cursor, statement, parameters, _context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO OUTBOX_MESSAGES"):
+            statements.append((statement, parameters, executemany))
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        ids = enqueue(database, range(200))
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+
+    assert ids == sorted(ids) and len(set(ids)) == 200  # numbered in the order they were added
+    publisher = FakePublisher()
+    outbox.relay_pending(database, publisher)
+    assert publisher.numbers == list(range(200))
+    # psycopg parses a statement with more than 50 parameters anew on every execution (BENCHMARKS.md, 7):
+    # one row's parameters per execution, never one statement for all the rows.
+    per_row = [len(row) for _s, parameters, _many in statements for row in _parameter_sets(parameters)]
+    assert per_row and max(per_row) <= 50
+
+
+def _parameter_sets(parameters: Any) -> list[Any]:
+    """The parameter sets of one cursor execution: a list of them (executemany) or one."""
+    if isinstance(parameters, (list, tuple)) and parameters and isinstance(parameters[0], (dict, list, tuple)):
+        return list(parameters)
+    return [parameters]
