@@ -17,14 +17,14 @@ from datetime import datetime, timedelta
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam, exists, insert, select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, aliased, defer
 
 from ..db import Database
 from ..ids import new_id
 from ..models import SharingLedgerEntry, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from .consents import consenting_users
-from .bulk import among, chunks
+from .bulk import among, chunks, insert_rows, update_rows
 from .outbox import complete_many
 from .sharing import owner_name
 from .webhook_delivery import STALE_SEND, body_bytes, in_flight, release_next, settle
@@ -175,7 +175,7 @@ def _claim_chosen(session: Session, chosen: list[WebhookDelivery], endpoints: di
                   now: datetime, settings: Any) -> list[Claim]:
     """Record an attempt for each chosen delivery (one claim id: one slot); the claims.
 
-    Three bulk statements (deliveries, attempts, ledger) instead of the ORM's
+    Three bulk statements (deliveries, attempts, ledger; :mod:`.bulk`) instead of the ORM's
     per-object bookkeeping: the transaction commits right after, and the loaded
     objects are not used again.
     """
@@ -197,17 +197,13 @@ def _claim_chosen(session: Session, chosen: list[WebhookDelivery], endpoints: di
             shared.append(ledger.row(endpoint, delivery, payload, now))
         number = delivery.attempts + 1
         attempt_id = new_id()
-        numbers.append({"b_id": delivery.id, "b_attempts": number})
+        numbers.append({"id": delivery.id, "attempts": number})
         attempts.append({"id": attempt_id, "delivery_id": delivery.id, "number": number, "status": "sending",
                          "started_at": now})
         claims.append(Claim(delivery.id, attempt_id, endpoint.id, endpoint.url, body_bytes(payload),
                             secrets[endpoint.id]))
-    if numbers:
-        session.execute(
-            update(WebhookDelivery.__table__).where(WebhookDelivery.__table__.c.id == bindparam("b_id"))
-            .values(attempts=bindparam("b_attempts"), waiting_since=None, sending_since=now, updated_at=now,
-                    claim_id=claim_id), numbers)
-        session.execute(insert(WebhookAttempt.__table__), attempts)
-    if shared:
-        session.execute(insert(SharingLedgerEntry.__table__), shared)
+    update_rows(session, WebhookDelivery.__table__, "id", numbers,
+                {"waiting_since": None, "sending_since": now, "updated_at": now, "claim_id": claim_id})
+    insert_rows(session, WebhookAttempt.__table__, attempts)
+    insert_rows(session, SharingLedgerEntry.__table__, shared)
     return claims

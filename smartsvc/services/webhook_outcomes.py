@@ -16,12 +16,12 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ..db import Database, UnitOfWork
 from ..models import SharingLedgerEntry, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from .bulk import among, chunks
+from .bulk import among, chunks, update_rows
 from .outbox import complete_many
 from .webhook_claims import Claim, lock_deliveries
 from .webhook_delivery import disable_endpoint, next_delay, release_next, release_waiting, settle
@@ -89,17 +89,13 @@ def _record_delivered(session: Session, plain: Sequence[tuple[Claim, Any]], now:
     """Successful sends of pending deliveries: their attempts and the deliveries, in two bulk statements."""
     if not plain:
         return
-    attempts, delivered = WebhookAttempt.__table__, WebhookDelivery.__table__
-    session.execute(
-        update(attempts).where(attempts.c.id == bindparam("b_id"))
-        .values(status="succeeded", status_code=bindparam("b_code"), latency_ms=bindparam("b_latency"),
-                error=None, finished_at=now),
-        [{"b_id": item.attempt_id, "b_code": o.status_code, "b_latency": o.latency_ms} for item, o in plain])
-    session.execute(
-        update(delivered).where(delivered.c.id == bindparam("b_id"))
-        .values(status="delivered", status_reason=None, next_attempt_at=None, sending_since=None, claim_id=None,
-                last_status_code=bindparam("b_code"), last_error=None, delivered_at=now, updated_at=now),
-        [{"b_id": item.delivery_id, "b_code": o.status_code} for item, o in plain])
+    update_rows(session, WebhookAttempt.__table__, "id",
+                [{"id": item.attempt_id, "status_code": o.status_code, "latency_ms": o.latency_ms} for item, o in plain],
+                {"status": "succeeded", "error": None, "finished_at": now})
+    update_rows(session, WebhookDelivery.__table__, "id",
+                [{"id": item.delivery_id, "last_status_code": o.status_code} for item, o in plain],
+                {"status": "delivered", "status_reason": None, "next_attempt_at": None, "sending_since": None,
+                 "claim_id": None, "last_error": None, "delivered_at": now, "updated_at": now})
 
 
 def finish(database: Database, sent: Sequence[tuple[Claim, Any]], unsent: Sequence[Claim],

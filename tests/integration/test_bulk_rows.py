@@ -1,0 +1,125 @@
+"""Many rows written with one statement (``services/bulk.py``), on SQLite and PostgreSQL.
+
+The webhook batches insert and update 200 rows at a time; on PostgreSQL the
+rows travel as one array per column. What is read back must be exactly what
+was given, whatever the column type (UUID, text, integer, time, JSON, NULL).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, Iterator
+
+import pytest
+from sqlalchemy import event, select
+
+from smartsvc.db import Database
+from smartsvc.ids import new_id
+from smartsvc.models import SharingLedgerEntry, WebhookAttempt, WebhookDelivery
+from smartsvc.services.bulk import insert_rows, update_rows
+from smartsvc.timeutil import utcnow
+from tests.support.webhook_world import WebhookWorld, webhook_settings, webhook_world
+
+
+@pytest.fixture
+def db_settings(database_url, tmp_path):
+    return webhook_settings(tmp_path / "var", database_url=database_url)
+
+
+@pytest.fixture
+def world(db_app) -> WebhookWorld:
+    return webhook_world(db_app)
+
+
+@pytest.fixture
+def database(world) -> Database:
+    return world.database
+
+
+def endpoint_with_deliveries(world: WebhookWorld, count: int) -> list[WebhookDelivery]:
+    """``count`` pending deliveries to one endpoint (never sent: nothing listens at its address)."""
+    world.register("http://127.0.0.1:9/hook", ["suggestion.created"])
+    for n in range(count):
+        world.suggest(world.user(f"user{n}"))
+    with world.database.session() as session:
+        deliveries = list(session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)))
+    assert len(deliveries) == count
+    return deliveries
+
+
+def ledger_rows(user_id: Any, count: int) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [{"id": new_id(), "user_id": user_id, "at": now - timedelta(seconds=i), "channel": "webhook",
+             "recipient": f"Partner {i} (hooks.example)", "recipient_id": None if i % 3 else str(i),
+             "recipient_owner": "partner", "event_type": "suggestion.created",
+             "fields": [f"data.field_{i}", "data.user"] if i % 2 else [], "reference_id": f"ref-{i}"}
+            for i in range(count)]
+
+
+@contextmanager
+def statements_of(database: Database, table: str) -> Iterator[list[tuple[str, bool]]]:
+    """(statement, executemany) of every statement naming ``table`` run inside the block."""
+    seen: list[tuple[str, bool]] = []
+
+    def record(_conn, _cursor, statement, _parameters, _context, executemany):
+        if table in statement:
+            seen.append((statement, executemany))
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+
+
+def test_inserted_rows_read_back_exactly_in_one_statement_on_postgresql(world, database, backend):
+    deliveries = endpoint_with_deliveries(world, 1)
+    user_id = deliveries[0].user_id
+    assert user_id is not None
+    rows = ledger_rows(user_id, 120)
+    with statements_of(database, "sharing_ledger") as seen, database.unit_of_work() as uow:
+        insert_rows(uow.session, SharingLedgerEntry.__table__, rows)
+        uow.commit()
+
+    with database.session() as session:
+        stored = {r.id: r for r in session.scalars(select(SharingLedgerEntry))}
+    assert set(stored) == {row["id"] for row in rows}
+    for row in rows:
+        got = stored[row["id"]]
+        assert {name: getattr(got, name) for name in row} == row
+    if backend == "postgres":
+        assert [many for _s, many in seen] == [False]  # one statement for the 120 rows
+
+
+def test_each_row_gets_its_own_values_and_all_get_the_common_ones(world, database, backend):
+    deliveries = endpoint_with_deliveries(world, 12)
+    now = utcnow()
+    chosen = deliveries[::2]  # the others must stay as they were
+    claim_id = new_id()
+    rows = [{"id": d.id, "attempts": 10 + i, "last_status_code": None if i % 4 == 0 else 200 + i}
+            for i, d in enumerate(chosen)]
+    with statements_of(database, "webhook_deliveries") as seen, database.unit_of_work() as uow:
+        update_rows(uow.session, WebhookDelivery.__table__, "id", rows,
+                    {"sending_since": now, "claim_id": claim_id, "waiting_since": None})
+        uow.commit()
+
+    with database.session() as session:
+        stored = {d.id: d for d in session.scalars(select(WebhookDelivery))}
+    for i, delivery in enumerate(chosen):
+        got = stored[delivery.id]
+        assert (got.attempts, got.last_status_code) == (rows[i]["attempts"], rows[i]["last_status_code"])
+        assert (got.sending_since, got.claim_id, got.waiting_since) == (now, claim_id, None)
+    for delivery in deliveries[1::2]:
+        got = stored[delivery.id]
+        assert (got.attempts, got.sending_since, got.claim_id) == (delivery.attempts, None, None)
+    if backend == "postgres":
+        assert [many for _s, many in seen] == [False]
+
+
+def test_nothing_to_write_runs_no_statement(database):
+    with statements_of(database, "webhook_attempts") as seen, database.unit_of_work() as uow:
+        insert_rows(uow.session, WebhookAttempt.__table__, [])
+        update_rows(uow.session, WebhookAttempt.__table__, "id", [], {"status": "failed"})
+        uow.commit()
+    assert seen == []
