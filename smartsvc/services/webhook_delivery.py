@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from ..config import Settings
 from ..db import Database, UnitOfWork
@@ -98,7 +98,8 @@ def release_next(uow: UnitOfWork, webhook_id: uuid.UUID, subjects: Iterable[str]
             .subquery())
         for following in session.scalars(
                 select(WebhookDelivery).join(earliest, earliest.c.id == WebhookDelivery.id)
-                .where(earliest.c.rank == 1).order_by(WebhookDelivery.id)):
+                .where(earliest.c.rank == 1).order_by(WebhookDelivery.id)
+                .options(defer(WebhookDelivery.payload))):  # the claim reads it when it sends
             due = max(now, following.next_attempt_at or now)
             following.next_attempt_at = due
             enqueue_delivery(uow, following, due)
