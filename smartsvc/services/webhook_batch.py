@@ -20,19 +20,19 @@ import random
 import threading
 import time
 import uuid
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Sequence
 
 from ..db import Database
+from ..delivery.httpcommon import send_while_fast
 from ..timeutil import utcnow
 from .webhook_claims import Claim, Item, claim
 from .webhook_delivery import Sender, message_id, transport_options
 from .webhook_outcomes import finish
 
-__all__ = ["DELIVER_BATCH_TASK", "FAST_ANSWER_S", "SEND_BUDGET_S", "SEND_CONCURRENCY", "Claim", "Item",
-           "batches_per_endpoint", "claim", "deliver_webhooks", "finish", "send"]
+__all__ = ["DELIVER_BATCH_TASK", "SEND_BUDGET_S", "SEND_CONCURRENCY", "Claim", "Item", "batches_per_endpoint",
+           "claim", "deliver_webhooks", "finish", "send"]
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,6 @@ SEND_BUDGET_S = 5.0
 # Sends of one batch in flight at once (after the endpoint's first answer): a partner's endpoint sees at most
 # this many times SMARTSVC_WEBHOOK_MAX_IN_FLIGHT concurrent requests.
 SEND_CONCURRENCY = 8
-# While every answer so far came faster than this, the batch sends one request after the other from its own
-# thread: threads would wait on almost nothing, and handing the GIL between them costs more CPU than they save
-# (loopback: 146 µs of CPU a send one by one, 260 µs with 8 threads; BENCHMARKS.md, 7). The first slower answer
-# hands what is left to the threads.
-FAST_ANSWER_S = 0.002
 
 
 def batches_per_endpoint(messages: Sequence[Any]) -> list[list[Any]]:
@@ -71,7 +66,8 @@ def send(claims: Sequence[Claim], settings: Any, clock: Any, sender: Sender | No
     """Sign and send the claims over kept-alive connections; (sent with outcomes, not sent), in claim order.
 
     Each endpoint's first claim goes alone; once it answered well the rest go
-    one by one while the answers come faster than :data:`FAST_ANSWER_S`, then
+    one by one while the answers come faster than ``FAST_ANSWER_S``
+    (:func:`~smartsvc.delivery.httpcommon.send_while_fast`), then
     ``concurrency`` at a time (deliveries of one subject are never claimed
     together, so their order holds). An endpoint that failed to answer gets
     nothing more from this batch, and no send starts after ``budget_s``: what
@@ -85,7 +81,6 @@ def send(claims: Sequence[Claim], settings: Any, clock: Any, sender: Sender | No
     started = time.monotonic()
     troubled: set[uuid.UUID] = set()
     outcomes: dict[int, Any] = {}
-    slowest = [0.0]  # the longest a send of this batch waited for its answer
     lock = threading.Lock()
 
     def one(index: int) -> None:
@@ -94,25 +89,25 @@ def send(claims: Sequence[Claim], settings: Any, clock: Any, sender: Sender | No
             if item.webhook_id in troubled or time.monotonic() - started > budget_s:
                 return
         headers = sign_headers(message_id(item.delivery_id), clock(), item.body, item.secrets)
-        sent_at = time.monotonic()
         outcome = (sender or send_webhook)(item.url, item.body, headers, **options)
-        took = time.monotonic() - sent_at
         with lock:
             outcomes[index] = outcome
-            slowest[0] = max(slowest[0], took)
             if _endpoint_trouble(outcome):
                 troubled.add(item.webhook_id)
 
     probes: dict[uuid.UUID, int] = {}  # each endpoint's first claim: is it answering at all?
     for index, item in enumerate(claims):
         probes.setdefault(item.webhook_id, index)
-    rest = deque(i for i, item in enumerate(claims) if probes[item.webhook_id] != i)
+    rest = [i for i, item in enumerate(claims) if probes[item.webhook_id] != i]
     try:
         for index in probes.values():
             one(index)
-        while rest and (concurrency <= 1 or len(rest) == 1 or slowest[0] <= FAST_ANSWER_S):
-            one(rest.popleft())
-        if rest:
+        if concurrency > 1:  # not timed from the probes: a first send also opens the connection
+            rest = send_while_fast(rest, one) or []
+        if concurrency <= 1 or len(rest) <= 1:
+            for index in rest:
+                one(index)
+        elif rest:
             with ThreadPoolExecutor(min(concurrency, len(rest))) as pool:
                 list(pool.map(one, rest))
     finally:
