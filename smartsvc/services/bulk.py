@@ -38,10 +38,14 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     """
     if not rows:
         return
+    names = list(rows[0])
+    # INSERT … SELECT runs no Python-side column default: every such column must be given.
+    defaulted = [c.name for c in table.columns if c.default is not None and c.name not in names]
+    if defaulted:
+        raise ValueError(f"insert_rows into {table.name}: give {', '.join(defaulted)} (Python-side defaults)")
     if session.get_bind().dialect.name != "postgresql":
         session.execute(insert(table), list(rows))
         return
-    names = list(rows[0])
     source = _unnested(table, names, rows)
     session.execute(insert(table).from_select(names, select(*(source[name] for name in names))))
 

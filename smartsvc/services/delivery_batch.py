@@ -16,7 +16,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any, Sequence
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..db import Database, UnitOfWork
@@ -25,7 +25,7 @@ from ..ids import new_id
 from ..models import Device, Interaction, OutboxMessage, PushAttempt, Suggestion
 from ..timeutil import utcnow
 from . import attention, journal, outbox
-from .bulk import among, chunks
+from .bulk import among, chunks, insert_rows, update_rows
 from .consents import consenting_users
 from .delivery_rows import active_devices, load_locked, round_tries
 from .delivery import (PUSHABLE, Claim, DeliveryReport, ProviderChooser, latest_tries,
@@ -131,8 +131,7 @@ def _claim(database: Database, groups: dict[uuid.UUID, list[int | None]], now: d
                 done.extend(outbox_ids)
                 reports[suggestion_id] = DeliveryReport(delivery_status=final)
         session.flush()  # the stale claims taken over, and the statuses set above
-        for chunk in chunks(rows):
-            session.execute(PushAttempt.__table__.insert(), list(chunk))
+        insert_rows(session, PushAttempt.__table__, rows)
         outbox.complete_many(session, done)
         uow.commit()
     return claims, to_settle, reports
@@ -150,21 +149,17 @@ def _finish(session: Session, claims: Sequence[Claim], results: Sequence[PushRes
             continue
         when, note = retry_at(settings, claim, result, now)
         error = f"{result.error or 'failed'}{note}" if not result.ok else result.error
-        rows.append({"b_id": claim.attempt_id, "status": "sent" if result.ok else "failed",
+        rows.append({"id": claim.attempt_id, "status": "sent" if result.ok else "failed",
                      "error": error[:2000] if error else None, "status_code": result.status_code,
-                     "retry_at": when, "latency_ms": result.latency_ms, "finished_at": now})
+                     "retry_at": when, "latency_ms": result.latency_ms})
         retrying[claim.message.suggestion_id] += when is not None
         if result.ok:  # the journal's "pushed" touchpoint, one per device that got it
             pushed.append(journal.push_row(claim.message, provider=claim.provider.name, round_=claim.round,
                                            try_number=claim.try_number, at=now))
         if result.token_dead:
             dead[claim.message.device_id] = (claim.provider.name, result.token_dead_since)
-    table = PushAttempt.__table__
-    statement = update(table).where(table.c.id == bindparam("b_id"))
-    for chunk in chunks(rows):
-        session.execute(statement, list(chunk))
-    for chunk in chunks(pushed):
-        session.execute(insert(Interaction.__table__), list(chunk))
+    update_rows(session, PushAttempt.__table__, "id", rows, {"finished_at": now})
+    insert_rows(session, Interaction.__table__, pushed)
     for chunk in chunks(sorted(dead)):
         for device in session.scalars(select(Device).where(among(session, Device.id, chunk))):
             provider, dead_since = dead[device.id]

@@ -123,3 +123,12 @@ def test_nothing_to_write_runs_no_statement(database):
         update_rows(uow.session, WebhookAttempt.__table__, "id", [], {"status": "failed"})
         uow.commit()
     assert seen == []
+
+
+def test_rows_without_a_column_the_model_defaults_in_python_are_refused_before_any_statement(world, database):
+    deliveries = endpoint_with_deliveries(world, 1)
+    row = {"id": new_id(), "delivery_id": deliveries[0].id, "number": 1, "status": "sending"}  # no started_at
+    with statements_of(database, "webhook_attempts") as seen, database.unit_of_work() as uow:
+        with pytest.raises(ValueError, match="started_at"):
+            insert_rows(uow.session, WebhookAttempt.__table__, [row])
+    assert seen == []
