@@ -33,14 +33,16 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from ..config import Settings
 from ..db import Database, UnitOfWork
 from ..models import WebhookDelivery, WebhookEndpoint, WebhookNotice
 from ..timeutil import utcnow
-from .bulk import among, chunks
-from .webhook_events import enqueue_delivery
+from .bulk import among, chunks, update_rows
+from .webhook_events import enqueue_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +98,26 @@ def release_next(uow: UnitOfWork, webhook_id: uuid.UUID, subjects: Iterable[str]
             .where(WebhookDelivery.webhook_id == webhook_id, among(session, WebhookDelivery.subject, part),
                    WebhookDelivery.status == "pending", WebhookDelivery.sending_since.is_(None))
             .subquery())
-        for following in session.scalars(
-                select(WebhookDelivery).join(earliest, earliest.c.id == WebhookDelivery.id)
-                .where(earliest.c.rank == 1).order_by(WebhookDelivery.id)
-                .options(defer(WebhookDelivery.payload))):  # the claim reads it when it sends
-            due = max(now, following.next_attempt_at or now)
-            following.next_attempt_at = due
-            enqueue_delivery(uow, following, due)
+        rows = session.execute(
+            select(WebhookDelivery.id, WebhookDelivery.user_id, WebhookDelivery.next_attempt_at)
+            .join(earliest, earliest.c.id == WebhookDelivery.id).where(earliest.c.rank == 1)
+            .order_by(WebhookDelivery.id))
+        following = [(delivery_id, user_id, max(now, next_at or now)) for delivery_id, user_id, next_at in rows]
+        # Rows, not ORM objects: a batch settles 200 at once (BENCHMARKS.md, 7).
+        update_rows(session, WebhookDelivery.__table__, "id",
+                    [{"id": delivery_id, "next_attempt_at": due} for delivery_id, _user, due in following])
+        _loaded_now(session, {delivery_id: {"next_attempt_at": due} for delivery_id, _user, due in following})
+        enqueue_deliveries(uow, webhook_id, following)
+
+
+def _loaded_now(session: Session, written: dict[uuid.UUID, dict[str, Any]]) -> None:
+    """Deliveries this session has loaded already get the values just written to their rows by a bulk statement
+    (the session was flushed before it: nothing of theirs is pending)."""
+    for delivery_id, values in written.items():
+        loaded = session.identity_map.get(identity_key(WebhookDelivery, delivery_id))
+        if loaded is not None:
+            for name, value in values.items():
+                set_committed_value(loaded, name, value)
 
 
 def in_flight(session: Session, webhook_id: uuid.UUID, now: datetime) -> int:
@@ -120,14 +135,16 @@ def release_waiting(uow: UnitOfWork, webhook_id: uuid.UUID, now: datetime) -> in
     free = settings.webhook_max_in_flight - in_flight(session, webhook_id, now)
     if free <= 0:
         return 0
-    waiting = session.scalars(
-        select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id,
-                                      WebhookDelivery.waiting_since.is_not(None),
-                                      WebhookDelivery.status == "pending")
+    waiting = session.execute(
+        select(WebhookDelivery.id, WebhookDelivery.user_id).where(WebhookDelivery.webhook_id == webhook_id,
+                                                                  WebhookDelivery.waiting_since.is_not(None),
+                                                                  WebhookDelivery.status == "pending")
         .order_by(WebhookDelivery.id).limit(free * settings.webhook_batch_size)).all()
-    for delivery in waiting:
-        delivery.waiting_since = None
-        enqueue_delivery(uow, delivery, now)
+    table = WebhookDelivery.__table__
+    for chunk in chunks([delivery_id for delivery_id, _user in waiting]):
+        session.execute(update(table).where(among(session, table.c.id, chunk)).values(waiting_since=None))
+    _loaded_now(session, {delivery_id: {"waiting_since": None} for delivery_id, _user in waiting})
+    enqueue_deliveries(uow, webhook_id, [(delivery_id, user_id, now) for delivery_id, user_id in waiting])
     return len(waiting)
 
 

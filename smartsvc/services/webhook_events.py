@@ -16,7 +16,7 @@ import json
 import math
 import uuid
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -142,6 +142,15 @@ def enqueue_delivery(uow: UnitOfWork, delivery: WebhookDelivery, at: datetime) -
     message = outbox.enqueue(uow, DELIVER_TASK, {"delivery_id": str(delivery.id)},
                              ordering_key=f"webhook:{delivery.webhook_id}", user_id=delivery.user_id)
     message.available_at = at
+
+
+def enqueue_deliveries(uow: UnitOfWork, webhook_id: uuid.UUID,
+                       deliveries: Sequence[tuple[uuid.UUID, uuid.UUID | None, datetime]]) -> None:
+    """Queue the sending of many deliveries of one endpoint, each ``(id, user id, at)``, in one statement (as
+    :func:`enqueue_delivery`)."""
+    outbox.enqueue_rows(uow, DELIVER_TASK, [
+        {"payload": {"delivery_id": str(delivery_id)}, "ordering_key": f"webhook:{webhook_id}", "user_id": user_id,
+         "available_at": at} for delivery_id, user_id, at in deliveries])
 
 
 def _enabled_endpoints(session: Session) -> list[WebhookEndpoint]:

@@ -250,3 +250,22 @@ def _parameter_sets(parameters: Any) -> list[Any]:
     if isinstance(parameters, (list, tuple)) and parameters and isinstance(parameters[0], (dict, list, tuple)):
         return list(parameters)
     return [parameters]
+
+
+def test_messages_added_in_one_statement_are_relayed_in_their_order_when_available(database):
+    later = utcnow() + timedelta(minutes=10)
+    woken: list[str] = []
+    with database.unit_of_work() as uow:
+        uow.outbox_notifier = lambda: woken.append("relay")
+        outbox.enqueue_rows(uow, "test.task", [
+            {"payload": {"n": n}, "ordering_key": "user:1", "available_at": later if n % 50 == 7 else None}
+            for n in range(200)])
+        uow.commit()
+    assert woken == ["relay"]  # the commit wakes the relay, as for enqueue
+
+    stored = rows(database)
+    assert [m.payload["n"] for m in stored] == list(range(200))  # ids in the order given
+    assert {m.task for m in stored} == {"test.task"} and {m.attempts for m in stored} == {0}
+    publisher = FakePublisher()
+    outbox.relay_pending(database, publisher)
+    assert publisher.numbers == [n for n in range(200) if n % 50 != 7]  # the others wait for their time
