@@ -269,3 +269,18 @@ def test_messages_added_in_one_statement_are_relayed_in_their_order_when_availab
     publisher = FakePublisher()
     outbox.relay_pending(database, publisher)
     assert publisher.numbers == [n for n in range(200) if n % 50 != 7]  # the others wait for their time
+
+
+def test_one_relay_run_publishes_a_backlog_larger_than_its_sweep(database):
+    enqueue(database, range(1_250))
+    publisher = FakePublisher()
+    assert outbox.relay_all(database, publisher, batch_size=500) == 1_250  # three sweeps: 500, 500, 250
+    assert publisher.numbers == list(range(1_250))
+    assert outbox.relay_all(database, publisher, batch_size=500) == 0  # nothing left: one empty sweep
+
+
+def test_a_relay_run_stops_sweeping_when_the_broker_fails(database):
+    enqueue(database, range(1_200))
+    publisher = FakePublisher(fail_on={700})
+    assert outbox.relay_all(database, publisher, batch_size=500) == 700  # the second sweep ends at the failure
+    assert publisher.numbers == list(range(700))

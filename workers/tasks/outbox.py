@@ -13,7 +13,7 @@ from flask import current_app
 from smartsvc.models import OutboxMessage
 from smartsvc.services.delivery_batch import PUSH_BATCH_TASK
 from smartsvc.services.engine_batch import HANDLE_BATCH_TASK
-from smartsvc.services.outbox import relay_pending
+from smartsvc.services.outbox import relay_all
 from smartsvc.services.suggestions import PUSH_TASK
 from smartsvc.services.triggers import HANDLE_TASK
 from smartsvc.services.webhook_batch import DELIVER_BATCH_TASK, batches_per_endpoint
@@ -63,9 +63,9 @@ def _publish_webhooks(messages: list[OutboxMessage]) -> None:
 
 @shared_task(name="smartsvc.outbox.relay", ignore_result=True, acks_late=False)
 def relay() -> int:
-    """Publish due outbox messages; safe to run concurrently and repeatedly."""
+    """Publish due outbox messages, a backlog too (sweep after sweep); safe to run concurrently and repeatedly."""
     settings = current_app.extensions["smartsvc"].settings
-    return relay_pending(current_app.extensions["smartsvc"].database, _publish,
+    return relay_all(current_app.extensions["smartsvc"].database, _publish,
                          batch_size=settings.outbox_batch_size,
                          redeliver_after=timedelta(seconds=settings.outbox_redeliver_after_s),
                          groups={HANDLE_TASK: (settings.engine_batch_size, _publish_triggers),
