@@ -168,9 +168,10 @@ class Settings:
     webhook_allow_private: bool = False
     webhook_allow_http: bool = False
     webhook_timeout_s: float = 15.0
-    # Batches sending to one endpoint at a time (each a worker slot, its sends one after another): a slow or
-    # dead endpoint holds at most this many webhook worker slots; its other deliveries wait for one to finish.
-    webhook_max_in_flight: int = 4
+    # Batches sending to one endpoint at a time (each a worker slot): a slow or dead endpoint holds at most this
+    # many webhook worker slots; its other deliveries wait for one to finish. Times a batch's sending threads
+    # (webhook_batch.SEND_CONCURRENCY, 4), at most 32 requests in flight to one endpoint.
+    webhook_max_in_flight: int = 8
     # Due deliveries the outbox relay hands to one task, per endpoint (one claim and one finish transaction,
     # the sends over kept-alive connections).
     webhook_batch_size: int = 200

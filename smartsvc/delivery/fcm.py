@@ -161,7 +161,8 @@ class FcmProvider:
     """Sends pushes through FCM HTTP v1 over kept-alive connections, with one cached OAuth token.
 
     :meth:`send_many` sends one by one while FCM answers fast, otherwise keeps up to
-    :data:`SEND_CONCURRENCY` requests in flight, each thread on its own connection. The OAuth token is fetched (rarely) with google-auth over an httpx client.
+    :data:`SEND_CONCURRENCY` requests in flight, each thread on its own connection.
+    The OAuth token is fetched (rarely) with google-auth over an httpx client.
     :meth:`close` closes the connections and threads; a later send opens new ones (the token is kept).
     """
 

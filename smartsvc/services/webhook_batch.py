@@ -42,8 +42,9 @@ DELIVER_BATCH_TASK = "smartsvc.webhooks.deliver_batch"
 # A batch starts no new send after this long: a slow endpoint gives its slot back to the others regularly.
 SEND_BUDGET_S = 5.0
 # Sends of one batch in flight at once (after the endpoint's first answer): a partner's endpoint sees at most
-# this many times SMARTSVC_WEBHOOK_MAX_IN_FLIGHT concurrent requests.
-SEND_CONCURRENCY = 8
+# this many times SMARTSVC_WEBHOOK_MAX_IN_FLIGHT concurrent requests (4 × 8 by default). More batches with fewer
+# threads each: a backlog to one endpoint is drained by 8 batches at once (BENCHMARKS.md, 7).
+SEND_CONCURRENCY = 4
 
 
 def batches_per_endpoint(messages: Sequence[Any]) -> list[list[Any]]:

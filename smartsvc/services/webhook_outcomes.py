@@ -90,7 +90,8 @@ def _record_delivered(session: Session, plain: Sequence[tuple[Claim, Any]], now:
     if not plain:
         return
     update_rows(session, WebhookAttempt.__table__, "id",
-                [{"id": item.attempt_id, "status_code": o.status_code, "latency_ms": o.latency_ms} for item, o in plain],
+                [{"id": item.attempt_id, "status_code": o.status_code, "latency_ms": o.latency_ms}
+                 for item, o in plain],
                 {"status": "succeeded", "error": None, "finished_at": now})
     update_rows(session, WebhookDelivery.__table__, "id",
                 [{"id": item.delivery_id, "last_status_code": o.status_code} for item, o in plain],
