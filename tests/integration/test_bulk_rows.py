@@ -19,17 +19,19 @@ from smartsvc.ids import new_id
 from smartsvc.models import SharingLedgerEntry, WebhookAttempt, WebhookDelivery
 from smartsvc.services.bulk import insert_rows, update_rows
 from smartsvc.timeutil import utcnow
+from tests.integration.conftest import close_app
+from tests.support.factories import make_app
 from tests.support.webhook_world import WebhookWorld, webhook_settings, webhook_world
 
 
 @pytest.fixture
-def db_settings(database_url, tmp_path):
-    return webhook_settings(tmp_path / "var", database_url=database_url)
-
-
-@pytest.fixture
-def world(db_app) -> WebhookWorld:
-    return webhook_world(db_app)
+def world(database_url, tmp_path) -> Iterator[WebhookWorld]:
+    """An app on ``database_url`` whose webhooks may name a local address (none is ever sent here)."""
+    app = make_app(webhook_settings(tmp_path / "var", database_url=database_url))
+    try:
+        yield webhook_world(app)
+    finally:
+        close_app(app)
 
 
 @pytest.fixture
