@@ -58,11 +58,10 @@ from typing import Any
 
 from rich.table import Table
 
-from bench.common import Context, ratio, tool_path
+from bench.common import Context, cpu_ticks, ratio, tool_path
 from bench.push_burst import check_burst, store_burst
 from bench.push_fanout import batch_setup, delivery_setup, fan_out, message, provider_many_setup, provider_setup
 from bench.push_profile import client_stages, where_time_goes
-from bench.common import cpu_ticks
 from bench.push_servers import PROJECT, LoopbackServer, fake_server, lean_server, wrk_ceiling
 
 NAME = "push"

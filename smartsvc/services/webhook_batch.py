@@ -108,7 +108,7 @@ def send(claims: Sequence[Claim], settings: Any, clock: Any, sender: Sender | No
         if concurrency <= 1 or len(rest) <= 1:
             for index in rest:
                 one(index)
-        elif rest:
+        else:
             with ThreadPoolExecutor(min(concurrency, len(rest))) as pool:
                 list(pool.map(one, rest))
     finally:

@@ -27,7 +27,7 @@ from .consents import consenting_users
 from .bulk import among, chunks, insert_rows, update_rows
 from .outbox import complete_many
 from .sharing import owner_name
-from .webhook_delivery import STALE_SEND, body_bytes, in_flight, release_next, settle
+from .webhook_delivery import STALE_SEND, body_bytes, in_flight, release_next, set_waiting, settle
 from .webhook_events import CONSENT_WITHDRAWN, PARTNER_SHARING, field_paths
 from .webhook_secrets import active_secrets
 
@@ -97,13 +97,6 @@ def _payloads(session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dic
     return out
 
 
-def _mark_waiting(session: Session, ids: Sequence[uuid.UUID], now: datetime) -> None:
-    """Deliveries whose endpoint has no free slot start waiting (one statement a chunk, not one a row)."""
-    table = WebhookDelivery.__table__
-    for chunk in chunks(sorted(ids)):
-        session.execute(update(table).where(among(session, table.c.id, chunk)).values(waiting_since=now))
-
-
 def claim(database: Database, items: Sequence[Item], now: datetime) -> tuple[list[Claim], dict[uuid.UUID, str]]:
     """Claim what can be sent now (committed); the claims in id order, and the status of every other one."""
     outbox_ids: dict[uuid.UUID, list[int | None]] = defaultdict(list)
@@ -160,7 +153,7 @@ def claim(database: Database, items: Sequence[Item], now: datetime) -> tuple[lis
                 chosen.append(delivery)
                 if delivery.webhook_id in probing:
                     probed.add(delivery.webhook_id)
-        _mark_waiting(session, waiting, now)
+        set_waiting(session, waiting, now)
         claims = _claim_chosen(session, chosen, endpoints, now, settings)
         for webhook_id, subjects in released.items():
             release_next(uow, webhook_id, subjects, now)

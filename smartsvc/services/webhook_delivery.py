@@ -127,6 +127,14 @@ def in_flight(session: Session, webhook_id: uuid.UUID, now: datetime) -> int:
         WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.sending_since > now - STALE_SEND)) or 0
 
 
+def set_waiting(session: Session, ids: Sequence[uuid.UUID], since: datetime | None) -> None:
+    """Deliveries start waiting for a slot of their endpoint (``since``), or stop (None): one statement a chunk,
+    not one a row."""
+    table = WebhookDelivery.__table__
+    for chunk in chunks(sorted(ids)):
+        session.execute(update(table).where(among(session, table.c.id, chunk)).values(waiting_since=since))
+
+
 def release_waiting(uow: UnitOfWork, webhook_id: uuid.UUID, now: datetime) -> int:
     """Queue the endpoint's earliest deliveries waiting for a slot, a batch for each free slot; how many."""
     session = uow.session
@@ -140,9 +148,7 @@ def release_waiting(uow: UnitOfWork, webhook_id: uuid.UUID, now: datetime) -> in
                                                                   WebhookDelivery.waiting_since.is_not(None),
                                                                   WebhookDelivery.status == "pending")
         .order_by(WebhookDelivery.id).limit(free * settings.webhook_batch_size)).all()
-    table = WebhookDelivery.__table__
-    for chunk in chunks([delivery_id for delivery_id, _user in waiting]):
-        session.execute(update(table).where(among(session, table.c.id, chunk)).values(waiting_since=None))
+    set_waiting(session, [delivery_id for delivery_id, _user in waiting], None)
     _loaded_now(session, {delivery_id: {"waiting_since": None} for delivery_id, _user in waiting})
     enqueue_deliveries(uow, webhook_id, [(delivery_id, user_id, now) for delivery_id, user_id in waiting])
     return len(waiting)
