@@ -117,11 +117,22 @@ class NoSessionInterface(SessionInterface):
         return None
 
 
+# Authorization header -> its counter key: a caller sends the same header on every request. Bounded, emptied
+# when full (the limiter's own key table is too).
+_CALLER_KEYS_MAX = 10_000
+_caller_keys: dict[str, str] = {}
+
+
 def _rate_limit_key() -> str:
     """Callers are counted by credential (hashed), anonymous ones by address."""
     header = request.headers.get("Authorization")
     if header:
-        return "cred:" + hashlib.sha256(header.encode()).hexdigest()[:32]
+        key = _caller_keys.get(header)
+        if key is None:
+            if len(_caller_keys) >= _CALLER_KEYS_MAX:
+                _caller_keys.clear()
+            key = _caller_keys[header] = "cred:" + hashlib.sha256(header.encode()).hexdigest()[:32]
+        return key
     return "addr:" + (request.remote_addr or "unknown")
 
 

@@ -7,10 +7,12 @@ import math
 import uuid
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 import marshmallow as ma
 from flask import Response, current_app, g, request
 from flask.views import MethodView
+from werkzeug.datastructures import MultiDict
 
 from geodata.model import KINDS, ORIENTATIONS
 from geodata.answer_json import answer_json
@@ -166,11 +168,41 @@ _ARG_READERS = tuple((name, *_converter(name, field), field.required, field.load
                      for name, field in _ARGS_SCHEMA.fields.items())
 
 
+def _single_valued_query(query_string: str) -> dict[str, str] | None:
+    """The query string's arguments, as werkzeug's ``request.args`` decodes them, when it holds ASCII only
+    and no name twice; else None (``request.args`` then reads it).
+
+    ``request.args`` builds its MultiDict through ``parse_qsl`` on every request: ~16 µs of the ~35 µs the
+    hot path spent on its arguments (BENCHMARKS.md, 2). The decoding here is parse_qsl's: parts split on
+    ``&``, empty parts skipped, a part without ``=`` is a blank value, ``+`` is a space, then percent-decoding
+    with werkzeug's error handler (undecodable bytes stay percent-encoded).
+    """
+    if not query_string.isascii():
+        return None  # werkzeug decodes the raw bytes first; leave every such case to it
+    out: dict[str, str] = {}
+    for part in query_string.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if "+" in part:
+            name, value = name.replace("+", " "), value.replace("+", " ")
+        if "%" in part:
+            name, value = unquote(name, errors="werkzeug.url_quote"), unquote(value, errors="werkzeug.url_quote")
+        if name in out:
+            return None
+        out[name] = value
+    return out
+
+
 def _fast_args(raw: Any) -> dict[str, Any] | None:
     """The query arguments as ``SpotSearchArgs().load`` gives them, or None when that would not succeed
-    (or might differ: unstorable text anywhere, which the standard parser names in its 422)."""
+    (or might differ: unstorable text anywhere, which the standard parser names in its 422).
+
+    ``raw``: the request's MultiDict, or the dict of :func:`_single_valued_query`.
+    """
+    items = raw.items(multi=True) if isinstance(raw, MultiDict) else raw.items()
     # One search over all names and values: the pattern matches single characters, so joining changes nothing.
-    if _UNSTORABLE_TEXT.search("".join([text for item in raw.items(multi=True) for text in item])):
+    if _UNSTORABLE_TEXT.search("".join([text for item in items for text in item])):
         return None
     out: dict[str, Any] = {}
     get = raw.get
@@ -200,7 +232,8 @@ def _fast_search() -> Response | None:
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential.startswith(ACCESS_TOKEN_PREFIX):
         return None  # no header, an API key, a malformed header: the standard path says which
-    args = _fast_args(req.args)
+    plain = _single_valued_query(req.environ.get("QUERY_STRING", ""))
+    args = _fast_args(req.args if plain is None else plain)
     if args is None:
         return None
     container = _container()

@@ -325,6 +325,59 @@ def test_the_hot_path_arguments_match_the_schema_on_random_input():
         assert _fast_args(MultiDict(query)) == expected, query
 
 
+def test_the_access_record_is_the_record_log_info_would_write(monkeypatch):
+    from smartsvc.http import requests as plumbing
+
+    monkeypatch.setattr(logging, "_srcfile", None)  # as configure_logging sets it: no caller look-up
+    fields = {"method": "GET", "path": "/v1/spots", "status": 200, "duration_ms": 0.25, "principal": "user:x"}
+    before = time.time()
+    record = plumbing._access_record(*fields.values())
+    expected = plumbing.log.makeRecord(plumbing.log.name, logging.INFO, "(unknown file)", 0, "request", None, None,
+                                       "(unknown function)", fields)
+    times = ("created", "msecs", "relativeCreated")
+
+    assert {k: v for k, v in record.__dict__.items() if k not in times} == \
+        {k: v for k, v in expected.__dict__.items() if k not in times}
+    assert before <= record.created <= time.time()
+    assert record.msecs == int((record.created - int(record.created)) * 1000)
+    assert record.getMessage() == "request" and record.process == os.getpid()
+    line = json.loads(JsonFormatter().format(record))
+    assert {k: line[k] for k in fields} == fields and line["level"] == "INFO" and line["logger"] == "smartsvc.access"
+
+
+def test_the_hot_path_reads_a_query_string_as_werkzeug_does_or_leaves_it_to_werkzeug():
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from smartsvc.http.spots import _single_valued_query
+
+    rng = random.Random(5)
+    pieces = ["lat", "lon", "=", "=", "&", "&&", "+", "%", "%2B", "%3A", "%3a", "%00", "%C3%A9", "%FF", "%E2%82",
+              "%zz", "%2", "1", "52.5", "-", ";", "?", "#", " ", "é", "x", "at", "2026-11-27T10:11:00"]
+    queries = ["lat=52.51&lon=13.42&at=2026-11-27T10%3A11%3A00%2B01%3A00&limit=20", "", "&", "a", "a=", "=a",
+               "a=1&a=2", "a=1&&b=2", "a+b=c+d", "a=%FF%FE", "a=%C3%A9", "a=é"]
+    queries += ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 12))) for _ in range(4000)]
+    for query in queries:
+        environ = EnvironBuilder(path="/v1/spots").get_environ()
+        environ["QUERY_STRING"] = query.encode("utf-8").decode("latin-1")  # what a WSGI server hands over
+        expected = Request(environ).args
+        got = _single_valued_query(environ["QUERY_STRING"])
+        if got is None:  # left to werkzeug: only for a repeated name or bytes outside ASCII
+            assert not query.isascii() or any(len(values) > 1 for values in expected.listvalues()), query
+        else:
+            assert list(got.items()) == list(expected.items()), query
+
+
+def test_the_hot_path_answers_a_repeated_or_non_ascii_query_through_werkzeug(monkeypatch):
+    from smartsvc.http import spots
+
+    query = {"product_id": "0190F2C4-5E2B-7CC1-9A3E-3C1F7D2B9A10", "lat": "48.85", "lon": "2.35"}
+    expected = spots.SpotSearchArgs().load(query)
+    assert spots._fast_args(spots._single_valued_query("&".join(f"{k}={v}" for k, v in query.items()))) == expected
+    assert spots._single_valued_query("lat=48.85&lat=1") is None
+    assert spots._single_valued_query("lat=48.85&note=\xc3\xa9") is None
+
+
 def test_the_rate_limiter_counts_under_the_keys_limits_builds_and_forgets_callers(monkeypatch):
     from limits import parse_many
 
