@@ -27,7 +27,7 @@ import math
 from json.encoder import c_make_encoder, encode_basestring
 from typing import Any, Callable
 
-from geodata.search import SpotResult, geojson_geometries, to_dicts
+from geodata.search import SearchResults, SpotResult, geojson_geometries, to_dicts
 
 # Spots whose text is kept per index (~400 bytes each), and per vehicle their fit reasons (~100 bytes).
 _SPOTS_MAX = 200_000
@@ -101,10 +101,11 @@ def _fit_cache(index: Any, vehicle: Any) -> dict[Any, str]:
     return cache
 
 
-def _fit_texts(results: list[SpotResult], spots: list[Any], index: Any) -> list[str]:
-    """Each result's fit reasons as JSON list items."""
-    vehicle = results[0]._vehicle
-    if all(result._vehicle is vehicle for result in results):  # one search: one vehicle, hashed once
+def _fit_texts(results: list[SpotResult], spots: list[Any], index: Any, vehicle: Any) -> list[str]:
+    """Each result's fit reasons as JSON list items (``vehicle``: every result's, when known to be one)."""
+    if vehicle is None and all(result._vehicle is results[0]._vehicle for result in results):
+        vehicle = results[0]._vehicle
+    if vehicle is not None:  # one search: one vehicle, hashed once
         cache = _fit_cache(index, vehicle)
         texts = list(map(cache.get, spots))
         if None not in texts:
@@ -139,15 +140,22 @@ def answer_json(results: list[SpotResult]) -> str:
     """``{"items": [...]}`` for a search's results, as compact JSON text (UTF-8 characters kept)."""
     if not results:
         return '{"items":[]}'
-    index = results[0]._index
-    if getattr(index, "item_json", None) is None or any(result._index is not index for result in results):
+    if isinstance(results, SearchResults):  # one search: one index, one vehicle
+        index, vehicle = results.index, results.vehicle
+    else:
+        index, vehicle = results[0]._index, None
+        if any(result._index is not index for result in results):
+            index = None
+    if getattr(index, "item_json", None) is None:
         return _encode({"items": to_dicts(results)})
     spots = [result.spot for result in results]
     items = []
     for result, (head, middle, tail), fit_why in zip(results, _spot_texts(results, spots, index),
-                                                     _fit_texts(results, spots, index)):
+                                                     _fit_texts(results, spots, index, vehicle)):
         fields, rule_why = _decision_part(result.decision)
         why = fit_why + "," + rule_why if fit_why and rule_why else fit_why or rule_why
-        items.append(f'{{{head},"distance_m":{round(float(result.distance_m), 2)!r},{middle},'
+        # "%.2f" rounds as round(x, 2) does (correctly, from the binary value), and writes the same number in
+        # a third of the time repr(round(x, 2)) takes; only trailing zeros may differ ("3.50" for 3.5).
+        items.append(f'{{{head},"distance_m":{"%.2f" % result.distance_m},{middle},'
                      f'"spaces_for_vehicle":{int(result.spaces_for_vehicle)},{fields},"why":[{why}],{tail}}}')
     return '{"items":[' + ",".join(items) + "]}"

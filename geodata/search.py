@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import shapely
@@ -28,7 +28,8 @@ from geodata.fit import fit
 from geodata.index import SpotIndex
 from geodata.model import Spot, Vehicle
 
-_CACHE_MAX = 100_000
+# Decisions kept per stay (start, duration), by rule list: ~64 stays of at most this many.
+_STAY_DECISIONS_MAX = 2048
 # Fit reasons kept per (spot, vehicle) on the index (~250 bytes each): the spots searches keep returning.
 _REASONS_MAX = 100_000
 _POINT, _LINESTRING, _POLYGON = 0, 1, 3  # shapely type ids
@@ -36,6 +37,21 @@ _FIRST_BATCH = 4  # times ``limit``: candidates sorted before falling back to a 
 # Rule-list states per (start, duration): unknown, allowed, not allowed; for this many pairs at most.
 _UNKNOWN, _ALLOWED, _REFUSED = 0, 1, 2
 _STATES_MAX = 64
+
+
+class SearchResults(list):
+    """What :func:`search` returns: its results (a list), all from ``index`` for ``vehicle``.
+
+    :func:`geodata.answer_json.answer_json` then knows, without looking at each result, that the texts it
+    keeps per index and vehicle apply.
+    """
+
+    __slots__ = ("index", "vehicle")
+
+    def __init__(self, index: SpotIndex, vehicle: Vehicle) -> None:
+        super().__init__()
+        self.index = index
+        self.vehicle = vehicle
 
 
 class SpotResult:
@@ -192,44 +208,50 @@ def geojson_geometries(results: list[SpotResult]) -> list[dict[str, Any]]:
     return out
 
 
-def _decide(index: SpotIndex, ruleset_id: int, at: datetime, duration_min: float) -> Decision:
-    cache = index.decision_cache
-    key = (ruleset_id, at, duration_min)
-    found = cache.get(key)
-    if found is None:
-        if len(cache) >= _CACHE_MAX:
-            cache.clear()
-        found = cache[key] = index.rulesets[ruleset_id].evaluate(at, duration_min)
-    return found
+class _Stay(NamedTuple):
+    """What is known of the rule lists of an index for one stay (start, duration)."""
+
+    states: np.ndarray  # per rule list: 0 not decided yet, 1 allowed, 2 not; filled as decided
+    decisions: dict[int, Decision]  # rule list -> its decision
 
 
-def _states(index: SpotIndex, at: datetime, duration_min: float) -> np.ndarray:
-    """One state per rule list of the index for a stay (0 not decided yet, 1 allowed, 2 not), filled as decided.
+def _stay(index: SpotIndex, at: datetime, duration_min: float) -> _Stay:
+    """The stay's states and decisions, kept in ``index.decision_cache`` for the last few distinct stays only
+    (each holds an array as long as the index's rule lists).
 
-    Kept in ``index.decision_cache`` with the decisions (so clearing that clears both), for the last
-    few distinct (start, duration) pairs only: each is an array as long as the index's rule lists.
+    Decisions are looked up by rule list within their stay: a key holding the start compared two equal
+    aware datetimes with different ``tzinfo`` objects (each request parses its own) through their UTC
+    offsets, ~0.7 µs a lookup, ~20 a search (BENCHMARKS.md, 2).
     """
-    cache = index.decision_cache
-    by_stay = cache.get("states")
-    if by_stay is None:
-        by_stay = cache["states"] = {}
+    stays = index.decision_cache
     key = (at, duration_min)
-    found = by_stay.get(key)
+    found = stays.get(key)
     if found is None:
-        if len(by_stay) >= _STATES_MAX:
-            by_stay.clear()
-        found = by_stay[key] = np.zeros(len(index.rulesets), dtype=np.int8)
+        if len(stays) >= _STATES_MAX:
+            stays.clear()
+        found = stays[key] = _Stay(np.zeros(len(index.rulesets), dtype=np.int8), {})
     return found
 
 
-def _decide_unknown(index: SpotIndex, states: np.ndarray, rulesets: list[int], need: int, at: datetime,
+def _decide(index: SpotIndex, stay: _Stay, ruleset_id: int, at: datetime, duration_min: float) -> Decision:
+    decisions = stay.decisions
+    found = decisions.get(ruleset_id)
+    if found is None:
+        if len(decisions) >= _STAY_DECISIONS_MAX:
+            decisions.clear()  # the states stay: a decision is the same when made again
+        found = decisions[ruleset_id] = index.rulesets[ruleset_id].evaluate(at, duration_min)
+    return found
+
+
+def _decide_unknown(index: SpotIndex, stay: _Stay, rulesets: list[int], need: int, at: datetime,
                     duration_min: float) -> None:
     """Decide the undecided rule lists of hits taken nearest first, until ``need`` of them are allowed."""
+    states = stay.states
     allowed = 0
     for rs in rulesets:
         state = states[rs]
         if state == _UNKNOWN:
-            state = states[rs] = _ALLOWED if _decide(index, rs, at, duration_min).allowed else _REFUSED
+            state = states[rs] = _ALLOWED if _decide(index, stay, rs, at, duration_min).allowed else _REFUSED
         if state == _ALLOWED:
             allowed += 1
             if allowed == need:
@@ -254,7 +276,7 @@ def _spaces(index: SpotIndex, positions: list[int], vehicle_length: float) -> li
 
 
 def _nearest_allowed_arrays(
-    index: SpotIndex, lat: float, lon: float, radius_m: float, need: np.ndarray, states: np.ndarray, limit: int,
+    index: SpotIndex, lat: float, lon: float, radius_m: float, need: np.ndarray, stay: _Stay, limit: int,
     at: datetime, duration_min: float,
 ) -> tuple[list[int], list[float], list[int]]:
     """What :meth:`SpotIndex.nearest_allowed` finds, with NumPy array operations (no Numba; the reference)."""
@@ -278,13 +300,14 @@ def _nearest_allowed_arrays(
     chosen: list[int] = []
     chosen_d: list[float] = []
     chosen_rs: list[int] = []
+    states = stay.states
     seen = 0
     while True:
         p = pos.take(order)
         rs = index.ruleset_id.take(p)
         st = states.take(rs)
         if (st == _UNKNOWN).any():
-            _decide_unknown(index, states, rs.tolist(), limit - len(chosen), at, duration_min)
+            _decide_unknown(index, stay, rs.tolist(), limit - len(chosen), at, duration_min)
             st = states.take(rs)
         good = np.flatnonzero(st == _ALLOWED)[: limit - len(chosen)]
         chosen.extend(p.take(good).tolist())
@@ -325,17 +348,17 @@ def search(
         inf if vehicle.height_m is None else vehicle.height_m,
         inf if vehicle.weight_kg is None else vehicle.weight_kg,
     ])
-    states = _states(index, at, duration_min)
-    found = index.nearest_allowed(lat, lon, radius_m, need, states, limit)
+    stay = _stay(index, at, duration_min)
+    found = index.nearest_allowed(lat, lon, radius_m, need, stay.states, limit)
     spaces: list[int] | None = None
     if found is None:
-        chosen, chosen_d, chosen_rs = _nearest_allowed_arrays(index, lat, lon, radius_m, need, states, limit,
+        chosen, chosen_d, chosen_rs = _nearest_allowed_arrays(index, lat, lon, radius_m, need, stay, limit,
                                                               at, duration_min)
     else:
         pos, d2, rs, spaces, k = found
         if k < 0:  # a rule list not decided for this stay yet: decide nearest first, then pick
-            _decide_unknown(index, states, rs.tolist(), limit, at, duration_min)
-            good = np.flatnonzero(states.take(rs) == _ALLOWED)[:limit]
+            _decide_unknown(index, stay, rs.tolist(), limit, at, duration_min)
+            good = np.flatnonzero(stay.states.take(rs) == _ALLOWED)[:limit]
             pos, d2, rs = pos.take(good), d2.take(good), rs.take(good)
             spaces = None
         else:
@@ -344,11 +367,12 @@ def search(
     if spaces is None:
         spaces = _spaces(index, chosen, vehicle.length_m)
     ids, spots = index.ids, index.spots
-    decided: dict[int, Decision] = {}
-    results = []
+    decided = stay.decisions.get
+    results = SearchResults(index, vehicle)
+    add = results.append
     for q, d, k, r in zip(chosen, chosen_d, spaces, chosen_rs):
-        decision = decided.get(r)
+        decision = decided(r)
         if decision is None:
-            decision = decided[r] = _decide(index, r, at, duration_min)
-        results.append(SpotResult(ids[q], spots[q], d, k, decision, vehicle, index))
+            decision = _decide(index, stay, r, at, duration_min)
+        add(SpotResult(ids[q], spots[q], d, k, decision, vehicle, index))
     return results

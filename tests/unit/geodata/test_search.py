@@ -200,11 +200,18 @@ def test_the_answer_as_json_text_is_the_answer_as_dicts_for_every_kind_of_geomet
         results = search(index, *HERE, 300, vehicle, at, duration, limit=20)
         assert results
         answered.update(r.spot.source_feature_id for r in results)
-        # The same text as the answer's dicts encoded compactly: fields in the same order, same numbers.
-        assert answer_json(results) == json.dumps({"items": to_dicts(results)}, ensure_ascii=False,
-                                                  separators=(",", ":"))
+        # The same document as the answer's dicts: fields in the same order, same numbers.
+        assert _document(answer_json(results)) == _document(json.dumps({"items": to_dicts(results)}))
+        assert _document(answer_json(list(results))) == _document(answer_json(results))  # not known as one search
+        mixed = results[:3] + search(index, *HERE, 300, VAN, at, duration, limit=3)  # two vehicles
+        assert _document(answer_json(mixed)) == _document(json.dumps({"items": to_dicts(mixed)}))
     assert answered == {spot.source_feature_id for spot in spots}
     assert json.loads(answer_json([])) == {"items": []}
+
+
+def _document(text: str) -> list:
+    """A JSON text as nested (name, value) pairs: equal when the fields, their order and the values are."""
+    return json.loads(text, object_pairs_hook=list)
 
 
 def test_the_answer_stays_right_when_its_kept_pieces_are_dropped(monkeypatch):
@@ -218,6 +225,5 @@ def test_the_answer_stays_right_when_its_kept_pieces_are_dropped(monkeypatch):
                         (VAN, TUESDAY_10), (SMART, TUESDAY_10)]:
         results = search(index, *HERE, 300, vehicle, at, 90, limit=20)
         assert len(results) > 2
-        assert answer_json(results) == json.dumps({"items": to_dicts(results)}, ensure_ascii=False,
-                                                  separators=(",", ":"))
+        assert _document(answer_json(results)) == _document(json.dumps({"items": to_dicts(results)}))
         assert len(index.item_json) <= len(results) and len(index.fit_json) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon
@@ -125,15 +125,21 @@ def test_a_point_inside_a_lot_is_at_distance_zero_and_not_inside_its_courtyard()
     assert courtyard[0].distance_m > 30
 
 
-def test_rule_lists_decided_on_the_way_are_kept_for_the_next_search():
+def test_rule_lists_decided_on_the_way_are_kept_for_the_next_search(monkeypatch):
     index = _layer(7, ("point", "line"), (48.85, 2.35))
-    at = datetime(2024, 7, 2, 10, 0)
+    at = datetime(2024, 7, 2, 10, 0, tzinfo=timezone(timedelta(hours=2)))
+    same_start = datetime(2024, 7, 2, 8, 0, tzinfo=timezone(timedelta(0)))  # another tzinfo, as each request has
 
     first = search(index, 48.85, 2.35, 300, SMART, at, 60)
-    second = search(index, 48.85, 2.35, 300, SMART, at, 60)
+    ruleset_type = type(index.rulesets[0])
+    evaluate, calls = ruleset_type.evaluate, []
+    monkeypatch.setattr(ruleset_type, "evaluate", lambda self, *args: calls.append(args) or evaluate(self, *args))
+    second = search(index, 48.85, 2.35, 300, SMART, same_start, 60)
+    other_stay = search(index, 48.85, 2.35, 300, SMART, at, 61)
 
     assert [r.id for r in first] == [r.id for r in second] and len(first) == 20
-    assert any(key == "states" for key in index.decision_cache)
+    assert all(args == (at, 61) for args in calls) and len(calls) >= len({r.decision for r in other_stay})
+    assert [r.decision for r in first] == [r.decision for r in second]
 
 
 def test_warming_up_compiles_the_search_for_the_index_without_changing_its_answers():
