@@ -14,10 +14,13 @@ would mostly miss. The spots an answer meets for the first time are
 serialised together, with one pass over their coordinates
 (:func:`~geodata.search.to_dicts`).
 
-:func:`answer_json` gives the same text as ``json.dumps({"items":
-to_dicts(results)}, ensure_ascii=False, separators=(",", ":"))`` (a unit test
-compares them); results that do not come from a
-:class:`~geodata.index.SpotIndex` (PostGIS candidates) take that way.
+:func:`answer_json` gives the same document as ``json.dumps({"items":
+to_dicts(results)}, ensure_ascii=False, separators=(",", ":"))``, fields in
+the same order (a unit test compares them; a distance may carry a trailing
+zero). It writes from a search's columns (:class:`~geodata.search.FoundSpots`);
+results that come from no single search over a
+:class:`~geodata.index.SpotIndex` (PostGIS candidates, lists put together)
+take the ``to_dicts`` way.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from __future__ import annotations
 import json
 import math
 from json.encoder import c_make_encoder, encode_basestring
+from collections.abc import Sequence
 from typing import Any, Callable
 
-from geodata.search import SearchResults, SpotResult, geojson_geometries, to_dicts
+from geodata.search import FoundSpots, SpotResult, geojson_geometries, to_dicts
 
 # Spots whose text is kept per index (~400 bytes each), and per vehicle their fit reasons (~100 bytes).
 _SPOTS_MAX = 200_000
@@ -69,7 +73,7 @@ def _number(value: Any) -> str:
     return repr(number) if math.isfinite(number) else _encode(number)  # the encoder refuses nan/inf
 
 
-def _spot_texts(results: list[SpotResult], spots: list[Any], index: Any) -> list[tuple[str, str, str]]:
+def _spot_texts(found: FoundSpots, spots: list[Any], index: Any) -> list[tuple[str, str, str]]:
     """Each result's spot fields as JSON text, in three parts so that the item keeps the schema's field order:
     ``id`` and ``geometry`` (before ``distance_m``), ``kind`` to ``fits`` (before ``spaces_for_vehicle``),
     and ``source`` (last)."""
@@ -79,8 +83,9 @@ def _spot_texts(results: list[SpotResult], spots: list[Any], index: Any) -> list
         missing = [i for i, text in enumerate(texts) if text is None]
         if len(cache) + len(missing) > _SPOTS_MAX:
             cache.clear()
-        for i, geometry in zip(missing, geojson_geometries([results[i] for i in missing])):
-            result, spot = results[i], spots[i]
+        results = [found[i] for i in missing]
+        for i, result, geometry in zip(missing, results, geojson_geometries(results)):
+            spot = spots[i]
             texts[i] = cache[spot] = (
                 f'"id":{_json_value(result.id)},"geometry":{_encode(geometry)}',
                 f'"kind":{_json_value(spot.kind)},"orientation":{_json_value(spot.orientation)},'
@@ -101,24 +106,16 @@ def _fit_cache(index: Any, vehicle: Any) -> dict[Any, str]:
     return cache
 
 
-def _fit_texts(results: list[SpotResult], spots: list[Any], index: Any, vehicle: Any) -> list[str]:
-    """Each result's fit reasons as JSON list items (``vehicle``: every result's, when known to be one)."""
-    if vehicle is None and all(result._vehicle is results[0]._vehicle for result in results):
-        vehicle = results[0]._vehicle
-    if vehicle is not None:  # one search: one vehicle, hashed once
-        cache = _fit_cache(index, vehicle)
-        texts = list(map(cache.get, spots))
-        if None not in texts:
-            return texts
-    texts = []
-    for result in results:
-        cache = _fit_cache(index, result._vehicle)
-        text = cache.get(result.spot)
-        if text is None:
-            if len(cache) >= _SPOTS_MAX:
-                cache.clear()
-            text = cache[result.spot] = _encode(list(result._fit_reasons()))[1:-1]
-        texts.append(text)
+def _fit_texts(found: FoundSpots, spots: list[Any], index: Any) -> list[str]:
+    """Each result's fit reasons as JSON list items."""
+    cache = _fit_cache(index, found.vehicle)
+    texts = list(map(cache.get, spots))
+    if None in texts:
+        for i, text in enumerate(texts):
+            if text is None:
+                if len(cache) >= _SPOTS_MAX:
+                    cache.clear()
+                texts[i] = cache[spots[i]] = _encode(list(found[i]._fit_reasons()))[1:-1]
     return texts
 
 
@@ -136,26 +133,24 @@ def _decision_part(decision: Any) -> tuple[str, str]:
     return found[1], found[2]
 
 
-def answer_json(results: list[SpotResult]) -> str:
+def answer_json(results: Sequence[SpotResult]) -> str:
     """``{"items": [...]}`` for a search's results, as compact JSON text (UTF-8 characters kept)."""
     if not results:
         return '{"items":[]}'
-    if isinstance(results, SearchResults):  # one search: one index, one vehicle
-        index, vehicle = results.index, results.vehicle
-    else:
-        index, vehicle = results[0]._index, None
-        if any(result._index is not index for result in results):
-            index = None
-    if getattr(index, "item_json", None) is None:
-        return _encode({"items": to_dicts(results)})
-    spots = [result.spot for result in results]
+    found = results if isinstance(results, FoundSpots) else getattr(results, "found", None)
+    if found is None or getattr(found.index, "item_json", None) is None:
+        return _encode({"items": to_dicts(list(results))})
+    index = found.index
+    every_spot = index.spots
+    spots = [every_spot[q] for q in found.positions]
     items = []
-    for result, (head, middle, tail), fit_why in zip(results, _spot_texts(results, spots, index),
-                                                     _fit_texts(results, spots, index, vehicle)):
-        fields, rule_why = _decision_part(result.decision)
+    for (head, middle, tail), fit_why, distance, spaces, decision in zip(
+            _spot_texts(found, spots, index), _fit_texts(found, spots, index), found.distances, found.spaces,
+            found.decisions):
+        fields, rule_why = _decision_part(decision)
         why = fit_why + "," + rule_why if fit_why and rule_why else fit_why or rule_why
         # "%.2f" rounds as round(x, 2) does (correctly, from the binary value), and writes the same number in
         # a third of the time repr(round(x, 2)) takes; only trailing zeros may differ ("3.50" for 3.5).
-        items.append(f'{{{head},"distance_m":{"%.2f" % result.distance_m},{middle},'
-                     f'"spaces_for_vehicle":{int(result.spaces_for_vehicle)},{fields},"why":[{why}],{tail}}}')
+        items.append(f'{{{head},"distance_m":{"%.2f" % distance},{middle},'
+                     f'"spaces_for_vehicle":{spaces},{fields},"why":[{why}],{tail}}}')
     return '{"items":[' + ",".join(items) + "]}"

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 import shapely
@@ -39,19 +40,59 @@ _UNKNOWN, _ALLOWED, _REFUSED = 0, 1, 2
 _STATES_MAX = 64
 
 
-class SearchResults(list):
-    """What :func:`search` returns: its results (a list), all from ``index`` for ``vehicle``.
+class FoundSpots(Sequence["SpotResult"]):
+    """What one search found, nearest first, as columns; read as a sequence, its items are
+    :class:`SpotResult`\\ s, made when read.
 
-    :func:`geodata.answer_json.answer_json` then knows, without looking at each result, that the texts it
-    keeps per index and vehicle apply.
+    ``GET /v1/spots`` writes its answer from the columns (:func:`geodata.answer_json.answer_json`):
+    making the 20 result objects of a search was ~4 % of a served request's CPU (BENCHMARKS.md, 2).
     """
 
-    __slots__ = ("index", "vehicle")
+    __slots__ = ("index", "vehicle", "positions", "distances", "spaces", "decisions")
 
-    def __init__(self, index: SpotIndex, vehicle: Vehicle) -> None:
-        super().__init__()
+    def __init__(self, index: SpotIndex, vehicle: Vehicle, positions: list[int], distances: list[float],
+                 spaces: list[int], decisions: list[Decision]) -> None:
         self.index = index
         self.vehicle = vehicle
+        self.positions = positions  # in the index
+        self.distances = distances
+        self.spaces = spaces  # spaces_for_vehicle
+        self.decisions = decisions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @overload
+    def __getitem__(self, i: int) -> SpotResult: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[SpotResult]: ...
+
+    def __getitem__(self, i: int | slice) -> SpotResult | list[SpotResult]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        q, index = self.positions[i], self.index
+        return SpotResult(index.ids[q], index.spots[q], self.distances[i], self.spaces[i], self.decisions[i],
+                          self.vehicle, index)
+
+    def results(self) -> SearchResults:
+        """Every result, as the list :func:`search` returns."""
+        index, vehicle = self.index, self.vehicle
+        ids, spots = index.ids, index.spots
+        out = SearchResults(self)
+        out.extend([SpotResult(ids[q], spots[q], d, k, decision, vehicle, index)
+                    for q, d, k, decision in zip(self.positions, self.distances, self.spaces, self.decisions)])
+        return out
+
+
+class SearchResults(list):
+    """What :func:`search` returns: its results (a list), and the :class:`FoundSpots` they were made from
+    (:func:`geodata.answer_json.answer_json` writes from those)."""
+
+    __slots__ = ("found",)
+
+    def __init__(self, found: FoundSpots) -> None:
+        super().__init__()
+        self.found = found
 
 
 class SpotResult:
@@ -339,8 +380,22 @@ def search(
     "May park" means allowed for ``duration_min`` minutes from ``at`` (a naive
     ``at`` is wall-clock time in each spot's dataset zone). Sorted by distance.
     """
+    return find_spots(index, lat, lon, radius_m, vehicle, at, duration_min, limit).results()
+
+
+def find_spots(
+    index: SpotIndex,
+    lat: float,
+    lon: float,
+    radius_m: float,
+    vehicle: Vehicle,
+    at: datetime,
+    duration_min: float,
+    limit: int = 20,
+) -> FoundSpots:
+    """:func:`search`'s results as columns (a sequence of them, made when read)."""
     if limit <= 0 or len(index) == 0:
-        return []
+        return FoundSpots(index, vehicle, [], [], [], [])
     inf = math.inf
     need = np.array([
         vehicle.length_m,
@@ -366,13 +421,9 @@ def search(
         chosen, chosen_d, chosen_rs = pos.tolist(), np.sqrt(d2).tolist(), rs.tolist()
     if spaces is None:
         spaces = _spaces(index, chosen, vehicle.length_m)
-    ids, spots = index.ids, index.spots
     decided = stay.decisions.get
-    results = SearchResults(index, vehicle)
-    add = results.append
-    for q, d, k, r in zip(chosen, chosen_d, spaces, chosen_rs):
+    decisions = []
+    for r in chosen_rs:
         decision = decided(r)
-        if decision is None:
-            decision = _decide(index, stay, r, at, duration_min)
-        add(SpotResult(ids[q], spots[q], d, k, decision, vehicle, index))
-    return results
+        decisions.append(_decide(index, stay, r, at, duration_min) if decision is None else decision)
+    return FoundSpots(index, vehicle, chosen, chosen_d, spaces, decisions)

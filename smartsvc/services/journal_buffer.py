@@ -52,13 +52,14 @@ class _NotedSearch(NamedTuple):
     results: int
 
 
-def _uuid7_at(time_ns: int, rand: bytes) -> uuid.UUID:
-    """A UUIDv7 (RFC 9562) for the clock reading ``time_ns`` (as :func:`smartsvc.ids.new_id` reads it): the
-    journal orders touchpoints by id, so the id says when the search happened, not when it was written."""
+def _uuid7_int_at(time_ns: int, rand: bytes) -> int:
+    """A UUIDv7 (RFC 9562), as its 128-bit integer, for the clock reading ``time_ns`` (as
+    :func:`smartsvc.ids.new_id` reads it): the journal orders touchpoints by id, so the id says when the
+    search happened, not when it was written. (An integer: ``uuid.UUID`` checks its argument in Python,
+    ~1.5 µs a search in the API process.)"""
     millis = (time_ns // 1_000_000) & ((1 << 48) - 1)
     value = int.from_bytes(rand, "big")
-    return uuid.UUID(int=(millis << 80) | _VERSION_AND_VARIANT | ((value >> 62) & 0xFFF) << 64
-                     | (value & ((1 << 62) - 1)))
+    return (millis << 80) | _VERSION_AND_VARIANT | ((value >> 62) & 0xFFF) << 64 | (value & ((1 << 62) - 1))
 
 
 def _flush_at_exit(ref: "weakref.ref[SearchJournal]") -> None:
@@ -189,7 +190,7 @@ def write_searches(database: Database, batch: list[Pending]) -> int:
         ids, kept, last = [], [], 0
         for n, entry in enumerate(batch):
             # Increasing within the batch (searches of one millisecond keep their order), as new_id does.
-            last = max(_uuid7_at(entry[3], rand[10 * n:10 * n + 10]).int, last + 1)
+            last = max(_uuid7_int_at(entry[3], rand[10 * n:10 * n + 10]), last + 1)
             if entry[0] in existing:
                 ids.append(last)
                 kept.append(entry)

@@ -21,6 +21,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import shapely
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session
 from geodata.fit import DEFAULT_FIT, FitConfig
 from geodata.index import SpotIndex
 from geodata.model import Rule, Spot, Vehicle
-from geodata.search import SpotResult, search
+from geodata.search import SpotResult, find_spots, search
 
 from ..db import Database
 from ..models import LayerFeature
@@ -213,11 +214,19 @@ class IndexSpotFinder:
         """The nearest spots the vehicle fits and may park at, nearest first."""
         return self._search(self.live_index.current(session), query, vehicle)
 
-    def find_current(self, live: LiveVersion, query: SpotQuery, vehicle: Vehicle) -> list[SpotResult] | None:
+    def find_current(self, live: LiveVersion, query: SpotQuery, vehicle: Vehicle) -> Sequence[SpotResult] | None:
         """:meth:`find` without a session when the caller has just read ``live`` and the index held is
-        for it; None when it is not (then :meth:`find` reads the live version again and rebuilds)."""
+        for it; None when it is not (then :meth:`find` reads the live version again and rebuilds).
+
+        The results as :class:`~geodata.search.FoundSpots` (made when read; the answer is written from its
+        columns)."""
         layer = self.live_index.held_for(live)
-        return None if layer is None else self._search(layer, query, vehicle)
+        if layer is None:
+            return None
+        if layer.index is None:
+            return []
+        return find_spots(layer.index, query.lat, query.lon, query.radius_m, vehicle, query.at,
+                          query.duration_min, query.limit)
 
     @staticmethod
     def _search(layer: IndexedLayer, query: SpotQuery, vehicle: Vehicle) -> list[SpotResult]:

@@ -17,6 +17,7 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Uuid, bindparam, text
@@ -215,12 +216,13 @@ def _uuid_of_hex(text: str) -> uuid.UUID:
 
 
 def search_spots_for_token(database: Database, finder: SpotFinder, user_id: uuid.UUID, token_generation: int,
-                           query: SpotQuery) -> list[SpotResult]:
+                           query: SpotQuery) -> Sequence[SpotResult]:
     """:func:`search_spots` for a user access token whose signature and expiry were checked, not yet its
     generation: one statement checks the token (401 when revoked or the user is gone), finds the product
     (404) and reads the live layer version; the search then needs no session while the index is current.
 
-    Same answers and errors as ``authenticate`` followed by :func:`search_spots`.
+    Same answers and errors as ``authenticate`` followed by :func:`search_spots`; from a current index, the
+    results are a :class:`~geodata.search.FoundSpots` (made when read).
     """
     find_current = getattr(finder, "find_current", None)
     if find_current is None:  # PostGIS: the check and the search in one session

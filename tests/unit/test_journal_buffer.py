@@ -43,13 +43,18 @@ def test_searches_are_written_once_in_order_with_their_time_and_channel(database
     alice = new_user(database, "alice")
     searches = SearchJournal(background=False)
     first = utcnow() - timedelta(seconds=3)
+    noted_ms = []
     for n in range(3):
+        noted_ms.append(time.time_ns() // 1_000_000)
         searches.add(database, alice, first + timedelta(seconds=n), {"results": n})
     assert searches.flush() == 3
     assert searches.flush() == 0  # written once
     rows = journal_of(database, alice)
     assert [(r.kind, r.channel, r.data["results"], r.at) for r in rows] == [
         ("spot.searched", "api", n, first + timedelta(seconds=n)) for n in range(3)]
+    # UUIDv7 ids that say when each search was noted (the journal orders touchpoints by id).
+    assert [(r.id.version, r.id.variant) for r in rows] == [(7, uuid.RFC_4122)] * 3
+    assert all(0 <= (r.id.int >> 80) - ms <= 50 for r, ms in zip(rows, noted_ms))
 
 
 def test_the_background_writer_writes_without_being_asked(database):

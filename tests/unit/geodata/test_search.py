@@ -15,7 +15,7 @@ from geodata.fit import fit
 from geodata.index import SpotIndex
 from geodata.model import Rule, Spot, Vehicle
 from geodata.answer_json import answer_json
-from geodata.search import search, to_dicts
+from geodata.search import find_spots, search, to_dicts
 
 WGS84 = Geodesic.WGS84
 HERE = (48.8500, 2.3500)
@@ -203,6 +203,11 @@ def test_the_answer_as_json_text_is_the_answer_as_dicts_for_every_kind_of_geomet
         # The same document as the answer's dicts: fields in the same order, same numbers.
         assert _document(answer_json(results)) == _document(json.dumps({"items": to_dicts(results)}))
         assert _document(answer_json(list(results))) == _document(answer_json(results))  # not known as one search
+        # The same search as columns, read when needed: the same results, the same text.
+        found = find_spots(index, *HERE, 300, vehicle, at, duration, limit=20)
+        assert [r.to_dict() for r in found] == [r.to_dict() for r in results] == [r.to_dict() for r in found[:]]
+        assert [r.id for r in found[1:3]] == [r.id for r in results[1:3]] and found[-1].id == results[-1].id
+        assert answer_json(found) == answer_json(results)
         mixed = results[:3] + search(index, *HERE, 300, VAN, at, duration, limit=3)  # two vehicles
         assert _document(answer_json(mixed)) == _document(json.dumps({"items": to_dicts(mixed)}))
     assert answered == {spot.source_feature_id for spot in spots}
