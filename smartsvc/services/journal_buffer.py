@@ -176,7 +176,6 @@ class SearchJournal:
 
 def write_searches(database: Database, batch: list[Pending]) -> int:
     """One transaction: a ``spot.searched`` interaction per search of a user that still exists."""
-    batch = [_written_out(entry) for entry in batch]
     rand = os.urandom(10 * len(batch))  # one call: random bytes per id cost a system call each
     with database.unit_of_work() as uow:
         session = uow.session
@@ -202,18 +201,15 @@ def write_searches(database: Database, batch: list[Pending]) -> int:
                 # A Core executemany on the table (psycopg pipelines it): the same rows as the ORM's bulk insert.
                 connection.execute(insert(Interaction.__table__), [
                     {"id": uuid.UUID(int=row_id), "user_id": user_id, "kind": SEARCHED, "channel": "api",
-                     "subject_type": None, "subject_id": None, "data": data, "at": at}
+                     "subject_type": None, "subject_id": None, "data": _data(data), "at": at}
                     for row_id, (user_id, at, data, _) in zip(ids, kept)])
         uow.commit()
     return len(kept)
 
 
-def _written_out(entry: Pending) -> Pending:
-    """The entry with its data as the journal keeps it (a search noted by :meth:`SearchJournal.add_search`)."""
-    data = entry[2]
-    if type(data) is not _NotedSearch:
-        return entry
-    return entry[0], entry[1], search_data(data.query, data.results), entry[3]
+def _data(data: dict[str, Any] | _NotedSearch) -> dict[str, Any]:
+    """An entry's data as the journal keeps it (a search noted by :meth:`SearchJournal.add_search`)."""
+    return search_data(data.query, data.results) if type(data) is _NotedSearch else data
 
 
 # SQLite: rows per INSERT statement (8 parameters each; SQLite allows 32,766 per statement).
@@ -237,7 +233,8 @@ def _insert_sqlite(connection: Any, ids: list[int], kept: list[Pending]) -> None
     utc = timezone.utc
     values: list[Any] = []
     for row_id, (user_id, at, data, _) in zip(ids, kept):
-        values += (f"{row_id:032x}", user_id.hex, SEARCHED, "api", encode(data),
+        text = _search_json(data.query, data.results) if type(data) is _NotedSearch else encode(data)
+        values += (f"{row_id:032x}", user_id.hex, SEARCHED, "api", text,
                    at.astimezone(utc).replace(tzinfo=None).isoformat(" ", "microseconds"))
     width = 6
     for start in range(0, len(ids), _SQLITE_ROWS_PER_INSERT):
@@ -249,6 +246,15 @@ def _insert_sqlite(connection: Any, ids: list[int], kept: list[Pending]) -> None
 # A search's point is kept at ~110 m: the journal outlives the location retention period, and must not
 # become a precise location history of its own.
 SEARCH_POINT_DECIMALS = 3
+
+
+def _search_json(query: Any, results: int) -> str:
+    """``json.dumps(search_data(query, results))``, written directly: no dict, no encoder walking it (the
+    writer runs beside the requests, in every API process; a unit test compares the two)."""
+    return (f'{{"lat": {round(query.lat, SEARCH_POINT_DECIMALS)!r}, "lon": {round(query.lon, SEARCH_POINT_DECIMALS)!r}'
+            f', "radius_m": {query.radius_m!r}, "product_id": "{query.product_id}", '
+            f'"stay_from": "{query.at.isoformat()}", "duration_min": {query.duration_min!r}, '
+            f'"results": {results!r}}}')
 
 
 def search_data(query: Any, results: int) -> dict[str, Any]:

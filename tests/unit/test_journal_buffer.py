@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -170,3 +171,19 @@ def test_a_noted_search_is_written_as_the_journal_keeps_a_search(database):
     assert row.data == search_data(query, 7) == {
         "lat": 52.52, "lon": 13.405, "radius_m": 300.0, "product_id": str(query.product_id),
         "stay_from": "2026-11-23T09:00:00+00:00", "duration_min": 60, "results": 7}
+
+
+@pytest.mark.parametrize("query", [
+    dict(lat=52.520008, lon=13.404954, radius_m=300.0, duration_min=60, at=datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)),
+    dict(lat=-0.0005, lon=-179.9999, radius_m=0.5, duration_min=10080,
+         at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=-9, minutes=-30)))),
+    dict(lat=90, lon=180, radius_m=5000, duration_min=1, at=datetime(2026, 6, 1, 0, 0)),
+    dict(lat=1e-7, lon=123.4565, radius_m=299.99999999999994, duration_min=45, at=datetime(2026, 3, 29, 2, 30)),
+])
+def test_a_noted_search_is_written_on_sqlite_as_json_dumps_writes_its_data(query):
+    from smartsvc.services.journal_buffer import _search_json, search_data
+    from smartsvc.services.spot_query import SpotQuery
+
+    spot_query = SpotQuery(product_id=uuid.uuid4(), limit=20, **query)
+    for results in (0, 7, 100):
+        assert _search_json(spot_query, results) == json.dumps(search_data(spot_query, results))
