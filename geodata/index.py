@@ -121,6 +121,7 @@ class SpotIndex:
         self._build_segments()
         self._build_attributes(timezones or {}, default_timezone, countries or {})
         self._build_kernel_arrays()
+        # (start, duration) -> that stay's rule-list states and decisions, kept by geodata.search (bounded there).
         self.decision_cache: dict = {}
         # (spot, vehicle) -> the fit reasons of a result, kept by geodata.search (bounded there).
         self.fit_reasons: dict = {}

@@ -4,9 +4,9 @@
 fits and whose rule list is not known to be refused, nearest first — in one
 compiled call (:mod:`geodata.kernels`, Numba) or, without it, with NumPy
 array operations (:func:`_nearest_allowed_arrays`, the reference). "Allowed
-now" is decided once per distinct rule list (cached on the index by rule
-list, start and duration, and as one state per rule list so that a warm
-search needs no rule evaluation at all), nearest first, until ``limit``
+now" is decided once per distinct rule list (cached on the index per stay —
+start and duration — by rule list, and as one state per rule list so that a
+warm search needs no rule evaluation at all), nearest first, until ``limit``
 results are found. Only the results' fields are computed per spot; geometry
 and reasons are built when read (:func:`to_dicts` serialises a whole answer,
 :mod:`geodata.answer_json` writes it as JSON text; the fit reasons are kept
