@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import json
 import math
-from json.encoder import c_make_encoder, encode_basestring
 from collections.abc import Sequence
+from json.encoder import c_make_encoder, encode_basestring
 from typing import Any, Callable
 
 from geodata.search import FoundSpots, SpotResult, geojson_geometries, to_dicts

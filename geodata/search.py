@@ -16,8 +16,8 @@ per spot and vehicle on the index).
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple, overload
 
 import numpy as np
@@ -365,16 +365,8 @@ def _nearest_allowed_arrays(
     return chosen, chosen_d, chosen_rs
 
 
-def search(
-    index: SpotIndex,
-    lat: float,
-    lon: float,
-    radius_m: float,
-    vehicle: Vehicle,
-    at: datetime,
-    duration_min: float,
-    limit: int = 20,
-) -> list[SpotResult]:
+def search(index: SpotIndex, lat: float, lon: float, radius_m: float, vehicle: Vehicle, at: datetime,
+           duration_min: float, limit: int = 20) -> list[SpotResult]:
     """The ``limit`` nearest spots within ``radius_m`` that ``vehicle`` fits and may park at.
 
     "May park" means allowed for ``duration_min`` minutes from ``at`` (a naive
