@@ -14,6 +14,7 @@ Modules, one job each:
 - :mod:`geodata.geo` — geodesic lengths and distances, vectorised.
 - :mod:`geodata.index` — ``SpotIndex``: a grid index whose query cost follows the hits.
 - :mod:`geodata.search` — ``search(index, lat, lon, radius_m, vehicle, at, duration_min, limit)``.
+- :mod:`geodata.results` — ``SpotResult`` and a search's results, and the API's dicts of them.
 - :mod:`geodata.candidates` — ``CandidateJudge``: search's decision for spots found elsewhere (PostGIS).
 """
 

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from json.encoder import c_make_encoder, encode_basestring
 from typing import Any, Callable
 
-from geodata.search import FoundSpots, SpotResult, geojson_geometries, to_dicts
+from geodata.results import FoundSpots, SpotResult, geojson_geometries, to_dicts
 
 # Spots whose text is kept per index (~400 bytes each), and per vehicle their fit reasons (~100 bytes).
 _SPOTS_MAX = 200_000
