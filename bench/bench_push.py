@@ -120,9 +120,10 @@ def _provider_runs(server: LoopbackServer, env: dict[str, str], count: int, layo
 
 def _end_to_end(ctx: Context, server: LoopbackServer, database: Any, env: dict[str, str], users: int,
                 devices_per_user: int, processes: int, threads: int, tag: str,
-                batch_size: int | None = None) -> dict[str, Any]:
+                batch_size: int | None = None, pg: Any = None) -> dict[str, Any]:
     """One burst delivered by forked workers: per suggestion (``deliver_suggestion``, the old task), or in
-    batches of ``batch_size`` (``deliver_suggestions``, what the ``push_batch`` task runs)."""
+    batches of ``batch_size`` (``deliver_suggestions``, what the ``push_batch`` task runs). With ``pg``
+    (the PostgreSQL server), its CPU per notification too."""
     t = time.perf_counter()
     burst = store_burst(database, users, devices_per_user, tag)
     set_up_s = time.perf_counter() - t
@@ -133,8 +134,10 @@ def _end_to_end(ctx: Context, server: LoopbackServer, database: Any, env: dict[s
     else:
         items, setup, warm_ups = burst, delivery_setup(env, threads), 1
     accepted0, cpu0, busy0 = _stats(server.url)["accepted"], server.cpu_s(), cpu_ticks()
+    db_cpu0 = pg.cpu_s() if pg is not None else None
     run = fan_out(setup, items, processes, threads)
     server_cpu, busy = server.cpu_s() - cpu0, cpu_ticks() - busy0
+    db_cpu = pg.cpu_s() - db_cpu0 if db_cpu0 is not None else None
     accepted = _stats(server.url)["accepted"] - accepted0 - processes * warm_ups  # each worker's warm-up sends
     counts = check_burst(database, burst)
     sent = counts["attempts_sent"]
@@ -150,6 +153,7 @@ def _end_to_end(ctx: Context, server: LoopbackServer, database: Any, env: dict[s
                      == counts["outbox_completed"] and counts["attempts_failed"] == counts["attempts_sending"] == 0),
         "worker_cpu_us_per_notification": run["worker_cpu_s"] / max(sent, 1) * 1e6,
         "server_cpu_us_per_notification": server_cpu / max(sent, 1) * 1e6,
+        "database_cpu_us_per_notification": db_cpu / max(sent, 1) * 1e6 if db_cpu is not None else None,
         "machine_busy": busy / (run["wall_s"] * (os.cpu_count() or 1)),
         "load_average_1m_after": os.getloadavg()[0],
     }
@@ -219,13 +223,14 @@ def run(ctx: Context) -> dict[str, Any]:
         upgrade(database)
         size = cfg["batch_size"]
         runs = [_end_to_end(ctx, server, database, env, cfg["batch_users"], cfg["devices_per_user"], p, t,
-                            f"b{p}x{t}", batch_size=size) for p, t in cfg["batch_layouts"]]
+                            f"b{p}x{t}", batch_size=size, pg=pg) for p, t in cfg["batch_layouts"]]
         best = max(runs, key=lambda r: r["notifications_per_s"] or 0)
         wide = _end_to_end(ctx, server, database, env, max(cfg["batch_users"] // cfg["wide_devices_per_user"], 1),
-                           cfg["wide_devices_per_user"], best["processes"], best["threads"], "wide", batch_size=size)
+                           cfg["wide_devices_per_user"], best["processes"], best["threads"], "wide", batch_size=size,
+                           pg=pg)
         # The old path for comparison: one task (claim, send, finish, settle) per suggestion.
-        single = [_end_to_end(ctx, server, database, env, cfg["users"], cfg["devices_per_user"], p, t, f"e{p}x{t}")
-                  for p, t in cfg["layouts"]]
+        single = [_end_to_end(ctx, server, database, env, cfg["users"], cfg["devices_per_user"], p, t, f"e{p}x{t}",
+                              pg=pg) for p, t in cfg["layouts"]]
         results["end_to_end_postgres"] = {"layouts": runs, "wide_users": wide, "per_suggestion": single}
 
         # 3b. The embedded deployment: the same on SQLite, two worker processes (they share its write lock).
@@ -294,12 +299,13 @@ def tables(result: dict[str, Any]) -> list[Table]:
     r = result["results"]
     t = Table(title="Push fan-out — notifications/s (p50 / p99 ms per item: a push, a suggestion or a batch), "
                     "CPU µs per notification")
-    for col in ("what", "layout", "notifications/s", "p50 / p99 ms", "worker CPU µs", "server CPU µs", "busy"):
+    for col in ("what", "layout", "notifications/s", "p50 / p99 ms", "worker CPU µs", "server CPU µs",
+                "PostgreSQL CPU µs", "busy"):
         t.add_column(col, justify="left" if col in ("what", "layout") else "right")
     for name, c in r["server_ceiling"].items():
         t.add_row(f"server ceiling: wrk → {name}", f"1 thread, {c['connections']} conn", _n(c["rps"]),
                   f"{_n(c['p50_ms'], '.2f')} / {_n(c['p99_ms'], '.2f')}", "—",
-                  _n(c["server_cpu_us_per_request"]), "—")
+                  _n(c["server_cpu_us_per_request"]), "—", "—")
     rows = [("provider alone → fake_fcm", r["provider_alone_fake_fcm"])]
     rows += [("provider alone (send) → push_server", x) for x in r["provider_alone"]]
     if "provider_send_many" in r:
@@ -317,7 +323,7 @@ def tables(result: dict[str, Any]) -> list[Table]:
         t.add_row(label, f"{x['processes']} proc × {x['threads']} thr",
                   _n(x.get("notifications_per_s", x["items_per_s"])), f"{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f}",
                   _n(x["worker_cpu_us_per_notification"]), _n(x["server_cpu_us_per_notification"]),
-                  f"{x['machine_busy']:.0%}")
+                  _n(x.get("database_cpu_us_per_notification")), f"{x['machine_busy']:.0%}")
     w = r["where_time_goes"]
     s = Table(title=f"Where the time goes — one worker, one thread, {w['suggestions']} deliveries in batches of "
                     f"{w.get('batch_size', 1)} ({_n(w['deliveries_per_s'])}/s)")

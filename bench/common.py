@@ -176,6 +176,29 @@ def cpu_ticks(pid: int | None = None) -> float:
     return (sum(values) - values[3] - values[4]) / hz  # all but idle and iowait
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` and its children, the live ones and those it has reaped.
+
+    A server that forks a process per connection (PostgreSQL) is measured whole: a backend that exits
+    between two readings moves its time from the live children into the parent's reaped-children fields.
+    """
+    hz = os.sysconf("SC_CLK_TCK")
+
+    def fields(stat: Path) -> list[str]:
+        return stat.read_text().rsplit(")", 1)[1].split()
+
+    own = fields(Path(f"/proc/{pid}/stat"))
+    total = sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            child = fields(stat)
+        except OSError:  # exited meanwhile: its parent has reaped it, or will
+            continue
+        if int(child[1]) == pid:
+            total += int(child[11]) + int(child[12])
+    return total / hz
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 
@@ -237,6 +260,14 @@ class BenchPostgres:
             pg = conn.execute("SHOW server_version").fetchone()[0]
             postgis = conn.execute("SELECT postgis_lib_version()").fetchone()[0]
         return {"postgresql": pg, "postgis": postgis}
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds the server (postmaster and every backend) has used so far; None for a server another
+        process started (a smoke lane's: its data directory is not known here)."""
+        if self.server.base is None:
+            return None
+        pid = int((self.server.data_dir / "postmaster.pid").read_text().split()[0])
+        return tree_cpu_s(pid)
 
     def stop(self) -> None:
         if self.owned:

@@ -173,12 +173,14 @@ def batch_setup(env: dict[str, str], threads: int) -> Callable[[], Callable[[Any
         from smartsvc.db import Database
         from smartsvc.delivery.fcm import fcm_provider
         from smartsvc.services.delivery_batch import deliver_suggestions
+        from workers.celery_app import freeze_startup_objects
 
         settings = load_settings(env)
         database = Database(settings)
         provider = fcm_provider(settings)
         assert provider is not None and provider.send(message(0, "bench-warm-up")).ok
         assert all(r.ok for r in provider.send_many([message(i, "bench-warm-up") for i in range(16)]))
+        freeze_startup_objects()  # as a Celery worker process does once it has started (workers/celery_app.py)
 
         def handle(batch: list[tuple[Any, int]]) -> bool:
             reports = deliver_suggestions(database, batch)
