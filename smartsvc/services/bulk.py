@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import JSON, Table, Text, any_, bindparam, cast, func, insert, select, update
+from sqlalchemy import JSON, String, Table, Text, any_, bindparam, cast, func, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -20,11 +20,19 @@ def chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield values[lo:lo + MAX_IN]
 
 
+def _array_of(column_type: Any) -> ARRAY:
+    """The array type for values of ``column_type``. Unsized for strings: a cast to ``VARCHAR(n)[]`` cuts longer
+    values without a word, so an over-long value would match a row it only begins like, or be stored cut."""
+    if isinstance(column_type, String) and type(column_type) in (String, Text) and column_type.length is not None:
+        column_type = type(column_type)()
+    return ARRAY(column_type)
+
+
 def among(session: Session, column: Any, values: Sequence[Any]) -> Any:
     """``column IN values``; on PostgreSQL ``= ANY(array)``: one parameter, so psycopg need not parse (and
     cannot cache) a statement with hundreds of placeholders each time."""
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+        return column == any_(bindparam(None, list(values), type_=_array_of(column.type)))
     return column.in_(list(values))
 
 
@@ -79,7 +87,7 @@ def _unnested(table: Table, names: Sequence[str], rows: Sequence[Mapping[str, An
             documents.add(name)
             values = [None if v is None and column_type.none_as_null else json.dumps(v) for v in values]
             column_type = Text()
-        arrays.append(bindparam(f"u_{name}", values, type_=ARRAY(column_type)))
+        arrays.append(bindparam(f"u_{name}", values, type_=_array_of(column_type)))
     source = func.unnest(*arrays).table_valued(*names).render_derived(name="u")
     return {name: cast(source.c[name], table.c[name].type) if name in documents else source.c[name]
             for name in names}

@@ -13,11 +13,12 @@ from typing import Any, Iterator
 
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy.exc import DBAPIError
 
 from smartsvc.db import Database
 from smartsvc.ids import new_id
 from smartsvc.models import SharingLedgerEntry, WebhookAttempt, WebhookDelivery
-from smartsvc.services.bulk import insert_rows, update_rows
+from smartsvc.services.bulk import among, insert_rows, update_rows
 from smartsvc.timeutil import utcnow
 from tests.integration.conftest import close_app
 from tests.support.factories import make_app
@@ -134,3 +135,65 @@ def test_rows_without_a_column_the_model_defaults_in_python_are_refused_before_a
         with pytest.raises(ValueError, match="started_at"):
             insert_rows(uow.session, WebhookAttempt.__table__, [row])
     assert seen == []
+
+
+# Texts an array in PostgreSQL's text format must quote or escape; in binary they travel as they are.
+AWKWARD_TEXTS = ["NULL", "null", "", " padded ", 'say "hi"', "back\\slash", "a,b", "{braces}", "Straße 🚗", "x" * 300]
+
+
+def test_awkward_values_go_through_the_array_parameters_unchanged(world, database, backend):
+    deliveries = endpoint_with_deliveries(world, 1)
+    user_id = deliveries[0].user_id
+    rows = ledger_rows(user_id, len(AWKWARD_TEXTS))
+    for row, text in zip(rows, AWKWARD_TEXTS):
+        row.update(recipient=text, recipient_id=None, reference_id=None)  # whole columns of NULL too
+    with database.unit_of_work() as uow:
+        insert_rows(uow.session, SharingLedgerEntry.__table__, rows)
+        uow.commit()
+
+    with database.session() as session:
+        found = {r.recipient: r for r in session.scalars(select(SharingLedgerEntry).where(
+            among(session, SharingLedgerEntry.recipient, AWKWARD_TEXTS)))}
+        by_id = {r.id for r in session.scalars(select(SharingLedgerEntry).where(
+            among(session, SharingLedgerEntry.id, [row["id"] for row in rows])))}
+    assert sorted(found) == sorted(AWKWARD_TEXTS)
+    assert by_id == {row["id"] for row in rows}
+    for row in rows:
+        got = found[row["recipient"]]
+        assert {name: getattr(got, name) for name in row} == row
+
+
+def test_a_value_longer_than_its_column_is_neither_cut_nor_matched_by_its_beginning(world, database, backend):
+    deliveries = endpoint_with_deliveries(world, 1)
+    rows = ledger_rows(deliveries[0].user_id, 1)
+    rows[0]["recipient"] = "x" * 300  # the column's length
+    with database.unit_of_work() as uow:
+        insert_rows(uow.session, SharingLedgerEntry.__table__, rows)
+        uow.commit()
+    with database.session() as session:
+        assert list(session.scalars(select(SharingLedgerEntry.id).where(
+            among(session, SharingLedgerEntry.recipient, ["x" * 301])))) == []
+    if backend == "postgres":  # SQLite keeps any length (the models' lengths are checked before)
+        longer = ledger_rows(deliveries[0].user_id, 1)
+        longer[0]["recipient"] = "y" * 301
+        with pytest.raises(DBAPIError, match="too long"), database.unit_of_work() as uow:
+            insert_rows(uow.session, SharingLedgerEntry.__table__, longer)
+
+
+@pytest.mark.postgres
+def test_lists_travel_in_binary_on_postgresql(postgres_url, tmp_path):
+    """The bulk statements' arrays: psycopg's text format quotes every element and writes each time as
+    ISO text, several times the CPU (BENCHMARKS.md, 6)."""
+    from psycopg.adapt import PyFormat
+    from psycopg.types.array import ListBinaryDumper
+
+    from smartsvc.config import load_settings
+
+    database = Database(load_settings({"SMARTSVC_DATABASE_URL": postgres_url,
+                                       "SMARTSVC_VAR_DIR": str(tmp_path / "var")}))
+    try:
+        with database.engine.connect() as connection:
+            dumper = connection.connection.dbapi_connection.adapters.get_dumper(list, PyFormat.AUTO)
+        assert issubclass(dumper, ListBinaryDumper)
+    finally:
+        database.dispose()
