@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ..config import Settings
 from ..delivery import PushMessage, PushProvider, PushResult, provider_for
-from ..models import Device, PushAttempt, Suggestion
+from ..models import Device
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +82,17 @@ class Claim:
     round: int
 
 
-def latest_tries(attempts: Iterable[PushAttempt]) -> dict[uuid.UUID, PushAttempt]:
-    """Each device's try with the highest number: where that device stands in the round."""
-    latest: dict[uuid.UUID, PushAttempt] = {}
+def latest_tries(attempts: Iterable[Any]) -> dict[uuid.UUID, Any]:
+    """Each device's try with the highest number: where that device stands in the round (``push_attempts``
+    rows as :mod:`.delivery_rows` reads them)."""
+    latest: dict[uuid.UUID, Any] = {}
     for attempt in attempts:
         if attempt.device_id not in latest or attempt.try_number > latest[attempt.device_id].try_number:
             latest[attempt.device_id] = attempt
     return latest
 
 
-def stop(suggestion: Suggestion, attempts: Sequence[PushAttempt]) -> str:
+def stop(suggestion: Any, attempts: Sequence[Any]) -> str:
     """No more pushes in this round: what became of the delivery (``failed`` if a try was made and none got it).
 
     A first round that tried nothing (no device, consent withdrawn, expired first) sent nothing: its

@@ -27,7 +27,7 @@ from ..timeutil import utcnow
 from . import attention, journal, outbox
 from .bulk import among, chunks, insert_rows, update_rows
 from .consents import consenting_users
-from .delivery_rows import active_devices, load_locked, round_tries
+from .delivery_rows import Fields, active_devices, load_locked, round_tries, write_changes
 from .delivery import (PUSHABLE, Claim, DeliveryReport, ProviderChooser, latest_tries,
                        registered_since, retry_at, send_claims, stale_after, stop)
 from .suggestions import PUSH_TASK
@@ -40,7 +40,7 @@ PUSH_BATCH_TASK = "smartsvc.delivery.push_batch"
 Item = tuple[uuid.UUID, "int | None"]
 
 
-def _claim_one(suggestion: Suggestion, attempts: list[PushAttempt], devices: list[Device], consented: bool,
+def _claim_one(suggestion: Fields, attempts: list[Fields], devices: list[Fields], consented: bool,
                now: datetime, settings: Any, choose: ProviderChooser, rows: list[dict[str, Any]],
                claims: list[Claim]) -> tuple[bool, str | None]:
     """Claim this suggestion's devices (adding attempt rows to ``rows``); (settle it later?, final status)."""
@@ -130,7 +130,8 @@ def _claim(database: Database, groups: dict[uuid.UUID, list[int | None]], now: d
             else:
                 done.extend(outbox_ids)
                 reports[suggestion_id] = DeliveryReport(delivery_status=final)
-        session.flush()  # the stale claims taken over, and the statuses set above
+        write_changes(session, Suggestion.__table__, suggestions.values())  # the statuses set above
+        write_changes(session, PushAttempt.__table__, (a for sid in tries for a in tries[sid]))  # stale claims
         insert_rows(session, PushAttempt.__table__, rows)
         outbox.complete_many(session, done)
         uow.commit()
@@ -169,14 +170,14 @@ def _finish(session: Session, claims: Sequence[Claim], results: Sequence[PushRes
     return retrying
 
 
-def _schedule_retry(uow: UnitOfWork, suggestion: Suggestion, when: datetime) -> None:
+def _schedule_retry(uow: UnitOfWork, suggestion: Fields, when: datetime) -> None:
     """A delayed push message for the next due retry."""
     message = outbox.enqueue(uow, PUSH_TASK, {"suggestion_id": str(suggestion.id)},
                              ordering_key=f"user:{suggestion.user_id}", user_id=suggestion.user_id)
     message.available_at = when
 
 
-def _settle_one(uow: UnitOfWork, suggestion: Suggestion, attempts: list[PushAttempt], rerun: bool,
+def _settle_one(uow: UnitOfWork, suggestion: Fields, attempts: list[Fields], rerun: bool,
                 now: datetime) -> tuple[bool, str | None]:
     """Set the delivery status from this round's tries; (settled?, status). Not while a try is in flight."""
     latest = list(latest_tries(attempts).values())
@@ -228,6 +229,7 @@ def _finish_and_settle(database: Database, claims: Sequence[Claim], results: Seq
                     done.extend(own)
             reports[suggestion_id] = DeliveryReport(sent=sent[suggestion_id], failed=failed[suggestion_id],
                                                     delivery_status=status, retrying=retrying[suggestion_id])
+        write_changes(session, Suggestion.__table__, suggestions.values())
         outbox.complete_many(session, done)
         uow.commit()
     return reports

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any, Iterator
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from smartsvc.models import Consent, Device, Interaction, OutboxMessage, PushAttempt, Suggestion
-from smartsvc.services import delivery_batch
+from smartsvc.services import delivery_batch, delivery_rows
 from smartsvc.services.delivery import deliver_suggestion, stale_after
 from smartsvc.services.delivery_batch import deliver_suggestions
 from smartsvc.services.suggestions import PUSH_TASK
@@ -224,3 +224,38 @@ def test_pushes_left_when_the_batch_runs_out_of_time_are_retried_later(world, fc
     assert len(fcm.messages) == 2 and len(world.pushes()) == 2
     for user, sid in zip(users, sids):
         assert world.get(user, sid)["delivery_status"] == "delivered"
+
+
+def test_what_a_batch_sets_on_its_rows_is_written_back_once_and_only_that(world):
+    now = clock_start()
+    rule = world.rule("rows-spots")
+    sids = [uuid.UUID(world.propose(world.user(f"rows-{n}"), rule, now=now, collapse_key=f"rows-{n}"))
+            for n in range(3)]
+    updates: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        if statement.lstrip().upper().startswith("UPDATE SUGGESTIONS"):
+            updates.append(statement)
+
+    database = world.database
+    with database.unit_of_work() as uow:
+        rows = delivery_rows.load_locked(uow.session, sids)
+        first, second, third = (rows[sid] for sid in sids)
+        first.status, first.delivery_status = "delivered", "delivered"
+        second.delivery_status = "failed"
+        event.listen(database.engine, "before_cursor_execute", record)
+        try:
+            delivery_rows.write_changes(uow.session, Suggestion.__table__, rows.values())
+            written = len(updates)
+            delivery_rows.write_changes(uow.session, Suggestion.__table__, rows.values())  # nothing new set
+        finally:
+            event.remove(database.engine, "before_cursor_execute", record)
+        uow.commit()
+
+    assert written == len(updates) == 2  # one statement per set of changed columns, then none
+    assert first.changed == second.changed == third.changed == set()
+    with database.session() as session:
+        stored = {s.id: (s.status, s.delivery_status, s.title) for s in session.scalars(
+            select(Suggestion).where(Suggestion.id.in_(sids)))}
+    assert stored == {sids[0]: ("delivered", "delivered", "Parking"), sids[1]: ("new", "failed", "Parking"),
+                      sids[2]: ("new", "pending", "Parking")}
