@@ -100,6 +100,14 @@ def fit_fcm(message: PushMessage, limit: int = MAX_PAYLOAD_BYTES) -> PushMessage
     return fit_payload(message, low)
 
 
+def fitted_request(message: PushMessage, limit: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
+    """``build_request(fit_fcm(message))``, the request built once when the message fits (nearly always)."""
+    request = build_request(message)
+    if payload_size(request) <= limit:
+        return request
+    return build_request(fit_fcm(message, limit))
+
+
 def _retry_after(response: Any) -> float | None:
     raw = response.headers.get("retry-after")
     if not raw:
@@ -204,7 +212,7 @@ class FcmProvider:
     def send(self, message: PushMessage) -> PushResult:
         """Send one push; never raises (network, OAuth and FCM errors become the result)."""
         started = time.perf_counter()
-        body = json.dumps(build_request(fit_fcm(message)), ensure_ascii=False).encode()
+        body = json.dumps(fitted_request(message), ensure_ascii=False).encode()
         try:
             response = self._post(body)
             if response.status_code == 401:  # the token was revoked or expired early: one more with a fresh one

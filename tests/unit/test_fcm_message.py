@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from smartsvc.delivery import PushMessage
-from smartsvc.delivery.fcm import apns_collapse_id, build_request, fit_fcm, interpret, payload_size
+from smartsvc.delivery.fcm import apns_collapse_id, build_request, fit_fcm, fitted_request, interpret, payload_size
 from tests.support.fcm_discovery import discovery_document, validate_send_request
 
 AT = datetime(2025, 6, 2, 16, 30, tzinfo=timezone.utc)
@@ -90,6 +90,13 @@ def test_a_long_body_is_trimmed_so_the_payload_stays_within_4_kb():
     assert fitted.title == push.title  # the body goes first
     data = body["message"]["data"]
     assert (data["suggestion_id"], data["collapse_key"]) == (str(push.suggestion_id), push.collapse_key)
+
+
+@pytest.mark.parametrize("body", ["120 m from your destination", "Parkplatz in der Nähe " * 600])
+def test_the_sent_request_is_the_fitted_message_s_request(body):
+    push = message(body=body)
+    assert fitted_request(push) == build_request(fit_fcm(push))
+    assert payload_size(fitted_request(push)) <= 4096
 
 
 def test_a_message_over_4_kb_is_refused_by_the_validator():
