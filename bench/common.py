@@ -187,16 +187,20 @@ def tree_cpu_s(pid: int) -> float:
     def fields(stat: Path) -> list[str]:
         return stat.read_text().rsplit(")", 1)[1].split()
 
-    own = fields(Path(f"/proc/{pid}/stat"))
-    total = sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            child = fields(stat)
-        except OSError:  # exited meanwhile: its parent has reaped it, or will
-            continue
-        if int(child[1]) == pid:
-            total += int(child[11]) + int(child[12])
-    return total / hz
+    while True:
+        before = fields(Path(f"/proc/{pid}/stat"))
+        total = sum(int(v) for v in before[11:15])  # utime, stime, cutime, cstime
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                child = fields(stat)
+            except OSError:  # gone meanwhile: reaped (seen below) or not a child
+                continue
+            if int(child[1]) == pid:
+                total += int(child[11]) + int(child[12])
+        # A child reaped during the walk is in neither place: walk again. (An exited child not yet reaped
+        # is still listed, with its times.)
+        if fields(Path(f"/proc/{pid}/stat"))[13:15] == before[13:15]:
+            return total / hz
 
 
 # --------------------------------------------------------------------------- PostgreSQL
