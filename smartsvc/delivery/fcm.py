@@ -34,7 +34,7 @@ from ..config import Settings
 from .google_oauth import CredentialsFileError, ServiceAccountTokens
 from .cache import ProviderCache
 from .httpcommon import KeptAliveConnections, PlainResponse, send_while_fast
-from .message import MAX_PAYLOAD_BYTES, PushMessage, PushResult, fit_payload
+from .message import MAX_PAYLOAD_BYTES, PushMessage, PushResult, fit_payload, json_size_bound
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 SEND_TIMEOUT_S = 10.0
@@ -103,7 +103,8 @@ def fit_fcm(message: PushMessage, limit: int = MAX_PAYLOAD_BYTES) -> PushMessage
 def fitted_request(message: PushMessage, limit: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
     """``build_request(fit_fcm(message))``, the request built once when the message fits (nearly always)."""
     request = build_request(message)
-    if payload_size(request) <= limit:
+    parts = request["message"]
+    if json_size_bound(parts["data"], parts["notification"]) <= limit or payload_size(request) <= limit:
         return request
     return build_request(fit_fcm(message, limit))
 

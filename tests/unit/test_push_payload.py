@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 from smartsvc.config import Settings
 from smartsvc.delivery import MAX_PAYLOAD_BYTES, LogProvider, PushMessage, fit_payload, provider_for
+from smartsvc.delivery.message import json_size_bound
 
 AT = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
 
@@ -60,3 +62,24 @@ def test_the_log_provider_reports_a_failure_instead_of_raising(tmp_path: Path):
     blocker.write_text("")
     result = LogProvider(blocker / "pushes.jsonl").send(message())
     assert not result.ok and result.status == "failed" and "cannot write" in result.error
+
+
+def _encoded(part: dict[str, str]) -> int:
+    return len(json.dumps(part, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def test_the_size_bound_is_never_below_the_encoded_size():
+    rng = random.Random(7)
+    alphabet = ["a", " ", '"', "\\", "\x1f", "\n", "é", "–", "🚗", "\u2028"]
+    for _ in range(2000):
+        parts = [{"".join(rng.choices(alphabet, k=rng.randrange(12))): "".join(rng.choices(alphabet, k=rng.randrange(40)))
+                  for _ in range(rng.randrange(6))} for _ in range(rng.randrange(1, 3))]
+        assert json_size_bound(*parts) >= sum(_encoded(part) for part in parts)
+    worst = {"\x1f" * 5: "\x1f" * 9}  # each character written as \u001f: the bound is tight
+    assert json_size_bound(worst) == _encoded(worst) + 1  # but for a comma the last item does not have
+
+
+def test_a_push_over_the_bound_but_within_the_limit_is_measured_and_left_alone():
+    original = message(body="b" * 700)  # the bound says "maybe too big" (> 4096), the encoding ~900 bytes
+    assert json_size_bound(original.data()) > MAX_PAYLOAD_BYTES >= original.encoded_size()
+    assert fit_payload(original) is original
