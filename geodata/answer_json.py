@@ -133,11 +133,26 @@ def _decision_part(decision: Any) -> tuple[str, str]:
     return found[1], found[2]
 
 
+def _columns(results: Sequence[SpotResult]) -> FoundSpots | None:
+    """The search columns to write ``results`` from: a :class:`FoundSpots`, or those of the list
+    :func:`~geodata.search.search` returned while it still holds them in order (a list can be changed after
+    the search); None otherwise."""
+    if isinstance(results, FoundSpots):
+        return results
+    found = getattr(results, "found", None)
+    if found is None or len(found) != len(results):
+        return None
+    spots = found.index.spots
+    if any(result.spot is not spots[q] for result, q in zip(results, found.positions)):
+        return None
+    return found
+
+
 def answer_json(results: Sequence[SpotResult]) -> str:
     """``{"items": [...]}`` for a search's results, as compact JSON text (UTF-8 characters kept)."""
     if not results:
         return '{"items":[]}'
-    found = results if isinstance(results, FoundSpots) else getattr(results, "found", None)
+    found = _columns(results)
     if found is None or getattr(found.index, "item_json", None) is None:
         return _encode({"items": to_dicts(list(results))})
     index = found.index

@@ -210,6 +210,8 @@ def test_the_answer_as_json_text_is_the_answer_as_dicts_for_every_kind_of_geomet
         assert answer_json(found) == answer_json(results)
         mixed = results[:3] + search(index, *HERE, 300, VAN, at, duration, limit=3)  # two vehicles
         assert _document(answer_json(mixed)) == _document(json.dumps({"items": to_dicts(mixed)}))
+        results.reverse()  # changed after the search: answered as it is now, not as it was found
+        assert _document(answer_json(results)) == _document(json.dumps({"items": to_dicts(results)}))
     assert answered == {spot.source_feature_id for spot in spots}
     assert json.loads(answer_json([])) == {"items": []}
 
