@@ -131,7 +131,7 @@ def _claim(database: Database, groups: dict[uuid.UUID, list[int | None]], now: d
                 done.extend(outbox_ids)
                 reports[suggestion_id] = DeliveryReport(delivery_status=final)
         write_changes(session, Suggestion.__table__, suggestions.values())  # the statuses set above
-        write_changes(session, PushAttempt.__table__, (a for sid in tries for a in tries[sid]))  # stale claims
+        write_changes(session, PushAttempt.__table__, (a for same in tries.values() for a in same))  # stale claims
         insert_rows(session, PushAttempt.__table__, rows)
         outbox.complete_many(session, done)
         uow.commit()
