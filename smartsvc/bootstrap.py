@@ -39,11 +39,13 @@ class Container:
     search_journal: SearchJournal = field(default_factory=SearchJournal)
 
     def close(self) -> None:
-        """Close what this container's parts hold open: the push providers' connections, the database pool.
+        """Close what this container's parts hold open: the spot searches not yet in the journal (written
+        first, while the database is there), the push providers' connections, the database pool.
 
         Idempotent. Nothing is made unusable: a provider or the database used afterwards opens new
         connections (and needs closing again).
         """
+        self.search_journal.flush()
         close_providers(self.settings)
         self.database.engine.dispose()
 

@@ -159,8 +159,9 @@ def db_client(db_app: Flask) -> Any:
 
 
 def close_app(app: Flask) -> None:
-    """Close the app's database connections and broker connections."""
-    app.extensions["smartsvc"].database.engine.dispose()
+    """Close what the app holds: its container (searches not yet journaled, push connections, the database
+    pool) and its broker connections."""
+    app.extensions["smartsvc"].close()
     celery = app.extensions.get("celery")
     if celery is not None:
         celery.close()

@@ -12,6 +12,7 @@ from shapely.geometry import LineString, Polygon
 from geodata.model import Rate, Rule, Spot
 from smartsvc.http.spots import SpotsSchema
 from smartsvc.models import LiveLayer
+from tests.integration.conftest import close_app
 from tests.support.factories import api_key, bearer, make_app, make_user
 from tests.support.geodata import add_vehicle_model, own, publish_dataset, store_dataset
 
@@ -285,7 +286,7 @@ def republished_world(request, db_settings, backend) -> dict[str, Any]:
     product = own(client, alice, add_vehicle_model(client, operator, "fortwo", length_m=2.69, height_m=1.55,
                                                    weight_kg=1095))
     yield {"app": app, "client": client, "alice": alice, "products": {"smart": product}}
-    app.extensions["smartsvc"].database.engine.dispose()
+    close_app(app)
 
 
 def test_the_search_follows_every_publish_and_rollback(republished_world):

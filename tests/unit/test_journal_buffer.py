@@ -187,3 +187,19 @@ def test_a_noted_search_is_written_on_sqlite_as_json_dumps_writes_its_data(query
     spot_query = SpotQuery(product_id=uuid.uuid4(), limit=20, **query)
     for results in (0, 7, 100):
         assert _search_json(spot_query, results) == json.dumps(search_data(spot_query, results))
+
+
+def test_closing_the_container_writes_the_searches_it_still_holds(tmp_path):
+    from smartsvc.bootstrap import build_container
+
+    container = build_container(make_settings(tmp_path))
+    upgrade(container.database)
+    container.search_journal = SearchJournal(background=False)  # nothing writes them but the close
+    alice = new_user(container.database, "alice")
+    container.search_journal.add(container.database, alice, utcnow(), {"results": 2})
+
+    container.close()
+
+    assert [row.data for row in journal_of(container.database, alice)] == [{"results": 2}]
+    container.close()  # idempotent
+    container.database.dispose()
