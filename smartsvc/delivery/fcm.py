@@ -6,7 +6,8 @@ document): the token, the data payload (strings only), a notification, and
 the Android and APNs overrides that carry the collapse key, the time to live
 and the priority. The OAuth token comes from the service-account file and is
 reused until near expiry. Requests go over kept-alive ``http.client``
-connections, several at once in :meth:`FcmProvider.send_many`. What FCM answers is mapped onto :class:`PushResult`:
+connections, many at once from one thread in :meth:`FcmProvider.send_many`. What FCM answers is mapped onto
+:class:`PushResult`:
 ``UNREGISTERED`` or an invalid token → dead token; 429/``QUOTA_EXCEEDED``,
 5xx and network errors → retry later (``Retry-After`` honoured); any other
 refusal → failed for good.
@@ -15,12 +16,10 @@ refusal → failed for good.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -33,13 +32,14 @@ from google.auth import exceptions as auth_exceptions
 from ..config import Settings
 from .google_oauth import CredentialsFileError, ServiceAccountTokens
 from .cache import ProviderCache
-from .httpcommon import KeptAliveConnections, PlainResponse, send_while_fast
+from .connections import Exchange, KeptAliveConnections
 from .message import MAX_PAYLOAD_BYTES, PushMessage, PushResult, fit_payload, json_size_bound
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 SEND_TIMEOUT_S = 10.0
-# Requests in flight per provider in send_many (each on its own kept-alive connection).
-SEND_CONCURRENCY = 8
+# Requests in flight at once in send_many (each on its own kept-alive connection): FCM answers in tens of
+# milliseconds, so a batch of 200 takes about 200 / 16 of those.
+SEND_CONCURRENCY = 16
 # send_many sends nothing more after this long (FCM unreachable: each request may wait SEND_TIMEOUT_S);
 # what is left fails as retryable, well within the task's time limit.
 SEND_MANY_BUDGET_S = 30.0
@@ -169,10 +169,10 @@ def interpret(response: Any, latency_ms: int) -> PushResult:
 class FcmProvider:
     """Sends pushes through FCM HTTP v1 over kept-alive connections, with one cached OAuth token.
 
-    :meth:`send_many` sends one by one while FCM answers fast, otherwise keeps up to
-    :data:`SEND_CONCURRENCY` requests in flight, each thread on its own connection.
-    The OAuth token is fetched (rarely) with google-auth over an httpx client.
-    :meth:`close` closes the connections and threads; a later send opens new ones (the token is kept).
+    :meth:`send_many` keeps up to :data:`SEND_CONCURRENCY` requests in flight from the calling thread, each
+    on its own connection (:class:`.connections.KeptAliveConnections`). The OAuth token is fetched (rarely)
+    with google-auth over an httpx client. :meth:`close` closes the connections; a later send opens new
+    ones (the token is kept).
     """
 
     name = "fcm"
@@ -188,7 +188,6 @@ class FcmProvider:
         self._connections = KeptAliveConnections(self.url, SEND_TIMEOUT_S)
         self._prefix = urlsplit(self.url).path
         self._concurrency = max(1, concurrency)
-        self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     def _http(self) -> httpx.Client:
@@ -206,72 +205,78 @@ class FcmProvider:
                                        "or use a credentials file with a project_id")
         return f"{self._prefix}/v1/projects/{project}/messages:send"
 
-    def _post(self, body: bytes) -> PlainResponse:
-        return self._connections.post(self._endpoint(), body, {
-            "Authorization": f"Bearer {self._tokens.token()}", "Content-Type": "application/json; charset=UTF-8"})
-
     def send(self, message: PushMessage) -> PushResult:
         """Send one push; never raises (network, OAuth and FCM errors become the result)."""
-        started = time.perf_counter()
-        body = json.dumps(fitted_request(message), ensure_ascii=False).encode()
-        try:
-            response = self._post(body)
-            if response.status_code == 401:  # the token was revoked or expired early: one more with a fresh one
-                self._tokens.forget()
-                response = self._post(body)
-        except CredentialsFileError as exc:
-            return PushResult("failed", _elapsed_ms(started), error=str(exc)[:2000])
-        except auth_exceptions.RefreshError as exc:  # the token endpoint refused (bad key) or failed
-            return PushResult("failed", _elapsed_ms(started), error=f"OAuth token: {exc}"[:2000],
-                              retryable=bool(getattr(exc, "retryable", False)))
-        except (auth_exceptions.TransportError, OSError, http.client.HTTPException) as exc:
-            return PushResult("failed", _elapsed_ms(started), error=f"network: {type(exc).__name__}: {exc}"[:2000],
-                              retryable=True)
-        return interpret(response, _elapsed_ms(started))
-
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._lock:  # created on first use: after a worker forks, never before
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="fcm-send")
-            return self._executor
+        return self.send_many([message])[0]
 
     def send_many(self, messages: Sequence[PushMessage]) -> list[PushResult]:
-        """Send several pushes; one result per message, in order.
+        """Send several pushes, up to :data:`SEND_CONCURRENCY` at a time; one result per message, in order.
+        Never raises.
 
-        One by one from this thread while FCM answers within ``FAST_ANSWER_S``
-        (:func:`.httpcommon.send_while_fast`: a nearby FCM-compatible server answers in far less, and threads
-        would cost more CPU than they save), then up to :data:`SEND_CONCURRENCY` at a time. After
+        A 401 (the token revoked or expired early) sends those pushes once more with a fresh token. After
         :data:`SEND_MANY_BUDGET_S` the pushes not sent yet fail as retryable (tried again later)."""
+        started = time.perf_counter()
         deadline = time.monotonic() + SEND_MANY_BUDGET_S
-        results: list[PushResult] = [None] * len(messages)  # type: ignore[list-item]
-
-        def send_one(index: int) -> None:
-            results[index] = (self.send(messages[index]) if time.monotonic() < deadline else
-                              PushResult("failed", 0, error="not sent: the batch ran out of time", retryable=True))
-
-        rest = send_while_fast(range(len(messages)), send_one) or []
-        lanes = min(self._concurrency, len(rest))
-
-        def lane(start: int) -> None:
-            for index in rest[start::lanes]:
-                send_one(index)
-
-        if lanes > 1:
-            list(self._pool().map(lane, range(lanes)))
-        elif lanes:
-            lane(0)
-        return results
+        bodies = [json.dumps(fitted_request(message), ensure_ascii=False).encode() for message in messages]
+        results: list[PushResult | None] = [None] * len(messages)
+        todo = list(range(len(messages)))
+        for fresh_token in (False, True):
+            try:
+                if fresh_token:
+                    self._tokens.forget()
+                headers = {"Authorization": f"Bearer {self._tokens.token()}",
+                           "Content-Type": "application/json; charset=UTF-8"}
+                exchanges = self._connections.post_many(self._endpoint(), [(bodies[i], headers) for i in todo],
+                                                        self._concurrency, deadline)
+            except CredentialsFileError as exc:
+                return _fill(results, todo, PushResult("failed", _elapsed_ms(started), error=str(exc)[:2000]))
+            except auth_exceptions.RefreshError as exc:  # the token endpoint refused (bad key) or failed
+                return _fill(results, todo, PushResult("failed", _elapsed_ms(started),
+                                                       error=f"OAuth token: {exc}"[:2000],
+                                                       retryable=bool(getattr(exc, "retryable", False))))
+            except auth_exceptions.TransportError as exc:
+                return _fill(results, todo, _network_failure(exc, _elapsed_ms(started)))
+            except ValueError as exc:  # a line break in the token the token endpoint gave: never sent
+                return _fill(results, todo, PushResult("failed", _elapsed_ms(started), error=str(exc)[:2000]))
+            unauthorized = []
+            for index, exchange in zip(todo, exchanges):
+                if exchange is not None and exchange.response is not None \
+                        and exchange.response.status_code == 401 and not fresh_token:
+                    unauthorized.append(index)
+                else:
+                    results[index] = _result(exchange)
+            if not unauthorized:
+                break
+            todo = unauthorized
+        return results  # type: ignore[return-value]
 
     def close(self) -> None:
-        """Close the connections and the sending threads (idempotent; a later send opens new ones)."""
+        """Close the connections (idempotent; a later send opens new ones)."""
         with self._lock:
-            executor, self._executor = self._executor, None
             client, self._client = self._client, None
-        if executor is not None:
-            executor.shutdown(wait=True)
         self._connections.close()
         if client is not None:
             client.close()
+
+
+def _result(exchange: Exchange | None) -> PushResult:
+    if exchange is None:
+        return PushResult("failed", 0, error="not sent: the batch ran out of time", retryable=True)
+    latency_ms = int(round(exchange.elapsed_s * 1000))
+    if exchange.error is not None:
+        return _network_failure(exchange.error, latency_ms)
+    assert exchange.response is not None
+    return interpret(exchange.response, latency_ms)
+
+
+def _network_failure(exc: BaseException, latency_ms: int) -> PushResult:
+    return PushResult("failed", latency_ms, error=f"network: {type(exc).__name__}: {exc}"[:2000], retryable=True)
+
+
+def _fill(results: list[PushResult | None], indexes: Sequence[int], result: PushResult) -> list[PushResult]:
+    for index in indexes:
+        results[index] = result
+    return results  # type: ignore[return-value]
 
 
 def _elapsed_ms(started: float) -> int:

@@ -1,18 +1,16 @@
-"""How a batch of webhooks (``services/webhook_batch.send``) or FCM pushes (``FcmProvider.send_many``) goes
-out: one by one from the batch's thread to a server that answers at once, in parallel threads to one that
-makes each request wait (``delivery/httpcommon.send_while_fast``)."""
+"""How a batch of webhooks (``services/webhook_batch.send``) goes out: one by one from the batch's thread to a
+server that answers at once, in parallel threads to one that makes each request wait
+(``delivery/httpcommon.send_while_fast``). FCM pushes go out many at once from one thread instead
+(``tests/unit/test_push_connections.py``)."""
 
 from __future__ import annotations
 
 import threading
 import time
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
-from smartsvc.delivery.fcm import FcmProvider
 from smartsvc.delivery.httpcommon import FAST_ANSWER_S
-from smartsvc.delivery.message import PushMessage, PushResult
 from smartsvc.services.webhook_batch import SEND_CONCURRENCY, Claim, send
 from smartsvc.timeutil import utcnow
 from smartsvc.webhooks.transport import SendOutcome
@@ -85,42 +83,3 @@ def test_the_first_slow_answer_hands_the_rest_to_the_threads(tmp_path):
     assert endpoint.threads[:11] == [caller] * 11  # the tenth answer (n = 10) is the first slow one
     assert caller not in endpoint.threads[11:]
     assert endpoint.most_in_flight > 1
-
-
-def pushes(count: int) -> list[PushMessage]:
-    user_id = uuid.uuid4()
-    return [PushMessage(user_id=user_id, device_id=uuid.uuid4(), platform="fcm", suggestion_id=uuid.uuid4(),
-                        kind="parking", title=f"push {n}", body="", collapse_key="parking",
-                        expires_at=utcnow() + timedelta(hours=1), at=utcnow(), token=f"token-{n}")
-            for n in range(count)]
-
-
-def send_pushes(tmp_path: Path, fcm_server: Endpoint, count: int = 40) -> None:
-    provider = FcmProvider("https://fcm.example", tmp_path / "service-account.json")
-
-    def send(message: PushMessage) -> PushResult:
-        fcm_server(message)
-        return PushResult("sent", int(message.title.split()[1]))  # which push this result is for
-
-    provider.send = send  # type: ignore[method-assign]
-    messages = pushes(count)
-    try:
-        results = provider.send_many(messages)
-    finally:
-        provider.close()
-    assert [r.latency_ms for r in results] == list(range(count))  # one result per push, in order
-    assert {r.status for r in results} == {"sent"}
-
-
-def test_a_fcm_server_answering_at_once_gets_the_pushes_one_by_one_from_the_batch_thread(tmp_path):
-    fcm_server = Endpoint(lambda n: 0)
-    send_pushes(tmp_path, fcm_server)
-    assert set(fcm_server.threads) == {threading.get_ident()}
-
-
-def test_a_slow_fcm_server_gets_the_pushes_after_the_first_slow_answer_in_parallel(tmp_path):
-    fcm_server = Endpoint(lambda n: 0 if n < 5 else 0.02)
-    send_pushes(tmp_path, fcm_server)
-    assert fcm_server.threads[:6] == [threading.get_ident()] * 6
-    assert threading.get_ident() not in fcm_server.threads[6:]
-    assert fcm_server.most_in_flight > 1
