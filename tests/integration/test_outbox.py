@@ -197,6 +197,19 @@ def test_purge_completed(database):
     assert [m.payload["n"] for m in rows(database)] == [3]
 
 
+def test_completing_a_batch_again_keeps_each_first_completion_time(database):
+    ids = enqueue(database, range(4))
+    complete(database, ids[:2])
+    shift(database, "completed_at", timedelta(hours=1), ids[:2])
+    first = {m.id: m.completed_at for m in rows(database) if m.completed_at is not None}
+    with database.unit_of_work() as uow:
+        outbox.complete_many(uow.session, [*ids, None, ids[0]])  # a rerun of the batch, with a repeat and a None
+        uow.commit()
+    stored = {m.id: m.completed_at for m in rows(database)}
+    assert {i: stored[i] for i in ids[:2]} == first  # an hour ago, not now
+    assert all(stored[i] is not None and stored[i] > first[ids[0]] for i in ids[2:])
+
+
 def test_concurrent_relays_publish_each_message_once(database):
     enqueue(database, range(20))
     publisher = FakePublisher(delay_s=0.01)
