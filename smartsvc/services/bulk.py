@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import JSON, String, Table, Text, any_, bindparam, cast, func, insert, select, update
+from sqlalchemy import JSON, Select, String, Table, Text, any_, bindparam, cast, func, insert, select, true, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -34,6 +34,44 @@ def among(session: Session, column: Any, values: Sequence[Any]) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=_array_of(column.type)))
     return column.in_(list(values))
+
+
+class Matching:
+    """SELECT ``columns`` of the rows whose ``key`` is one of some values (at most :data:`MAX_IN`), and
+    ``where``: for a column that is not unique. Built once per dialect (building it each time cost more than
+    running it); run :meth:`statement` with :meth:`parameters`.
+
+    On PostgreSQL one index look-up per value: the values unnested, each joined to a LATERAL subquery the
+    planner cannot flatten (its OFFSET 0). Given ``key = ANY(array)`` instead, it read the whole table while
+    the table was young or not analysed (a few hundred values then look like most of it): devices, consents
+    and push tries of a few thousand rows, every batch of a push burst (BENCHMARKS.md, 6). Elsewhere
+    ``key IN (values)``. The selected columns keep their names; ``where`` may hold named bind parameters.
+    """
+
+    def __init__(self, columns: Sequence[Any], key: Any, *where: Any) -> None:
+        self.columns, self.key, self.where = tuple(columns), key, where
+        self._built: dict[bool, Select[Any]] = {}
+
+    def statement(self, session: Session) -> Select[Any]:
+        """The statement for ``session``'s database."""
+        postgresql = session.get_bind().dialect.name == "postgresql"
+        built = self._built.get(postgresql)
+        if built is None:
+            built = self._built[postgresql] = self._build(postgresql)
+        return built
+
+    def _build(self, postgresql: bool) -> Select[Any]:
+        if not postgresql:
+            return select(*self.columns).where(self.key.in_(bindparam("keys", expanding=True)), *self.where)
+        keys = func.unnest(bindparam("keys", type_=_array_of(self.key.type))).table_valued("key").render_derived(
+            name="keys")
+        found = select(*self.columns).where(self.key == keys.c.key, *self.where).offset(0).lateral("found")
+        return select(*found.c).select_from(keys).join(found, true())
+
+    @staticmethod
+    def parameters(values: Iterable[Any], **others: Any) -> dict[str, Any]:
+        """The statement's parameters: the values (each once) and the ``where``'s."""
+        return {"keys": list(dict.fromkeys(values)), **others}
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

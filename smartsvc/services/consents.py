@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ..db import Database
 from ..errors import Forbidden, InvalidInput
 from ..models import CONSENT_PURPOSES, Consent, ConsentEvent
 from ..timeutil import utcnow
-from .bulk import among, chunks
+from .bulk import Matching, chunks
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,15 @@ def has_consent(session: Session, user_id: uuid.UUID, purpose: str) -> bool:
     )
 
 
+_GRANTED = Matching([Consent.user_id], Consent.user_id, Consent.purpose == bindparam("purpose"),
+                    Consent.granted.is_(True))
+
+
 def consenting_users(session: Session, user_ids: Iterable[uuid.UUID], purpose: str) -> set[uuid.UUID]:
     """The users among ``user_ids`` for whom ``purpose`` is granted now (one query for a batch)."""
     found: set[uuid.UUID] = set()
     for chunk in chunks(sorted(set(user_ids))):
-        found.update(session.scalars(select(Consent.user_id).where(
-            among(session, Consent.user_id, chunk), Consent.purpose == purpose, Consent.granted.is_(True))))
+        found.update(session.scalars(_GRANTED.statement(session), _GRANTED.parameters(chunk, purpose=purpose)))
     return found
 
 

@@ -211,9 +211,10 @@ def _finish_and_settle(database: Database, claims: Sequence[Claim], results: Seq
         tries = round_tries(session, suggestions.values())
         outbox_ids = sorted({i for sid in to_settle for i in groups[sid] if i is not None})
         completed: set[int] = set()
-        for chunk in chunks(outbox_ids):
-            completed.update(session.scalars(select(OutboxMessage.id).where(
-                among(session, OutboxMessage.id, chunk), OutboxMessage.completed_at.is_not(None))))
+        for chunk in chunks(outbox_ids):  # by id alone, filtered here: the primary key, whatever the estimates
+            completed.update(i for i, at in session.execute(select(OutboxMessage.id, OutboxMessage.completed_at)
+                                                            .where(among(session, OutboxMessage.id, chunk)))
+                             if at is not None)
         sent, failed = defaultdict(int), defaultdict(int)
         for claim, result in zip(claims, results):
             (sent if result.ok else failed)[claim.message.suggestion_id] += 1

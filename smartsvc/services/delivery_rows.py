@@ -13,11 +13,11 @@ import uuid
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Table, select
+from sqlalchemy import Select, Table, select
 from sqlalchemy.orm import Session
 
 from ..models import Device, PushAttempt, Suggestion, User
-from .bulk import among, chunks, update_rows
+from .bulk import Matching, among, chunks, update_rows
 
 # What a push batch reads of each row (what delivery_batch and delivery's helpers look at).
 SUGGESTION_COLUMNS = tuple(Suggestion.__table__.c[name] for name in (
@@ -28,6 +28,8 @@ ATTEMPT_COLUMNS = tuple(PushAttempt.__table__.c[name] for name in (
     "retry_at"))
 DEVICE_COLUMNS = tuple(Device.__table__.c[name] for name in (
     "id", "user_id", "platform", "token", "subscription", "created_at", "last_seen_at", "active"))
+_TRIES = Matching(ATTEMPT_COLUMNS, PushAttempt.__table__.c.suggestion_id)
+_ACTIVE_DEVICES = Matching(DEVICE_COLUMNS, Device.__table__.c.user_id, Device.__table__.c.active.is_(True))
 
 
 class Fields:
@@ -42,13 +44,10 @@ class Fields:
         self.changed.add(name)
 
 
-def _read(session: Session, columns: Sequence[Any], *where: Any, order_by: Any = None) -> list[Fields]:
-    query = select(*columns).where(*where)
-    if order_by is not None:
-        query = query.order_by(order_by)
-    names = [column.name for column in columns]
+def _read(session: Session, query: Select[Any], parameters: dict[str, Any] | None = None) -> list[Fields]:
+    names = [column.name for column in query.selected_columns]
     # On the session's connection: Core, without the ORM's result machinery (no entity is loaded).
-    return [Fields(dict(zip(names, row))) for row in session.connection().execute(query)]
+    return [Fields(dict(zip(names, row))) for row in session.connection().execute(query, parameters)]
 
 
 def write_changes(session: Session, table: Table, rows: Iterable[Fields]) -> None:
@@ -82,7 +81,8 @@ def load_locked(session: Session, suggestion_ids: Sequence[uuid.UUID]) -> dict[u
     lock_users(session, user_ids)
     out: dict[uuid.UUID, Fields] = {}
     for chunk in chunks(suggestion_ids):
-        out.update((s.id, s) for s in _read(session, SUGGESTION_COLUMNS, among(session, Suggestion.id, chunk)))
+        out.update((s.id, s) for s in _read(session, select(*SUGGESTION_COLUMNS).where(
+            among(session, Suggestion.id, chunk))))
     return out
 
 
@@ -91,7 +91,7 @@ def round_tries(session: Session, suggestions: Iterable[Fields]) -> dict[uuid.UU
     by_id = {s.id: s for s in suggestions}
     out: dict[uuid.UUID, list[Fields]] = {sid: [] for sid in by_id}
     for chunk in chunks(list(by_id)):
-        for attempt in _read(session, ATTEMPT_COLUMNS, among(session, PushAttempt.suggestion_id, chunk)):
+        for attempt in _read(session, _TRIES.statement(session), _TRIES.parameters(chunk)):
             if attempt.round == by_id[attempt.suggestion_id].push_round:
                 out[attempt.suggestion_id].append(attempt)
     return out
@@ -101,7 +101,8 @@ def active_devices(session: Session, user_ids: Iterable[uuid.UUID]) -> dict[uuid
     """Each user's active devices, in id order."""
     out: dict[uuid.UUID, list[Fields]] = defaultdict(list)
     for chunk in chunks(sorted(set(user_ids))):
-        for device in _read(session, DEVICE_COLUMNS, among(session, Device.user_id, chunk), Device.active.is_(True),
-                            order_by=Device.id):
+        for device in _read(session, _ACTIVE_DEVICES.statement(session), _ACTIVE_DEVICES.parameters(chunk)):
             out[device.user_id].append(device)
+    for devices in out.values():
+        devices.sort(key=lambda device: device.id)
     return out

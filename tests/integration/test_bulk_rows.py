@@ -12,13 +12,13 @@ from datetime import timedelta
 from typing import Any, Iterator
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.exc import DBAPIError
 
 from smartsvc.db import Database
 from smartsvc.ids import new_id
-from smartsvc.models import SharingLedgerEntry, WebhookAttempt, WebhookDelivery
-from smartsvc.services.bulk import among, insert_rows, update_rows
+from smartsvc.models import SharingLedgerEntry, User, WebhookAttempt, WebhookDelivery
+from smartsvc.services.bulk import Matching, among, insert_rows, update_rows
 from smartsvc.timeutil import utcnow
 from tests.integration.conftest import close_app
 from tests.support.factories import make_app
@@ -195,5 +195,53 @@ def test_lists_travel_in_binary_on_postgresql(postgres_url, tmp_path):
         with database.engine.connect() as connection:
             dumper = connection.connection.dbapi_connection.adapters.get_dumper(list, PyFormat.AUTO)
         assert issubclass(dumper, ListBinaryDumper)
+    finally:
+        database.dispose()
+
+
+def many_users_with_ledger_rows(database: Database, users: int, rows_each: int) -> list[Any]:
+    """``users`` users (written directly, as a burst would leave them), each with ``rows_each`` ledger rows."""
+    now = utcnow()
+    user_ids = [new_id() for _ in range(users)]
+    with database.unit_of_work() as uow:
+        insert_rows(uow.session, User.__table__, [
+            {"id": user_id, "external_id": f"ledger-{n}", "time_zone": "UTC", "max_pushes_per_day": 5,
+             "token_generation": 0, "created_at": now, "updated_at": now} for n, user_id in enumerate(user_ids)])
+        insert_rows(uow.session, SharingLedgerEntry.__table__,
+                    [row for user_id in user_ids for row in ledger_rows(user_id, rows_each)])
+        uow.commit()
+    return user_ids
+
+
+def test_matching_reads_each_value_s_rows_once_with_its_where_parameters(world, database, backend):
+    user_ids = many_users_with_ledger_rows(database, 5, 4)
+    matching = Matching([SharingLedgerEntry.id, SharingLedgerEntry.user_id], SharingLedgerEntry.user_id,
+                        SharingLedgerEntry.recipient_id == bindparam("recipient_id"))
+    wanted = [user_ids[0], user_ids[3], user_ids[0], new_id()]  # a repeat, and a user with no rows
+    with database.session() as session:
+        found = session.execute(matching.statement(session), matching.parameters(wanted, recipient_id="0")).all()
+        expected = session.execute(select(SharingLedgerEntry.id, SharingLedgerEntry.user_id).where(
+            SharingLedgerEntry.user_id.in_(wanted), SharingLedgerEntry.recipient_id == "0")).all()
+    assert len(found) == 2  # ledger_rows gives recipient_id "0" to the first row of each user
+    assert sorted(found) == sorted(expected)
+
+
+@pytest.mark.postgres
+def test_matching_looks_up_each_value_in_the_index_of_a_young_table(postgres_url, tmp_path):
+    """A table never analysed, a few thousand rows: ``user_id = ANY(200 ids)`` read all of it (BENCHMARKS.md,
+    6); each value is an index look-up instead."""
+    from smartsvc.config import load_settings
+
+    database = Database(load_settings({"SMARTSVC_DATABASE_URL": postgres_url,
+                                       "SMARTSVC_VAR_DIR": str(tmp_path / "var")}))
+    try:
+        user_ids = many_users_with_ledger_rows(database, 400, 8)
+        matching = Matching([SharingLedgerEntry.id], SharingLedgerEntry.user_id)
+        with database.session() as session:
+            compiled = matching.statement(session).compile(dialect=session.get_bind().dialect)
+            cursor = session.connection().connection.dbapi_connection.cursor()
+            cursor.execute(f"EXPLAIN {compiled}", {**compiled.params, **matching.parameters(user_ids[100:300])})
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert "ix_sharing_ledger_user_id_id" in plan and "Seq Scan on sharing_ledger" not in plan, plan
     finally:
         database.dispose()
