@@ -74,8 +74,8 @@ class Exchange:
         self.response, self.error, self.elapsed_s = response, error, elapsed_s
 
 
-class _Answer:
-    """An answer being read; httptools calls the ``on_*`` methods as it parses what :meth:`feed` gives it."""
+class Answer:
+    """An HTTP/1.1 answer being read; httptools calls the ``on_*`` methods as it parses what :meth:`feed` gives it."""
 
     __slots__ = ("parser", "reason", "headers", "body", "received", "headers_done", "complete", "keep_alive",
                  "messages")
@@ -138,7 +138,7 @@ class _Flight:
 
     def __init__(self, index: int, sock: socket.socket, reused: bool, started: float) -> None:
         self.index, self.sock, self.reused, self.started = index, sock, reused, started
-        self.answer = _Answer()
+        self.answer = Answer()
 
 
 class KeptAliveConnections:

@@ -5,9 +5,9 @@ the ``projects.messages.send`` schema (Google's ``fcm.v1`` discovery
 document): the token, the data payload (strings only), a notification, and
 the Android and APNs overrides that carry the collapse key, the time to live
 and the priority. The OAuth token comes from the service-account file and is
-reused until near expiry. Requests go over kept-alive ``http.client``
-connections, many at once from one thread in :meth:`FcmProvider.send_many`. What FCM answers is mapped onto
-:class:`PushResult`:
+reused until near expiry. Requests go over kept-alive connections
+(:mod:`.connections`), many at once from one thread in :meth:`FcmProvider.send_many`. What FCM answers is
+mapped onto :class:`PushResult`:
 ``UNREGISTERED`` or an invalid token → dead token; 429/``QUOTA_EXCEEDED``,
 5xx and network errors → retry later (``Retry-After`` honoured); any other
 refusal → failed for good.

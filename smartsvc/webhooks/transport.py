@@ -10,8 +10,8 @@ deadline (a server dripping bytes cannot hold a worker), at most
 escapes: every outcome is a :class:`SendOutcome` for the caller to record and
 to decide on retrying.
 
-The exchange is plain ``http.client`` on kept-alive sockets
-(:class:`PinnedClient`): a quarter of httpx's CPU per request, which is most
+The exchange is one write and reads parsed by httptools, on kept-alive sockets
+(:class:`PinnedClient`): a fraction of httpx's CPU per request, which is most
 of a batched delivery's cost (BENCHMARKS.md §7).
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import email.utils
 import functools
 import http.client
-import io
 import os
 import socket
 import ssl
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit
 
 import certifi
 
+from smartsvc.delivery.connections import Answer, InvalidAnswer
 from smartsvc.delivery.httpcommon import idle_connection_dropped
 from smartsvc.webhooks.ssrf import (
     Destination,
@@ -43,6 +43,7 @@ from smartsvc.webhooks.ssrf import (
 )
 
 MAX_RESPONSE_BYTES = 64 * 1024
+_READ_SIZE = 16 * 1024
 EXCERPT_CHARS = 200
 USER_AGENT = "smartsvc-webhooks/1"
 _DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -73,24 +74,6 @@ class _Deadline:
         if left <= 0:
             raise TimeoutError("the webhook's total time limit was reached")
         return left
-
-
-class _DeadlineReader:
-    """What ``http.client.HTTPResponse`` reads from: the socket, each read bounded by what is left of the
-    deadline (a per-read timeout alone would let a server trickle its answer for ever)."""
-
-    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
-        self._sock, self._deadline = sock, deadline
-
-    def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
-        self._sock.settimeout(self._deadline.left())
-        return self._sock.recv_into(buffer, nbytes)
-
-    def makefile(self, mode: str = "rb", *_args: Any, **_kwargs: Any) -> io.BufferedReader:
-        return io.BufferedReader(socket.SocketIO(self, "rb"))  # type: ignore[arg-type]
-
-    def _decref_socketios(self) -> None:  # socket.SocketIO calls it on close; the socket stays ours
-        pass
 
 
 class PinnedClient:
@@ -252,31 +235,45 @@ def _exchange(client: PinnedClient, dest: Destination, request: bytes, deadline:
     sock, reused = client.take(dest, deadline)
     try:
         try:
-            response = _round_trip(sock, request, deadline)
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            answer = _round_trip(sock, request, deadline)
+        except (ConnectionResetError, BrokenPipeError):
             if not reused:
                 raise
             # A kept-alive connection the server closed just before the request: nothing was answered on it.
             sock.close()
             sock = client.connect(dest, deadline)
-            response = _round_trip(sock, request, deadline)
-        received = response.read(MAX_RESPONSE_BYTES)
+            answer = _round_trip(sock, request, deadline)
     except BaseException:
         sock.close()
         raise
-    if response.isclosed() and not response.will_close:
+    whole = answer.complete and len(answer.body) <= MAX_RESPONSE_BYTES
+    keep = whole and answer.keep_alive
+    response = answer.response()
+    if keep:
         client.give_back(dest, sock)  # read to its end: the connection can carry the next request
     else:
         sock.close()  # the rest of an oversized answer is never read
-    return _outcome(response.status, response.headers, received, started)
+    return _outcome(response.status_code, response.headers, response.content[:MAX_RESPONSE_BYTES], started)
 
 
-def _round_trip(sock: socket.socket, request: bytes, deadline: _Deadline) -> http.client.HTTPResponse:
+def _round_trip(sock: socket.socket, request: bytes, deadline: _Deadline) -> Answer:
+    """Send ``request`` and read the answer (its body up to just past :data:`MAX_RESPONSE_BYTES`), each read
+    bounded by what is left of the deadline: a per-read timeout alone would let a server trickle its answer
+    for ever. Parsed by httptools (``http.client``'s header parsing cost more CPU than the rest of a send)."""
     sock.settimeout(deadline.left())
     sock.sendall(request)
-    response = http.client.HTTPResponse(_DeadlineReader(sock, deadline), method="POST")  # type: ignore[arg-type]
-    response.begin()
-    return response
+    answer = Answer()
+    while not answer.complete and len(answer.body) <= MAX_RESPONSE_BYTES:
+        sock.settimeout(deadline.left())
+        data = sock.recv(_READ_SIZE)
+        if not data:
+            if answer.received == 0:
+                raise http.client.RemoteDisconnected("Remote end closed connection without response")
+            if not answer.end_of_connection():
+                raise InvalidAnswer("the connection closed before the whole answer")
+            break
+        answer.feed(data)
+    return answer
 
 
 def _outcome(status: int, headers: Any, received: bytes, started: float) -> SendOutcome:

@@ -1,6 +1,6 @@
 """Closing a container closes the push providers' connections it used; a closed provider reopens on use.
 
-Without this, kept-alive push connections (FCM over ``http.client``, APNs
+Without this, kept-alive push connections (FCM over its own kept-alive sockets, APNs
 and Web Push over httpx) outlive the app that used them and are reported as
 unclosed sockets when the process exits.
 """
