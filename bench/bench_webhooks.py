@@ -4,7 +4,7 @@
 
 The service's own pipeline, as deployed, on PostgreSQL (a database of the
 run's throwaway PostgreSQL) with a throwaway Redis as the broker:
-:func:`smartsvc.services.webhook_events.emit_event` writes one delivery and
+:func:`smartsvc.services.webhook_events.emit_events` writes one delivery and
 one outbox message per subscribed endpoint in the caller's transaction; the
 commit wakes the outbox relay (``smartsvc worker --queues smartsvc``, and
 ``smartsvc beat`` sweeping every 2 s), which publishes to the ``webhooks``
@@ -37,8 +37,8 @@ Phases, each with endpoints of its own (the previous ones disabled):
 1. ``burst`` — ``burst_events`` emitted as fast as the producer can, one healthy
    endpoint: the pipeline's capacity (deliveries/s from the first event to
    the last delivery);
-2. ``paced`` — an offered rate (the target, or less when the burst showed
-   the pipeline cannot take it: 70 % of its capacity) for ``duration_s``: rate
+2. ``paced`` — an offered rate (the target, or less when the backlogs showed
+   the pipeline cannot take it: 70 % of their drain rate) for ``duration_s``: rate
    and p50/p99 latency with one healthy endpoint;
 3. ``with-refusing`` — the same, plus an endpoint whose port refuses connections;
 4. ``with-hanging`` — the same, plus an endpoint that reads the request and
@@ -73,6 +73,8 @@ TARGET_DELIVERIES_PER_S = 2000
 TARGET_P99_S = 1.0
 # Isolation: the healthy endpoint beside a dead one keeps at least this share of its rate, and p99 within the target.
 ISOLATION_MIN_RATE_SHARE = 0.9
+# The paced phase's healthy deliveries/s must reach this share of the target for its p99 to count.
+KEPT_PACE = 0.95
 
 FULL = {"users": 6000, "batch": 100, "burst_events": 500, "duration_s": 10.0, "webhook_concurrency": 16,
         "relay_concurrency": 2, "drain_timeout_s": 60.0, "hang_drain_timeout_s": 20.0, "stage_deliveries": 400,
@@ -289,10 +291,12 @@ def run(ctx: Context) -> dict[str, Any]:
         start += cfg["burst_events"]
         drained = backlogs(ctx, database, sink, users, start, cfg, hooks, relay, root)
         start += cfg["backlog_events"] * cfg["backlog_runs"]
+        # The pipeline's capacity is the backlog's drain; a burst of a few hundred events is mostly its latency.
         capacity = burst["healthy"]["deliveries_per_s"] or 1.0
-        offered = float(TARGET_DELIVERIES_PER_S) if capacity >= TARGET_DELIVERIES_PER_S else round(0.7 * capacity, 1)
+        pipeline = drained["drain_deliveries_per_s"] or capacity
+        offered = float(TARGET_DELIVERIES_PER_S) if pipeline >= TARGET_DELIVERIES_PER_S else round(0.7 * pipeline, 1)
         events = max(cfg["batch"], int(offered * cfg["duration_s"]))
-        ctx.log(f"capacity {capacity:,.0f} deliveries/s: the next phases offer {offered:,.0f} events/s for "
+        ctx.log(f"capacity {pipeline:,.0f} deliveries/s: the next phases offer {offered:,.0f} events/s for "
                 f"{events / offered:.0f} s")
         for name, dead in (("paced", None), ("with-refusing", "refuse"), ("with-hanging", "hang")):
             phases[name] = phase(ctx, name, database, sink, users, start, cfg, events=events, rate=offered,
@@ -301,7 +305,8 @@ def run(ctx: Context) -> dict[str, Any]:
         for p in (beat, relay, hooks):
             p.stop()
         breakdown = stages(database, sink, users, start, cfg["stage_deliveries"])
-        ctx.log(f"in-process: emit {breakdown['emit']['cpu_ms_per_event']} ms CPU/event; deliver_webhook "
+        ctx.log(f"in-process: emit {breakdown['emit']['one_by_one']['cpu_ms_per_event']} ms CPU/event one by one, "
+                f"{breakdown['emit']['batched']['cpu_ms_per_event']} batched; deliver_webhook "
                 f"{breakdown['one_by_one']['cpu_ms_per_delivery']} ms CPU and "
                 f"{breakdown['one_by_one']['statements_per_delivery']} SQL statements one by one, "
                 f"{breakdown['batched']['cpu_ms_per_delivery']} ms and "
@@ -316,6 +321,9 @@ def run(ctx: Context) -> dict[str, Any]:
 
     paced = phases["paced"]["healthy"]
     drain_rate = drained["drain_deliveries_per_s"] or 0.0
+    # The p99 counts at the target rate only: offered, and delivered (the producer and the pipeline kept up).
+    kept_pace = (offered >= TARGET_DELIVERIES_PER_S
+                 and (paced["deliveries_per_s"] or 0) >= KEPT_PACE * TARGET_DELIVERIES_PER_S)
     targets: dict[str, Any] = {
         "deliveries_per_s": {"target_min": TARGET_DELIVERIES_PER_S, "measured": drain_rate,
                              "met": drain_rate >= TARGET_DELIVERIES_PER_S,
@@ -324,11 +332,11 @@ def run(ctx: Context) -> dict[str, Any]:
                                      f"{', '.join(f'{r:,.0f}' for r in drained['drain_deliveries_per_s_runs'])}); "
                                      f"end to end with this process's one-thread producer: {capacity:,.0f}/s"},
         "p99_event_to_delivery_s": {"target_max": TARGET_P99_S, "measured": paced["latency"]["p99_ms"] / 1000,
-                                    "met": paced["latency"]["p99_ms"] / 1000 <= TARGET_P99_S
-                                    and offered >= TARGET_DELIVERIES_PER_S,
-                                    "note": f"paced at {offered:,.0f} events/s"
-                                    + ("" if offered >= TARGET_DELIVERIES_PER_S else
-                                       " (70 % of the capacity, below the target rate: not met whatever the p99)")},
+                                    "met": paced["latency"]["p99_ms"] / 1000 <= TARGET_P99_S and kept_pace,
+                                    "note": f"offered {offered:,.0f} events/s, delivered "
+                                            f"{paced['deliveries_per_s'] or 0:,.0f}/s"
+                                    + ("" if kept_pace else
+                                       f" (not {KEPT_PACE:.0%} of the target rate: not met whatever the p99)")},
     }
     for name in ("with-refusing", "with-hanging"):
         h = phases[name]["healthy"]

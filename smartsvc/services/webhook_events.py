@@ -26,7 +26,8 @@ from ..ids import new_id
 from ..models import Consent, WebhookDelivery, WebhookEndpoint
 from ..timeutil import utcnow
 from . import outbox
-from .consents import CONSENT_GRANTED, has_consent
+from .bulk import insert_rows
+from .consents import CONSENT_GRANTED, consenting_users, has_consent
 
 # DELIVERY.md "Partner webhooks": the event types an endpoint can subscribe to.
 EVENT_TYPES = (
@@ -123,18 +124,23 @@ def new_delivery(uow: UnitOfWork, endpoint: WebhookEndpoint, event_type: str, su
     """
     session = uow.session
     assert session is not None
-    body = {"type": event_type, "timestamp": now.isoformat().replace("+00:00", "Z"),
-            "data": coarsen(data, endpoint.coordinate_decimals)}
     # The id is given here, not by a flush: the rows of many events go out in one INSERT at commit.
-    delivery = WebhookDelivery(id=new_id(), webhook_id=endpoint.id, event_type=event_type, subject=subject[:200],
-                               user_id=user_id, payload=body, status="pending", attempts=0,
-                               next_attempt_at=now, created_at=now, updated_at=now)
-    if not probe and breaker_open(endpoint):
-        delivery.waiting_since = now
+    delivery = WebhookDelivery(**_delivery_row(endpoint, event_type, subject, data, user_id, now,
+                                               waiting=not probe and breaker_open(endpoint)))
     session.add(delivery)
     if delivery.waiting_since is None:
         enqueue_delivery(uow, delivery, now)
     return delivery
+
+
+def _delivery_row(endpoint: WebhookEndpoint, event_type: str, subject: str, data: Any, user_id: uuid.UUID | None,
+                  now: datetime, *, waiting: bool) -> dict[str, Any]:
+    """The columns of a new delivery: its body ``{"type", "timestamp", "data"}``, coarsened for the endpoint."""
+    body = {"type": event_type, "timestamp": now.isoformat().replace("+00:00", "Z"),
+            "data": coarsen(data, endpoint.coordinate_decimals)}
+    return {"id": new_id(), "webhook_id": endpoint.id, "event_type": event_type, "subject": subject[:200],
+            "user_id": user_id, "payload": body, "status": "pending", "attempts": 0, "next_attempt_at": now,
+            "created_at": now, "updated_at": now, "waiting_since": now if waiting else None}
 
 
 def enqueue_delivery(uow: UnitOfWork, delivery: WebhookDelivery, at: datetime) -> None:
@@ -197,6 +203,44 @@ def emit_event(uow: UnitOfWork, type: str, subject: str, data: Mapping[str, Any]
     for endpoint in endpoints:
         new_delivery(uow, endpoint, type, subject, payload, user_id=user_id, now=now)
     return len(endpoints)
+
+
+def emit_events(uow: UnitOfWork, type: str, events: Sequence[tuple[str, Mapping[str, Any], uuid.UUID | None]], *,
+                now: datetime | None = None) -> int:
+    """:func:`emit_event` for many events of ``type``, each ``(subject, data, user_id)``, in their order; how many
+    deliveries were written.
+
+    One consent query for all their users, and the deliveries and their outbox messages written in a
+    statement each, without ORM objects: for a source of many events at once (benchmark 7's producer:
+    0.41 ms of CPU an event one by one, BENCHMARKS.md §7). What the transaction wrote before is flushed
+    first, so its outbox messages keep their place in the commit order and its consents count.
+    """
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown webhook event type {type!r}")
+    session = uow.session
+    assert session is not None
+    endpoints = [endpoint for endpoint in _enabled_endpoints(session) if type in (endpoint.event_types or [])]
+    if not endpoints or not events:
+        return 0
+    session.flush()
+    granted = consenting_users(session, {user_id for _s, _d, user_id in events if user_id is not None},
+                               PARTNER_SHARING)
+    now = now or utcnow()
+    rows: list[dict[str, Any]] = []
+    queued: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID | None, datetime]]] = {}
+    for subject, data, user_id in events:
+        if user_id is not None and user_id not in granted:
+            continue
+        payload = as_json(dict(data))
+        for endpoint in endpoints:
+            row = _delivery_row(endpoint, type, subject, payload, user_id, now, waiting=breaker_open(endpoint))
+            rows.append(row)
+            if row["waiting_since"] is None:
+                queued.setdefault(endpoint.id, []).append((row["id"], user_id, now))
+    insert_rows(session, WebhookDelivery.__table__, rows)
+    for webhook_id, deliveries in queued.items():
+        enqueue_deliveries(uow, webhook_id, deliveries)
+    return len(rows)
 
 
 def emit_trigger_event(uow: UnitOfWork, *, user_id: uuid.UUID, event: str, at: datetime,

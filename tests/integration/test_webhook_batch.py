@@ -245,3 +245,66 @@ def test_what_the_partner_accepted_stays_delivered_when_a_later_answer_disables_
         assert [d["status"] for d in rest] == ["failed"] * (EVENTS - 1)
         assert all("410" in d["status_reason"] for d in rest)
         assert 2 <= len(receiver.requests) <= EVENTS
+
+
+def _delivery_rows(world: WebhookWorld, webhook_id: str) -> list[WebhookDelivery]:
+    with world.database.session() as session:
+        return list(session.scalars(select(WebhookDelivery).where(WebhookDelivery.webhook_id == uuid.UUID(webhook_id))
+                                    .order_by(WebhookDelivery.created_at, WebhookDelivery.id)))
+
+
+def test_events_emitted_together_reach_partners_as_each_emitted_alone_would(world):
+    """``emit_events`` (a source of many events at once) writes what ``emit_event`` writes for each: only for
+    users who share, coarsened per endpoint, each queued, in their order, and signed on arrival."""
+    from smartsvc.services.webhook_events import emit_event, emit_events
+
+    with WebhookReceiver() as receiver:
+        fine = world.register(receiver.url("/fine"), ["geofence.entered"])
+        coarse = world.register(receiver.url("/coarse"), ["geofence.entered"], coordinate_decimals=2)
+        sharing = [world.user(f"sharing{n}") for n in range(3)]
+        private = world.user("private", sharing=False)
+        about = [sharing[0], private, sharing[1], sharing[2], sharing[0]]
+        data = [{"user_id": u.id, "n": n, "location": {"lat": 52.520008 + n, "lon": 13.404954}}
+                for n, u in enumerate(about)]
+        now = utcnow()
+        with world.database.unit_of_work() as uow:
+            emit_event(uow, "geofence.entered", "user:first", {"n": -1}, now=now)  # pending in the session
+            written = emit_events(uow, "geofence.entered", [(f"user:{u.id}", d, uuid.UUID(u.id))
+                                                             for u, d in zip(about, data)], now=now)
+            uow.commit()
+        assert written == 2 * 5 - 2  # two endpoints, four events of users who share (and the one alone above)
+        for hook in (fine, coarse):
+            rows = _delivery_rows(world, hook["id"])
+            assert [r.payload["data"].get("n") for r in rows] == [-1, 0, 2, 3, 4]
+            assert all(r.status == "pending" and r.waiting_since is None for r in rows)
+        assert _delivery_rows(world, coarse["id"])[1].payload["data"]["location"] == {"lat": 52.52, "lon": 13.4}
+        # Queued, to each endpoint, in the order they were emitted: the one emitted alone first.
+        with world.database.session() as session:
+            emitted = {d.id: (str(d.webhook_id), d.payload["data"]["n"]) for d in session.scalars(select(WebhookDelivery))}
+        for hook in (fine, coarse):
+            assert [emitted[d][1] for d, _o in _due_items(world) if emitted[d][0] == hook["id"]] == [-1, 0, 2, 3, 4]
+        world.drain()
+        for path, hook in (("/fine", fine), ("/coarse", coarse)):
+            arrived = [json.loads(r.body)["data"]["n"] for r in receiver.requests if r.path == path]
+            assert arrived == [-1, 0, 2, 3, 4]
+            for r in receiver.requests:
+                if r.path == path:
+                    Webhook(hook["secret"]).verify(r.body, r.headers)
+
+
+def test_events_emitted_together_to_an_endpoint_whose_breaker_is_open_wait_unqueued(world):
+    from smartsvc.models import WebhookEndpoint
+    from smartsvc.services.webhook_events import BREAKER_FAILURES, emit_events
+
+    hook = world.register("http://127.0.0.1:9/hook", ["geofence.entered"])
+    user = world.user("sharing")
+    with world.database.unit_of_work() as uow:
+        uow.session.get(WebhookEndpoint, uuid.UUID(hook["id"])).consecutive_failures = BREAKER_FAILURES
+        uow.commit()
+    with world.database.unit_of_work() as uow:
+        assert emit_events(uow, "geofence.entered", [(f"user:{user.id}", {"n": n}, uuid.UUID(user.id))
+                                                     for n in range(3)]) == 3
+        uow.commit()
+    rows = _delivery_rows(world, hook["id"])
+    assert len(rows) == 3 and all(r.waiting_since is not None for r in rows)
+    assert _due_items(world) == []  # nothing for the workers until the endpoint answers again
