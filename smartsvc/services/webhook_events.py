@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from ..db import UnitOfWork
@@ -46,8 +46,10 @@ CONSENT_WITHDRAWN = "partner_sharing consent withdrawn"
 COORDINATE_KEYS = frozenset({"lat", "lon", "lng", "latitude", "longitude"})
 COORDINATE_CONTAINERS = frozenset({"coordinates", "bbox", "center", "position", "location"})
 MAX_FIELD_PATHS = 200
-# session.info key of the enabled endpoints, read once per transaction.
+# session.info keys of the enabled endpoints, and of whether each has deliveries waiting for a slot: read once
+# per transaction.
 _ENDPOINTS_KEY = "smartsvc.webhook_endpoints"
+_BUSY_KEY = "smartsvc.webhook_endpoints_busy"
 
 
 def _json_default(value: Any) -> Any:
@@ -113,20 +115,22 @@ def breaker_open(endpoint: WebhookEndpoint) -> bool:
 
 
 def new_delivery(uow: UnitOfWork, endpoint: WebhookEndpoint, event_type: str, subject: str, data: Any, *,
-                 user_id: uuid.UUID | None, now: datetime, probe: bool = False) -> WebhookDelivery:
+                 user_id: uuid.UUID | None, now: datetime, probe: bool = False, busy: bool = False) -> WebhookDelivery:
     """Write one delivery for ``endpoint`` and the outbox message that sends it.
 
     To an endpoint whose breaker is open (:func:`breaker_open`) a new delivery
     is not queued but waits (``waiting_since``): its tries would only fail and
     take worker time from healthy endpoints. The endpoint's next success
     releases the waiting deliveries; so does the beat sweep (a probe a
-    minute). ``probe`` (the ``test`` event) is queued whatever the state.
+    minute). So does one to a ``busy`` endpoint (:func:`busy_endpoints`):
+    queued, it would only be claimed to be marked waiting. ``probe`` (the
+    ``test`` event) is queued whatever the state.
     """
     session = uow.session
     assert session is not None
     # The id is given here, not by a flush: the rows of many events go out in one INSERT at commit.
     delivery = WebhookDelivery(**_delivery_row(endpoint, event_type, subject, data, user_id, now,
-                                               waiting=not probe and breaker_open(endpoint)))
+                                               waiting=not probe and (busy or breaker_open(endpoint))))
     session.add(delivery)
     if delivery.waiting_since is None:
         enqueue_delivery(uow, delivery, now)
@@ -168,6 +172,33 @@ def _enabled_endpoints(session: Session) -> list[WebhookEndpoint]:
     return cached
 
 
+# An endpoint with a delivery waiting for a slot this long is busy (a slot of a healthy one frees in far less).
+BUSY_AFTER = timedelta(seconds=1)
+# Built once (asked once per transaction that emits, for each endpoint subscribed).
+_ONE_WAITING_LONG = (select(WebhookDelivery.id)
+                     .where(WebhookDelivery.webhook_id == bindparam("webhook_id"),
+                            WebhookDelivery.waiting_since < bindparam("before"), WebhookDelivery.status == "pending")
+                     .limit(1))
+
+
+def busy_endpoints(session: Session, endpoints: Sequence[WebhookEndpoint], now: datetime) -> set[uuid.UUID]:
+    """Those of ``endpoints`` with a delivery waiting for a free slot for :data:`BUSY_AFTER` or more (its slots
+    are all taken and stay so: a slow or hanging endpoint), asked once per transaction.
+
+    A new delivery to such an endpoint waits too instead of being queued: a batch would only claim it to mark
+    it waiting, and at 2,000 events a second a hanging endpoint's share of that work slowed the deliveries to
+    a healthy endpoint by a third (BENCHMARKS.md §7). The waiting deliveries are released in order, a batch
+    per slot that frees (``release_waiting``), and by the beat's sweep if none frees. A healthy endpoint
+    whose slots are full for a moment is not busy: its deliveries are queued as before.
+    """
+    known: dict[uuid.UUID, bool] = session.info.setdefault(_BUSY_KEY, {})
+    for endpoint in endpoints:
+        if endpoint.id not in known:
+            known[endpoint.id] = session.connection().execute(
+                _ONE_WAITING_LONG, {"webhook_id": endpoint.id, "before": now - BUSY_AFTER}).first() is not None
+    return {endpoint.id for endpoint in endpoints if known[endpoint.id]}
+
+
 def _sharing_granted(session: Session, user_id: uuid.UUID) -> bool:
     """``partner_sharing`` granted now. The deliveries this transaction has written but not flushed yet
     cannot change the answer, so they are not flushed for it (unless a consent itself is pending)."""
@@ -200,8 +231,9 @@ def emit_event(uow: UnitOfWork, type: str, subject: str, data: Mapping[str, Any]
         return 0
     now = now or utcnow()
     payload = as_json(dict(data))
+    busy = busy_endpoints(session, endpoints, now)
     for endpoint in endpoints:
-        new_delivery(uow, endpoint, type, subject, payload, user_id=user_id, now=now)
+        new_delivery(uow, endpoint, type, subject, payload, user_id=user_id, now=now, busy=endpoint.id in busy)
     return len(endpoints)
 
 
@@ -226,6 +258,7 @@ def emit_events(uow: UnitOfWork, type: str, events: Sequence[tuple[str, Mapping[
     granted = consenting_users(session, {user_id for _s, _d, user_id in events if user_id is not None},
                                PARTNER_SHARING)
     now = now or utcnow()
+    busy = busy_endpoints(session, endpoints, now)
     rows: list[dict[str, Any]] = []
     queued: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID | None, datetime]]] = {}
     for subject, data, user_id in events:
@@ -233,7 +266,8 @@ def emit_events(uow: UnitOfWork, type: str, events: Sequence[tuple[str, Mapping[
             continue
         payload = as_json(dict(data))
         for endpoint in endpoints:
-            row = _delivery_row(endpoint, type, subject, payload, user_id, now, waiting=breaker_open(endpoint))
+            row = _delivery_row(endpoint, type, subject, payload, user_id, now,
+                                waiting=endpoint.id in busy or breaker_open(endpoint))
             rows.append(row)
             if row["waiting_since"] is None:
                 queued.setdefault(endpoint.id, []).append((row["id"], user_id, now))

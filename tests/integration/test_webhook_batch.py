@@ -308,3 +308,39 @@ def test_events_emitted_together_to_an_endpoint_whose_breaker_is_open_wait_unque
     rows = _delivery_rows(world, hook["id"])
     assert len(rows) == 3 and all(r.waiting_since is not None for r in rows)
     assert _due_items(world) == []  # nothing for the workers until the endpoint answers again
+
+
+@pytest.mark.parametrize("waited_s, busy", [(5.0, True), (0.2, False)])
+def test_new_events_to_an_endpoint_whose_deliveries_wait_long_for_a_slot_wait_behind_them(world, waited_s, busy):
+    """All of an endpoint's slots taken for a while (slow or hanging): new deliveries wait, unqueued, and go out
+    in order when a slot frees. Slots full for a moment (a healthy endpoint under load): queued as usual."""
+    from smartsvc.services.webhook_delivery import release_waiting, set_waiting
+    from smartsvc.services.webhook_events import emit_event, emit_events
+
+    hook = world.register("http://127.0.0.1:9/hook", ["geofence.entered"])
+    user = world.user("sharing")
+    user_id = uuid.UUID(user.id)
+    now = utcnow()
+    with world.database.unit_of_work() as uow:
+        emit_event(uow, "geofence.entered", f"user:{user.id}", {"n": 0}, user_id=user_id, now=now)
+        uow.commit()
+    [first] = _delivery_rows(world, hook["id"])
+    with world.database.unit_of_work() as uow:  # a batch found no free slot for it, ``waited_s`` ago
+        set_waiting(uow.session, [first.id], now - timedelta(seconds=waited_s))
+        uow.commit()
+    with world.database.unit_of_work() as uow:
+        emit_event(uow, "geofence.entered", f"user:{user.id}", {"n": 1}, user_id=user_id, now=now)
+        uow.commit()
+    with world.database.unit_of_work() as uow:
+        emit_events(uow, "geofence.entered", [(f"user:{user.id}", {"n": 2}, user_id)], now=now)
+        uow.commit()
+    later = _delivery_rows(world, hook["id"])[1:]
+    assert [r.waiting_since is not None for r in later] == [busy, busy]
+    queued = {d for d, _o in _due_items(world)}
+    assert {r.id for r in later} & queued == (set() if busy else {r.id for r in later})
+    if busy:  # a slot frees: the waiting ones are queued, the earliest first
+        with world.database.unit_of_work() as uow:
+            assert release_waiting(uow, uuid.UUID(hook["id"]), now) == 3
+            uow.commit()
+        order = [d for d, _o in _due_items(world)]
+        assert [d for d in order if d in {first.id, *(r.id for r in later)}][-3:] == [first.id, *(r.id for r in later)]
