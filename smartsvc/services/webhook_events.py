@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from ..db import UnitOfWork
@@ -174,11 +174,25 @@ def _enabled_endpoints(session: Session) -> list[WebhookEndpoint]:
 
 # An endpoint with a delivery waiting for a slot this long is busy (a slot of a healthy one frees in far less).
 BUSY_AFTER = timedelta(seconds=1)
-# Built once (asked once per transaction that emits, for each endpoint subscribed).
-_ONE_WAITING_LONG = (select(WebhookDelivery.id)
-                     .where(WebhookDelivery.webhook_id == bindparam("webhook_id"),
-                            WebhookDelivery.waiting_since < bindparam("before"), WebhookDelivery.status == "pending")
-                     .limit(1))
+def _long_waiting() -> Any:
+    """The statuses of the deliveries that began waiting last among those waiting since ``before``.
+
+    Built once (asked once per transaction that emits, for each endpoint subscribed), in a shape PostgreSQL
+    answers from the (webhook_id, waiting_since) index whatever its estimates: a ``max()`` it reads from the
+    index's end, then the rows of that time. Given "status = 'pending'" in the WHERE, it took the index of
+    the endpoint's pending deliveries and read all of them (10 ms a transaction behind 20,000). The status
+    is looked at by the caller: a delivery settled while it waited keeps its ``waiting_since``.
+    """
+    latest = (select(func.max(WebhookDelivery.waiting_since))
+              .where(WebhookDelivery.webhook_id == bindparam("webhook_id"),
+                     WebhookDelivery.waiting_since < bindparam("before"))
+              .scalar_subquery())
+    return (select(WebhookDelivery.status)
+            .where(WebhookDelivery.webhook_id == bindparam("webhook_id"), WebhookDelivery.waiting_since == latest)
+            .limit(20))
+
+
+_LONG_WAITING = _long_waiting()
 
 
 def busy_endpoints(session: Session, endpoints: Sequence[WebhookEndpoint], now: datetime) -> set[uuid.UUID]:
@@ -194,8 +208,9 @@ def busy_endpoints(session: Session, endpoints: Sequence[WebhookEndpoint], now: 
     known: dict[uuid.UUID, bool] = session.info.setdefault(_BUSY_KEY, {})
     for endpoint in endpoints:
         if endpoint.id not in known:
-            known[endpoint.id] = session.connection().execute(
-                _ONE_WAITING_LONG, {"webhook_id": endpoint.id, "before": now - BUSY_AFTER}).first() is not None
+            statuses = session.connection().execute(
+                _LONG_WAITING, {"webhook_id": endpoint.id, "before": now - BUSY_AFTER}).scalars()
+            known[endpoint.id] = "pending" in statuses
     return {endpoint.id for endpoint in endpoints if known[endpoint.id]}
 
 
