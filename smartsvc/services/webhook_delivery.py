@@ -32,8 +32,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import Text, bindparam, func, select, true, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -83,23 +82,6 @@ def next_delay(schedule: Sequence[int], attempts_done: int, retry_after_s: float
     return timedelta(seconds=seconds)
 
 
-def _earliest_of_each() -> Any:
-    """PostgreSQL: each subject's earliest pending delivery of an endpoint, one index look-up per subject (a
-    LATERAL ``ORDER BY id LIMIT 1``). A window function over ``subject = ANY(...)`` cost 19 us of the server per
-    delivery settled, the costliest statement of a batch (BENCHMARKS.md, 7)."""
-    subjects = func.unnest(bindparam("subjects", type_=ARRAY(Text()))).table_valued("subject").render_derived(
-        name="subjects")
-    earliest = (select(WebhookDelivery.id, WebhookDelivery.user_id, WebhookDelivery.next_attempt_at)
-                .where(WebhookDelivery.webhook_id == bindparam("webhook_id"),
-                       WebhookDelivery.subject == subjects.c.subject, WebhookDelivery.status == "pending",
-                       WebhookDelivery.sending_since.is_(None))
-                .order_by(WebhookDelivery.id).limit(1).lateral("earliest"))
-    return select(*earliest.c).select_from(subjects).join(earliest, true()).order_by(earliest.c.id)
-
-
-_EARLIEST_OF_EACH = _earliest_of_each()
-
-
 def release_next(uow: UnitOfWork, webhook_id: uuid.UUID, subjects: Iterable[str], now: datetime) -> None:
     """Queue the earliest pending delivery of this endpoint for each subject (it waited for the one settled)."""
     session = uow.session
@@ -107,23 +89,19 @@ def release_next(uow: UnitOfWork, webhook_id: uuid.UUID, subjects: Iterable[str]
     wanted = sorted(set(subjects))
     if not wanted:
         return
-    postgresql = session.get_bind().dialect.name == "postgresql"
     for part in chunks(wanted):
         # Only each subject's earliest is read: behind an endpoint that was down, a subject can have
         # thousands pending, and loading them all (payloads included) on every settle made a backlog
         # cost more the deeper it was (BENCHMARKS.md, 7).
-        if postgresql:
-            rows = session.connection().execute(_EARLIEST_OF_EACH, {"webhook_id": webhook_id, "subjects": list(part)})
-        else:
-            earliest = (select(WebhookDelivery.id, func.row_number().over(
-                partition_by=WebhookDelivery.subject, order_by=WebhookDelivery.id).label("rank"))
-                .where(WebhookDelivery.webhook_id == webhook_id, among(session, WebhookDelivery.subject, part),
-                       WebhookDelivery.status == "pending", WebhookDelivery.sending_since.is_(None))
-                .subquery())
-            rows = session.execute(
-                select(WebhookDelivery.id, WebhookDelivery.user_id, WebhookDelivery.next_attempt_at)
-                .join(earliest, earliest.c.id == WebhookDelivery.id).where(earliest.c.rank == 1)
-                .order_by(WebhookDelivery.id))
+        earliest = (select(WebhookDelivery.id, func.row_number().over(
+            partition_by=WebhookDelivery.subject, order_by=WebhookDelivery.id).label("rank"))
+            .where(WebhookDelivery.webhook_id == webhook_id, among(session, WebhookDelivery.subject, part),
+                   WebhookDelivery.status == "pending", WebhookDelivery.sending_since.is_(None))
+            .subquery())
+        rows = session.execute(
+            select(WebhookDelivery.id, WebhookDelivery.user_id, WebhookDelivery.next_attempt_at)
+            .join(earliest, earliest.c.id == WebhookDelivery.id).where(earliest.c.rank == 1)
+            .order_by(WebhookDelivery.id))
         following = [(delivery_id, user_id, max(now, next_at or now)) for delivery_id, user_id, next_at in rows]
         # Rows, not ORM objects: a batch settles 200 at once (BENCHMARKS.md, 7).
         update_rows(session, WebhookDelivery.__table__, "id",
