@@ -80,7 +80,7 @@ def list_consents(database: Database, user_id: uuid.UUID) -> list[ConsentState]:
 
 # Built once: building the query each time cost more CPU than running it (an event to partners asks once).
 CONSENT_GRANTED = select(Consent.granted).where(Consent.user_id == bindparam("user_id"),
-                                                 Consent.purpose == bindparam("purpose"))
+                                                Consent.purpose == bindparam("purpose"))
 
 
 def has_consent(session: Session, user_id: uuid.UUID, purpose: str) -> bool:

@@ -174,6 +174,8 @@ def _enabled_endpoints(session: Session) -> list[WebhookEndpoint]:
 
 # An endpoint with a delivery waiting for a slot this long is busy (a slot of a healthy one frees in far less).
 BUSY_AFTER = timedelta(seconds=1)
+
+
 def _long_waiting() -> Any:
     """The statuses of the deliveries that began waiting last among those waiting since ``before``.
 
@@ -201,7 +203,7 @@ def busy_endpoints(session: Session, endpoints: Sequence[WebhookEndpoint], now: 
 
     A new delivery to such an endpoint waits too instead of being queued: a batch would only claim it to mark
     it waiting, and at 2,000 events a second a hanging endpoint's share of that work slowed the deliveries to
-    a healthy endpoint by a third (BENCHMARKS.md §7). The waiting deliveries are released in order, a batch
+    a healthy endpoint to 0.70 of its rate (BENCHMARKS.md §7). The waiting deliveries are released in order, a batch
     per slot that frees (``release_waiting``), and by the beat's sweep if none frees. A healthy endpoint
     whose slots are full for a moment is not busy: its deliveries are queued as before.
     """
