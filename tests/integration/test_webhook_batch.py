@@ -87,17 +87,18 @@ def test_a_hanging_endpoint_costs_a_batch_one_timeout_and_the_rest_wait_with_not
             world.suggest(user)
         items = _due_items(world)
 
-        started = time.monotonic()
         with world.app.app_context():
             statuses = webhook_batch.deliver_webhooks(world.app.extensions["smartsvc"], items)
-        took = time.monotonic() - started
-        assert len(dead.requests) == 1  # the first timed out: nothing more was sent to it
-        assert took < 2.0 * 3  # one timeout (2 s), not six
+        assert len(dead.requests) == 1  # the first timed out: nothing more was sent to it (one timeout, not six)
         assert sorted(statuses.values()) == ["pending"] + ["skipped"] * (EVENTS - 1)
 
         deliveries = world.deliveries(hook["id"])
         tried = [d for d in deliveries if d["attempts"]]
         assert len(tried) == 1 and tried[0]["attempts"][0]["status"] == "failed"
+        # The exchange's deadline (2 s) ended it, not a longer wait: read from the attempt. A wall clock around
+        # the whole batch read 13 s once in a full-suite run (session 17; not reproduced in 11 runs, loaded or
+        # not), and a test must not time the machine.
+        assert 1900 <= tried[0]["attempts"][0]["latency_ms"] < 4000
         assert tried[0]["attempts"][0]["next_retry_at"] is not None
         untried = [d for d in deliveries if not d["attempts"]]
         assert len(untried) == EVENTS - 1 and all(d["status"] == "pending" for d in untried)
