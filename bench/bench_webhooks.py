@@ -50,21 +50,18 @@ The load average (the machine is shared) is recorded before and after.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import threading
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from bench.common import Context, ratio
-from bench.webhook_pipeline import (EVENT, add_endpoint, add_users, db_state, disable_endpoints, event_data,
-                                    measure, produce, quiet, stages)
+from bench.webhook_pipeline import (EVENT, add_endpoint, add_users, db_state, disable_endpoints, measure, produce,
+                                    quiet, sink_ceiling, stages)
 from bench.webhook_procs import Service, Sink, wait_for
 
 NAME = "webhooks"
@@ -136,35 +133,6 @@ def phase(ctx: Context, name: str, database: Any, sink: Sink, users: list[uuid.U
 
 
 # --------------------------------------------------------------------------- the sink's ceiling
-
-
-def sink_ceiling(sink: Sink, requests: int, threads: int) -> dict[str, Any]:
-    """Requests/s the sink takes from keep-alive clients (threads of this process) with a webhook-sized body."""
-    import http.client
-
-    body = json.dumps({"type": EVENT, "timestamp": "2026-01-01T00:00:00Z",
-                       "data": event_data(uuid.uuid4(), 0, datetime(2026, 1, 1))}, default=str).encode()
-    headers = {"content-type": "application/json", "webhook-id": "msg_x", "webhook-timestamp": "0",
-               "webhook-signature": "v1,x"}
-    per = requests // threads
-
-    def run() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", sink.port, timeout=30)
-        for _ in range(per):
-            conn.request("POST", "/ok/ceiling", body=body, headers=headers)
-            conn.getresponse().read()
-        conn.close()
-
-    cpu = sink.cpu_s()
-    t = time.perf_counter()
-    workers = [threading.Thread(target=run) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    wall = time.perf_counter() - t
-    return {"requests": per * threads, "wall_s": round(wall, 3), "requests_per_s": round(per * threads / wall, 1),
-            "sink_cpu_ms_per_request": round(1000 * (sink.cpu_s() - cpu) / (per * threads), 3)}
 
 
 def backlogs(ctx: Context, database: Any, sink: Sink, users: list[uuid.UUID], start: int, cfg: dict[str, Any],

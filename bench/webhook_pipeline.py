@@ -1,13 +1,14 @@
 """Benchmark 7's side of the service's webhook pipeline, in this process, through its database.
 
 The subscribed users and endpoints, the event producer (:func:`produce`), reading back what arrived
-(:func:`measure`, :func:`db_state`, :func:`quiet`) and the one-thread breakdown of where the time goes
-(:func:`stages`).
+(:func:`measure`, :func:`db_state`, :func:`quiet`), the receiver's own ceiling (:func:`sink_ceiling`) and the
+one-thread breakdown of where the time goes (:func:`stages`).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -112,6 +113,35 @@ def produce(database: Any, users: list[uuid.UUID], start: int, events: int, batc
     wall = clock() - began
     return {"events": events, "deliveries_written": deliveries, "wall_s": round(wall, 3),
             "events_per_s": round(events / wall, 1) if wall else None, "max_behind_schedule_s": round(lag_behind, 3)}
+
+
+def sink_ceiling(sink: Sink, requests: int, threads: int) -> dict[str, Any]:
+    """Requests/s the sink takes from keep-alive clients (threads of this process) with a webhook-sized body."""
+    import http.client
+
+    body = json.dumps({"type": EVENT, "timestamp": "2026-01-01T00:00:00Z",
+                       "data": event_data(uuid.uuid4(), 0, datetime(2026, 1, 1))}, default=str).encode()
+    headers = {"content-type": "application/json", "webhook-id": "msg_x", "webhook-timestamp": "0",
+               "webhook-signature": "v1,x"}
+    per = requests // threads
+
+    def run() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", sink.port, timeout=30)
+        for _ in range(per):
+            conn.request("POST", "/ok/ceiling", body=body, headers=headers)
+            conn.getresponse().read()
+        conn.close()
+
+    cpu = sink.cpu_s()
+    t = time.perf_counter()
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - t
+    return {"requests": per * threads, "wall_s": round(wall, 3), "requests_per_s": round(per * threads / wall, 1),
+            "sink_cpu_ms_per_request": round(1000 * (sink.cpu_s() - cpu) / (per * threads), 3)}
 
 
 # --------------------------------------------------------------------------- what arrived
