@@ -46,6 +46,9 @@ class Matching:
     the table was young or not analysed (a few hundred values then look like most of it): devices, consents
     and push tries of a few thousand rows, every batch of a push burst (BENCHMARKS.md, 6). Elsewhere
     ``key IN (values)``. The selected columns keep their names; ``where`` may hold named bind parameters.
+    The planner still picks the index for each look-up: ``key`` needs one it leads, and no other index should
+    serve ``where`` better (a LATERAL look-up of webhook deliveries by subject was answered from the
+    ``sending_since`` index instead, reading every pending row per value; BENCHMARKS.md §7).
     """
 
     def __init__(self, columns: Sequence[Any], key: Any, *where: Any) -> None:

@@ -216,6 +216,13 @@ def busy_endpoints(session: Session, endpoints: Sequence[WebhookEndpoint], now: 
     return {endpoint.id for endpoint in endpoints if known[endpoint.id]}
 
 
+def _subscribed(session: Session, type: str) -> list[WebhookEndpoint]:
+    """The enabled endpoints subscribed to ``type``; ValueError for a type that is not a webhook event."""
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown webhook event type {type!r}")
+    return [endpoint for endpoint in _enabled_endpoints(session) if type in (endpoint.event_types or [])]
+
+
 def _sharing_granted(session: Session, user_id: uuid.UUID) -> bool:
     """``partner_sharing`` granted now. The deliveries this transaction has written but not flushed yet
     cannot change the answer, so they are not flushed for it (unless a consent itself is pending)."""
@@ -237,11 +244,9 @@ def emit_event(uow: UnitOfWork, type: str, subject: str, data: Mapping[str, Any]
     unless the user grants ``partner_sharing`` (each delivery then writes
     the user's sharing ledger when it is sent).
     """
-    if type not in EVENT_TYPES:
-        raise ValueError(f"unknown webhook event type {type!r}")
     session = uow.session
     assert session is not None
-    endpoints = [endpoint for endpoint in _enabled_endpoints(session) if type in (endpoint.event_types or [])]
+    endpoints = _subscribed(session, type)
     if not endpoints:
         return 0
     if user_id is not None and not _sharing_granted(session, user_id):
@@ -264,11 +269,9 @@ def emit_events(uow: UnitOfWork, type: str, events: Sequence[tuple[str, Mapping[
     0.41 ms of CPU an event one by one, BENCHMARKS.md §7). What the transaction wrote before is flushed
     first, so its outbox messages keep their place in the commit order and its consents count.
     """
-    if type not in EVENT_TYPES:
-        raise ValueError(f"unknown webhook event type {type!r}")
     session = uow.session
     assert session is not None
-    endpoints = [endpoint for endpoint in _enabled_endpoints(session) if type in (endpoint.event_types or [])]
+    endpoints = _subscribed(session, type)
     if not endpoints or not events:
         return 0
     session.flush()
