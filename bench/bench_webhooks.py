@@ -55,7 +55,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.table import Table
 
@@ -88,8 +88,11 @@ SMOKE = {"users": 200, "batch": 10, "burst_events": 20, "duration_s": 1.0, "webh
 
 def phase(ctx: Context, name: str, database: Any, sink: Sink, users: list[uuid.UUID], start: int,
           cfg: dict[str, Any], *, events: int, rate: float | None, dead: str | None,
-          procs: list[Any], tmp: Path) -> dict[str, Any]:
-    """One phase: fresh endpoints, emit, wait for the healthy deliveries, measure."""
+          procs: list[Any], tmp: Path, pg_cpu: Callable[[], float | None]) -> dict[str, Any]:
+    """One phase: fresh endpoints, emit, wait for the healthy deliveries, measure.
+
+    CPU is read for the service's processes and the sink (``cpu_ms_per_delivery`` sums those), and apart
+    for the producer (this process) and PostgreSQL: on 2 cores they compete with the pipeline."""
     disable_endpoints(database)
     quiet(database, cfg["drain_timeout_s"])
     healthy_path = f"/ok/{name}"
@@ -102,6 +105,7 @@ def phase(ctx: Context, name: str, database: Any, sink: Sink, users: list[uuid.U
 
         dead_id, _ = add_endpoint(database, f"http://127.0.0.1:{free_port()}/refused/{name}")
     cpu_before = {p.log_path.stem: p.cpu_s() for p in procs}
+    around = {"producer": time.process_time(), "postgresql": pg_cpu()}
     t0 = time.perf_counter()
     produced = produce(database, users, start, events, cfg["batch"], rate)
     # Every healthy delivery arrives (or the drain gives up): the rate spans the first event to the last arrival.
@@ -110,6 +114,10 @@ def phase(ctx: Context, name: str, database: Any, sink: Sink, users: list[uuid.U
         time.sleep(0.2)
     wall = time.perf_counter() - t0
     cpu = {k: round(p.cpu_s() - cpu_before[k], 2) for k, p in zip(cpu_before, procs)}
+    pg_after = pg_cpu()
+    beside = {"producer": round(time.process_time() - around["producer"], 2),
+              "postgresql": round(pg_after - around["postgresql"], 2)
+              if pg_after is not None and around["postgresql"] is not None else None}
     records = sink.dump(tmp / f"{name}.jsonl")
     healthy = measure(records, healthy_path, secret, verify_all=True)
     # The receiver answers before the worker's finishing commit: give the last ones a moment (bounded).
@@ -117,7 +125,7 @@ def phase(ctx: Context, name: str, database: Any, sink: Sink, users: list[uuid.U
         wait_for(lambda: db_state(database, healthy_id).get("delivered", 0) >= healthy["received"], 15, "")
     result: dict[str, Any] = {
         "offered_events_per_s": rate, "dead_endpoint": dead, "producer": produced, "wall_s": round(wall, 2),
-        "healthy": healthy, "healthy_db": db_state(database, healthy_id), "cpu_s": cpu,
+        "healthy": healthy, "healthy_db": db_state(database, healthy_id), "cpu_s": cpu, "cpu_s_beside": beside,
         "cpu_ms_per_delivery": round(1000 * sum(cpu.values()) / healthy["received"], 2)
         if healthy["received"] else None,
     }
@@ -128,7 +136,7 @@ def phase(ctx: Context, name: str, database: Any, sink: Sink, users: list[uuid.U
     ctx.log(f"{name}: {healthy['received']:,}/{events:,} delivered, {healthy['deliveries_per_s'] or 0:,.0f}/s, "
             f"latency p50 {lat['p50_ms']:.0f} ms p99 {lat['p99_ms']:.0f} ms; producer "
             f"{produced['events_per_s']:,.0f} events/s; signatures bad {healthy['signatures_bad']}/"
-            f"{healthy['signatures_checked']}; CPU {cpu}")
+            f"{healthy['signatures_checked']}; CPU {cpu}, {beside}")
     return result
 
 
@@ -251,10 +259,10 @@ def run(ctx: Context) -> dict[str, Any]:
         phases: dict[str, Any] = {}
         start = 0
         warm = phase(ctx, "warmup", database, sink, users, start, cfg, events=cfg["warmup_events"],
-                     rate=None, dead=None, procs=procs, tmp=root)
+                     rate=None, dead=None, procs=procs, tmp=root, pg_cpu=pg.cpu_s)
         start += warm["producer"]["events"]
         burst = phase(ctx, "burst", database, sink, users, start, cfg, events=cfg["burst_events"], rate=None,
-                      dead=None, procs=procs, tmp=root)
+                      dead=None, procs=procs, tmp=root, pg_cpu=pg.cpu_s)
         phases["burst"] = burst
         start += cfg["burst_events"]
         drained = backlogs(ctx, database, sink, users, start, cfg, hooks, relay, root)
@@ -268,7 +276,7 @@ def run(ctx: Context) -> dict[str, Any]:
                 f"{events / offered:.0f} s")
         for name, dead in (("paced", None), ("with-refusing", "refuse"), ("with-hanging", "hang")):
             phases[name] = phase(ctx, name, database, sink, users, start, cfg, events=events, rate=offered,
-                                 dead=dead, procs=procs, tmp=root)
+                                 dead=dead, procs=procs, tmp=root, pg_cpu=pg.cpu_s)
             start += events
         for p in (beat, relay, hooks):
             p.stop()

@@ -78,11 +78,13 @@ class _Ledger:
         self.names: dict[uuid.UUID, str] = {}
 
     def row(self, endpoint: WebhookEndpoint, delivery: WebhookDelivery, payload: dict[str, Any],
-            now: datetime) -> dict[str, Any]:
+            now: datetime, attempt_id: uuid.UUID) -> dict[str, Any]:
+        """The entry of ``delivery``'s first attempt. It has the attempt's id: a batch that does not send the
+        delivery deletes both by primary key (:func:`.webhook_outcomes.finish`)."""
         if endpoint.id not in self.names:
             host = urlsplit(endpoint.url).hostname or endpoint.url
             self.names[endpoint.id] = f"{owner_name(self.session, endpoint.owner)} ({host})"
-        return {"id": new_id(), "user_id": delivery.user_id, "at": now, "channel": "webhook",
+        return {"id": attempt_id, "user_id": delivery.user_id, "at": now, "channel": "webhook",
                 "recipient": self.names[endpoint.id][:300], "recipient_id": str(endpoint.id),
                 "recipient_owner": endpoint.owner, "event_type": delivery.event_type,
                 "fields": field_paths(payload.get("data")), "reference_id": str(delivery.id)}
@@ -186,10 +188,10 @@ def _claim_chosen(session: Session, chosen: list[WebhookDelivery], endpoints: di
     for delivery in chosen:
         endpoint = endpoints[delivery.webhook_id]
         payload = payloads[delivery.id]
-        if delivery.user_id is not None and delivery.attempts == 0:
-            shared.append(ledger.row(endpoint, delivery, payload, now))
         number = delivery.attempts + 1
         attempt_id = new_id()
+        if delivery.user_id is not None and delivery.attempts == 0:
+            shared.append(ledger.row(endpoint, delivery, payload, now, attempt_id))
         numbers.append({"id": delivery.id, "attempts": number})
         attempts.append({"id": attempt_id, "delivery_id": delivery.id, "number": number, "status": "sending",
                          "started_at": now})

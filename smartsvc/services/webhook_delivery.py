@@ -143,11 +143,14 @@ def release_waiting(uow: UnitOfWork, webhook_id: uuid.UUID, now: datetime) -> in
     free = settings.webhook_max_in_flight - in_flight(session, webhook_id, now)
     if free <= 0:
         return 0
+    # SKIP LOCKED: two batches to one endpoint finish side by side (webhook_outcomes._endpoints), and each
+    # releases waiting deliveries the other has not taken.
     waiting = session.execute(
         select(WebhookDelivery.id, WebhookDelivery.user_id).where(WebhookDelivery.webhook_id == webhook_id,
                                                                   WebhookDelivery.waiting_since.is_not(None),
                                                                   WebhookDelivery.status == "pending")
-        .order_by(WebhookDelivery.id).limit(free * settings.webhook_batch_size)).all()
+        .order_by(WebhookDelivery.id).limit(free * settings.webhook_batch_size)
+        .with_for_update(skip_locked=True)).all()
     set_waiting(session, [delivery_id for delivery_id, _user in waiting], None)
     _loaded_now(session, {delivery_id: {"waiting_since": None} for delivery_id, _user in waiting})
     enqueue_deliveries(uow, webhook_id, [(delivery_id, user_id, now) for delivery_id, user_id in waiting])

@@ -345,3 +345,54 @@ def test_new_events_to_an_endpoint_whose_deliveries_wait_long_for_a_slot_wait_be
             uow.commit()
         order = [d for d, _o in _due_items(world)]
         assert [d for d in order if d in {first.id, *(r.id for r in later)}][-3:] == [first.id, *(r.id for r in later)]
+
+
+def test_events_for_an_endpoint_are_emitted_while_a_worker_finishes_a_batch_to_it(tmp_path, postgres_url,
+                                                                                  monkeypatch):
+    """A finish locks its endpoint against the other finishes, not against the app writing new deliveries to it
+    (PostgreSQL: SQLite writes one transaction at a time anyway)."""
+    import threading
+
+    from smartsvc.services import webhook_outcomes
+
+    app = make_app(webhook_settings(tmp_path / "var", database_url=postgres_url))
+    world = webhook_world(app)
+    database = app.extensions["smartsvc"].database
+    locked, go = threading.Event(), threading.Event()
+    lock_deliveries = webhook_outcomes.lock_deliveries
+
+    def pausing(session, ids):  # the finish holds its locks here until the main thread says go
+        found = lock_deliveries(session, ids)
+        locked.set()
+        go.wait(30)
+        return found
+
+    monkeypatch.setattr(webhook_outcomes, "lock_deliveries", pausing)
+    try:
+        with WebhookReceiver() as receiver:
+            hook = world.register(receiver.url(), ["suggestion.created"])
+            first, second = world.user("first"), world.user("second")
+            world.suggest(first)
+            items = _due_items(world)
+            claims, _ = webhook_batch.claim(database, items, utcnow())
+            sent, unsent = webhook_batch.send(claims, app.extensions["smartsvc"].settings, utcnow)
+            finishing = threading.Thread(target=webhook_batch.finish,
+                                         args=(database, sent, unsent, [o for _, o in items], utcnow()))
+            finishing.start()
+            assert locked.wait(30)
+            emitted: list[str] = []
+            emitting = threading.Thread(target=lambda: emitted.append(world.suggest(second)), daemon=True)
+            emitting.start()
+            emitting.join(10)
+            blocked = emitting.is_alive()
+            go.set()
+            finishing.join(30)
+            emitting.join(30)
+            assert not blocked, "emitting an event waited for the worker's finish to commit"
+            assert len(emitted) == 1
+            world.drain()
+            assert sorted(d["status"] for d in world.deliveries(hook["id"])) == ["delivered", "delivered"]
+            assert len(receiver.requests) == 2
+    finally:
+        go.set()
+        database.engine.dispose()
