@@ -19,7 +19,8 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..db import Database, UnitOfWork
 from ..models import OutboxMessage
@@ -219,10 +220,22 @@ def _publish(send: Callable[[], None], messages: list[OutboxMessage], now: datet
         for message in messages:
             message.last_error = str(exc)[:2000]
         return False
-    for message in messages:
-        message.sent_at = now
-        message.attempts += 1
+    _stamp_sent(messages, now)
     return True
+
+
+def _stamp_sent(messages: list[OutboxMessage], now: datetime) -> None:
+    """``messages`` sent at ``now``, one more attempt each: a statement per chunk of ids. The ORM's flush wrote
+    one UPDATE a message, half of the relay's work for the webhook deliveries of benchmark 7."""
+    session = object_session(messages[0])
+    assert session is not None
+    table = OutboxMessage.__table__
+    for chunk in chunks([message.id for message in messages]):
+        session.execute(update(table).where(among(session, table.c.id, chunk))
+                        .values(sent_at=now, attempts=table.c.attempts + 1))
+    for message in messages:
+        set_committed_value(message, "sent_at", now)
+        set_committed_value(message, "attempts", message.attempts + 1)
 
 
 def purge_completed(database: Database, older_than: timedelta) -> int:

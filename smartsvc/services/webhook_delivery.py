@@ -32,7 +32,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Text, bindparam, func, select, true, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -82,27 +83,52 @@ def next_delay(schedule: Sequence[int], attempts_done: int, retry_after_s: float
     return timedelta(seconds=seconds)
 
 
+def _earliest_pending(postgresql: bool) -> Any:
+    """Each subject's earliest pending delivery to one endpoint (``webhook_id``; the subjects are ``subjects``).
+
+    On PostgreSQL one look-up per subject: unnested, each joined to a LATERAL ``ORDER BY id LIMIT 1`` that
+    the ``(webhook_id, subject, status)`` index answers. A window over ``subject = ANY(...)`` with
+    ``sending_since IS NULL`` was answered from the ``(webhook_id, sending_since)`` index instead: it read
+    every row of the endpoint not being sent, its whole history, on every settle (12 ms a batch with 40,000
+    rows; BENCHMARKS.md, 7). Elsewhere (SQLite) the window, which its planner serves from that index too.
+    """
+    table = WebhookDelivery.__table__
+    columns = (table.c.id, table.c.user_id, table.c.next_attempt_at, table.c.sending_since)
+    if postgresql:
+        keys = func.unnest(bindparam("subjects", type_=ARRAY(Text()))).table_valued("key").render_derived(
+            name="keys")
+        found = (select(*columns).where(table.c.webhook_id == bindparam("webhook_id"), table.c.subject == keys.c.key,
+                                        table.c.status == "pending")
+                 .order_by(table.c.id).limit(1).lateral("found"))
+        return select(*found.c).select_from(keys).join(found, true()).order_by(found.c.id)
+    ranked = (select(table.c.id, func.row_number().over(partition_by=table.c.subject, order_by=table.c.id)
+                     .label("rank"))
+              .where(table.c.webhook_id == bindparam("webhook_id"),
+                     table.c.subject.in_(bindparam("subjects", expanding=True)), table.c.status == "pending")
+              .subquery())
+    return (select(*columns).join(ranked, ranked.c.id == table.c.id).where(ranked.c.rank == 1)
+            .order_by(table.c.id))
+
+
+_EARLIEST_PENDING = {dialect: _earliest_pending(dialect) for dialect in (True, False)}
+
+
 def release_next(uow: UnitOfWork, webhook_id: uuid.UUID, subjects: Iterable[str], now: datetime) -> None:
-    """Queue the earliest pending delivery of this endpoint for each subject (it waited for the one settled)."""
+    """Queue the earliest pending delivery of this endpoint for each subject (it waited for the one settled);
+    none for a subject whose earliest is being sent (its own finish releases the next)."""
     session = uow.session
     assert session is not None
     wanted = sorted(set(subjects))
     if not wanted:
         return
+    statement = _EARLIEST_PENDING[session.get_bind().dialect.name == "postgresql"]
     for part in chunks(wanted):
         # Only each subject's earliest is read: behind an endpoint that was down, a subject can have
         # thousands pending, and loading them all (payloads included) on every settle made a backlog
         # cost more the deeper it was (BENCHMARKS.md, 7).
-        earliest = (select(WebhookDelivery.id, func.row_number().over(
-            partition_by=WebhookDelivery.subject, order_by=WebhookDelivery.id).label("rank"))
-            .where(WebhookDelivery.webhook_id == webhook_id, among(session, WebhookDelivery.subject, part),
-                   WebhookDelivery.status == "pending", WebhookDelivery.sending_since.is_(None))
-            .subquery())
-        rows = session.execute(
-            select(WebhookDelivery.id, WebhookDelivery.user_id, WebhookDelivery.next_attempt_at)
-            .join(earliest, earliest.c.id == WebhookDelivery.id).where(earliest.c.rank == 1)
-            .order_by(WebhookDelivery.id))
-        following = [(delivery_id, user_id, max(now, next_at or now)) for delivery_id, user_id, next_at in rows]
+        rows = session.execute(statement, {"webhook_id": webhook_id, "subjects": list(part)})
+        following = [(delivery_id, user_id, max(now, next_at or now))
+                     for delivery_id, user_id, next_at, sending_since in rows if sending_since is None]
         # Rows, not ORM objects: a batch settles 200 at once (BENCHMARKS.md, 7).
         update_rows(session, WebhookDelivery.__table__, "id",
                     [{"id": delivery_id, "next_attempt_at": due} for delivery_id, _user, due in following])

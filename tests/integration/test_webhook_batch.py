@@ -396,3 +396,46 @@ def test_events_for_an_endpoint_are_emitted_while_a_worker_finishes_a_batch_to_i
     finally:
         go.set()
         database.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_subject_s_next_delivery_is_looked_up_by_subject_not_read_from_the_endpoint_s_history(tmp_path,
+                                                                                               postgres_url):
+    """Each settle releases the next delivery of its subjects. Read with a window over the endpoint's rows not
+    being sent, it scanned the endpoint's whole history (every delivered row) per batch; it is one look-up in
+    the subject index per subject, on a table never analysed too."""
+    from sqlalchemy import text
+
+    from smartsvc.services.webhook_delivery import _EARLIEST_PENDING
+    from smartsvc.services.webhook_events import emit_events
+
+    app = make_app(webhook_settings(tmp_path / "var", database_url=postgres_url))
+    world = webhook_world(app)
+    database = app.extensions["smartsvc"].database
+    try:
+        with WebhookReceiver() as receiver:
+            hook = world.register(receiver.url(), ["suggestion.created"])
+        subjects = [f"device:{n}" for n in range(300)]
+        with database.unit_of_work() as uow:
+            emit_events(uow, "suggestion.created", [(subjects[n % 300], {"n": n}, None) for n in range(6000)])
+            uow.commit()
+        with database.unit_of_work() as uow:  # the history: all but each subject's last two delivered
+            uow.session.execute(text("UPDATE webhook_deliveries SET status = 'delivered', waiting_since = NULL "
+                                     "WHERE id IN (SELECT id FROM webhook_deliveries ORDER BY id LIMIT 5400)"))
+            uow.commit()
+        with database.session() as session:
+            statement = _EARLIEST_PENDING[True]
+            parameters = {"webhook_id": uuid.UUID(hook["id"]), "subjects": subjects[:200]}
+            found = session.execute(statement, parameters).all()
+            compiled = statement.compile(dialect=session.get_bind().dialect)
+            cursor = session.connection().connection.dbapi_connection.cursor()
+            cursor.execute(f"EXPLAIN {compiled}", {**compiled.params, **parameters})
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            first_pending = session.execute(text(
+                "SELECT DISTINCT ON (subject) id FROM webhook_deliveries WHERE status = 'pending' "
+                "AND subject = ANY(:subjects) ORDER BY subject, id"), {"subjects": subjects[:200]}).scalars().all()
+        assert sorted(row.id for row in found) == sorted(first_pending) and len(found) == 200
+        assert "ix_webhook_deliveries_webhook_id_subject_status" in plan, plan
+        assert "sending_since" not in plan and "Seq Scan on webhook_deliveries" not in plan, plan
+    finally:
+        database.engine.dispose()
