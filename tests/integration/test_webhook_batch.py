@@ -439,3 +439,31 @@ def test_a_subject_s_next_delivery_is_looked_up_by_subject_not_read_from_the_end
         assert "sending_since" not in plan and "Seq Scan on webhook_deliveries" not in plan, plan
     finally:
         database.engine.dispose()
+
+
+@pytest.mark.parametrize("failing_for_s, waits", [(3.0, True), (0.3, False)])
+def test_new_events_to_an_endpoint_failing_for_a_second_wait_unqueued_before_its_breaker_opens(world, failing_for_s,
+                                                                                              waits):
+    """One failed attempt a moment ago (a healthy endpoint's hiccup): new events are queued. Every attempt failed
+    for a second or more: they wait for the endpoint's next success, as behind an open breaker."""
+    from smartsvc.models import WebhookEndpoint
+    from smartsvc.services.webhook_events import BREAKER_FAILURES, emit_event, emit_events
+
+    hook = world.register("http://127.0.0.1:9/hook", ["geofence.entered"])
+    user = world.user("sharing")
+    user_id = uuid.UUID(user.id)
+    now = utcnow()
+    with world.database.unit_of_work() as uow:
+        endpoint = uow.session.get(WebhookEndpoint, uuid.UUID(hook["id"]))
+        endpoint.consecutive_failures = BREAKER_FAILURES - 3
+        endpoint.failing_since = now - timedelta(seconds=failing_for_s)
+        uow.commit()
+    with world.database.unit_of_work() as uow:
+        emit_event(uow, "geofence.entered", f"user:{user.id}", {"n": 0}, user_id=user_id, now=now)
+        uow.commit()
+    with world.database.unit_of_work() as uow:
+        emit_events(uow, "geofence.entered", [(f"user:{user.id}", {"n": 1}, user_id)], now=now)
+        uow.commit()
+    rows = _delivery_rows(world, hook["id"])
+    assert [r.waiting_since is not None for r in rows] == [waits, waits]
+    assert len(_due_items(world)) == (0 if waits else 2)
