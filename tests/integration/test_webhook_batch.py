@@ -54,6 +54,19 @@ def _sharing(world: WebhookWorld, user) -> list[dict[str, Any]]:
     return world.client.get("/v1/me/sharing", headers=user.headers).get_json()["items"]
 
 
+def _emit_alone_then_together(world: WebhookWorld, user: Any, now: Any, n: int) -> None:
+    """Event ``n`` about ``user`` through ``emit_event``, event ``n + 1`` through ``emit_events``, a transaction each."""
+    from smartsvc.services.webhook_events import emit_event, emit_events
+
+    user_id = uuid.UUID(user.id)
+    with world.database.unit_of_work() as uow:
+        emit_event(uow, "geofence.entered", f"user:{user.id}", {"n": n}, user_id=user_id, now=now)
+        uow.commit()
+    with world.database.unit_of_work() as uow:
+        emit_events(uow, "geofence.entered", [(f"user:{user.id}", {"n": n + 1}, user_id)], now=now)
+        uow.commit()
+
+
 def test_a_batch_delivers_every_event_signed_once_and_a_rerun_sends_nothing(world):
     with WebhookReceiver() as receiver:
         hook = world.register(receiver.url(), ["suggestion.created"])
@@ -316,7 +329,7 @@ def test_new_events_to_an_endpoint_whose_deliveries_wait_long_for_a_slot_wait_be
     """All of an endpoint's slots taken for a while (slow or hanging): new deliveries wait, unqueued, and go out
     in order when a slot frees. Slots full for a moment (a healthy endpoint under load): queued as usual."""
     from smartsvc.services.webhook_delivery import release_waiting, set_waiting
-    from smartsvc.services.webhook_events import emit_event, emit_events
+    from smartsvc.services.webhook_events import emit_event
 
     hook = world.register("http://127.0.0.1:9/hook", ["geofence.entered"])
     user = world.user("sharing")
@@ -329,12 +342,7 @@ def test_new_events_to_an_endpoint_whose_deliveries_wait_long_for_a_slot_wait_be
     with world.database.unit_of_work() as uow:  # a batch found no free slot for it, ``waited_s`` ago
         set_waiting(uow.session, [first.id], now - timedelta(seconds=waited_s))
         uow.commit()
-    with world.database.unit_of_work() as uow:
-        emit_event(uow, "geofence.entered", f"user:{user.id}", {"n": 1}, user_id=user_id, now=now)
-        uow.commit()
-    with world.database.unit_of_work() as uow:
-        emit_events(uow, "geofence.entered", [(f"user:{user.id}", {"n": 2}, user_id)], now=now)
-        uow.commit()
+    _emit_alone_then_together(world, user, now, 1)
     later = _delivery_rows(world, hook["id"])[1:]
     assert [r.waiting_since is not None for r in later] == [busy, busy]
     queued = {d for d, _o in _due_items(world)}
@@ -447,23 +455,17 @@ def test_new_events_to_an_endpoint_failing_for_a_second_wait_unqueued_before_its
     """One failed attempt a moment ago (a healthy endpoint's hiccup): new events are queued. Every attempt failed
     for a second or more: they wait for the endpoint's next success, as behind an open breaker."""
     from smartsvc.models import WebhookEndpoint
-    from smartsvc.services.webhook_events import BREAKER_FAILURES, emit_event, emit_events
+    from smartsvc.services.webhook_events import BREAKER_FAILURES
 
     hook = world.register("http://127.0.0.1:9/hook", ["geofence.entered"])
     user = world.user("sharing")
-    user_id = uuid.UUID(user.id)
     now = utcnow()
     with world.database.unit_of_work() as uow:
         endpoint = uow.session.get(WebhookEndpoint, uuid.UUID(hook["id"]))
         endpoint.consecutive_failures = BREAKER_FAILURES - 3
         endpoint.failing_since = now - timedelta(seconds=failing_for_s)
         uow.commit()
-    with world.database.unit_of_work() as uow:
-        emit_event(uow, "geofence.entered", f"user:{user.id}", {"n": 0}, user_id=user_id, now=now)
-        uow.commit()
-    with world.database.unit_of_work() as uow:
-        emit_events(uow, "geofence.entered", [(f"user:{user.id}", {"n": 1}, user_id)], now=now)
-        uow.commit()
+    _emit_alone_then_together(world, user, now, 0)
     rows = _delivery_rows(world, hook["id"])
     assert [r.waiting_since is not None for r in rows] == [waits, waits]
     assert len(_due_items(world)) == (0 if waits else 2)
