@@ -11,13 +11,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Any, Sequence
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..db import Database
-from ..models import ApiKey, SharingLedgerEntry, WebhookEndpoint
+from ..models import ApiKey, SharingLedgerEntry
 from .pagination import Page, keyset_page
 
 
@@ -44,16 +43,6 @@ def owner_name(session: Session, owner: str) -> str:
         if name:
             return name
     return owner
-
-
-def record_webhook_sharing(session: Session, endpoint: WebhookEndpoint, *, user_id: uuid.UUID, event_type: str,
-                           fields: Sequence[str], delivery_id: uuid.UUID, at: datetime) -> SharingLedgerEntry:
-    """The ledger entry of a webhook delivery carrying a user's data: partner name and endpoint host."""
-    host = urlsplit(endpoint.url).hostname or endpoint.url
-    return record_sharing(session, user_id=user_id, channel="webhook",
-                          recipient=f"{owner_name(session, endpoint.owner)} ({host})", event_type=event_type,
-                          fields=fields, at=at, recipient_id=str(endpoint.id), recipient_owner=endpoint.owner,
-                          reference_id=str(delivery_id))
 
 
 def ledger_body(entry: SharingLedgerEntry) -> dict[str, Any]:

@@ -70,8 +70,8 @@ def _behind_earlier(session: Session, ids: Sequence[uuid.UUID]) -> set[uuid.UUID
 
 
 class _Ledger:
-    """The sharing ledger rows of first attempts (as :func:`.sharing.record_webhook_sharing` writes them);
-    the recipient's name read once per endpoint."""
+    """The sharing ledger rows of first attempts (recipient: the partner's name and the endpoint's host); the
+    name read once per endpoint."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
