@@ -47,8 +47,9 @@ class Matching:
     and push tries of a few thousand rows, every batch of a push burst (BENCHMARKS.md, 6). Elsewhere
     ``key IN (values)``. The selected columns keep their names; ``where`` may hold named bind parameters.
     The planner still picks the index for each look-up: ``key`` needs one it leads, and no other index should
-    serve ``where`` better (a LATERAL look-up of webhook deliveries by subject was answered from the
-    ``sending_since`` index instead, reading every pending row per value; BENCHMARKS.md §7).
+    serve ``where`` better (a LATERAL look-up of webhook deliveries by subject with ``sending_since IS NULL``
+    in its ``where`` was answered from the ``sending_since`` index, reading every pending row per value;
+    BENCHMARKS.md §7).
     """
 
     def __init__(self, columns: Sequence[Any], key: Any, *where: Any) -> None:

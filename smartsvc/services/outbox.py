@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..db import Database, UnitOfWork
@@ -165,7 +165,7 @@ def relay_pending(
         def flush(task: str) -> bool:
             nonlocal published
             messages, pending[task] = pending[task], []
-            if messages and not _publish(lambda: groups[task][1](messages), messages, now):
+            if messages and not _publish(session, lambda: groups[task][1](messages), messages, now):
                 return False
             published += len(messages)
             return True
@@ -181,7 +181,7 @@ def relay_pending(
                     ok = False
                     break
                 continue
-            if not _publish(lambda: publish(message), [message], now):
+            if not _publish(session, lambda: publish(message), [message], now):
                 ok = False
                 break
             published += 1
@@ -211,7 +211,7 @@ def relay_all(database: Database, publish: Publisher, *, batch_size: int = 500, 
             return total
 
 
-def _publish(send: Callable[[], None], messages: list[OutboxMessage], now: datetime) -> bool:
+def _publish(session: Session, send: Callable[[], None], messages: list[OutboxMessage], now: datetime) -> bool:
     """Publish, then stamp ``messages`` sent; False (and the error kept) when the broker refused."""
     try:
         send()
@@ -220,15 +220,13 @@ def _publish(send: Callable[[], None], messages: list[OutboxMessage], now: datet
         for message in messages:
             message.last_error = str(exc)[:2000]
         return False
-    _stamp_sent(messages, now)
+    _stamp_sent(session, messages, now)
     return True
 
 
-def _stamp_sent(messages: list[OutboxMessage], now: datetime) -> None:
+def _stamp_sent(session: Session, messages: list[OutboxMessage], now: datetime) -> None:
     """``messages`` sent at ``now``, one more attempt each: a statement per chunk of ids. The ORM's flush wrote
     one UPDATE a message, half of the relay's work for the webhook deliveries of benchmark 7."""
-    session = object_session(messages[0])
-    assert session is not None
     table = OutboxMessage.__table__
     for chunk in chunks([message.id for message in messages]):
         session.execute(update(table).where(among(session, table.c.id, chunk))

@@ -90,7 +90,8 @@ def _earliest_pending(postgresql: bool) -> Any:
     the ``(webhook_id, subject, status)`` index answers. A window over ``subject = ANY(...)`` with
     ``sending_since IS NULL`` was answered from the ``(webhook_id, sending_since)`` index instead: it read
     every row of the endpoint not being sent, its whole history, on every settle (12 ms a batch with 40,000
-    rows; BENCHMARKS.md, 7). Elsewhere (SQLite) the window, which its planner serves from that index too.
+    rows; BENCHMARKS.md, 7). Elsewhere (SQLite) a window over ``subject IN (...)``. A subject's earliest
+    pending delivery may be one being sent: the caller skips it.
     """
     table = WebhookDelivery.__table__
     columns = (table.c.id, table.c.user_id, table.c.next_attempt_at, table.c.sending_since)

@@ -199,8 +199,8 @@ _LONG_WAITING = _long_waiting()
 
 def failing_long(endpoint: WebhookEndpoint, now: datetime) -> bool:
     """True when every attempt to the endpoint for :data:`BUSY_AFTER` or more failed (none succeeded since)."""
-    return bool(endpoint.consecutive_failures) and endpoint.failing_since is not None and \
-        endpoint.failing_since <= now - BUSY_AFTER
+    return (bool(endpoint.consecutive_failures) and endpoint.failing_since is not None
+            and endpoint.failing_since <= now - BUSY_AFTER)
 
 
 def busy_endpoints(session: Session, endpoints: Sequence[WebhookEndpoint], now: datetime) -> set[uuid.UUID]:
@@ -219,12 +219,9 @@ def busy_endpoints(session: Session, endpoints: Sequence[WebhookEndpoint], now: 
     """
     known: dict[uuid.UUID, bool] = session.info.setdefault(_BUSY_KEY, {})
     for endpoint in endpoints:
-        if endpoint.id not in known and failing_long(endpoint, now):
-            known[endpoint.id] = True
         if endpoint.id not in known:
-            statuses = session.connection().execute(
+            known[endpoint.id] = failing_long(endpoint, now) or "pending" in session.connection().execute(
                 _LONG_WAITING, {"webhook_id": endpoint.id, "before": now - BUSY_AFTER}).scalars()
-            known[endpoint.id] = "pending" in statuses
     return {endpoint.id for endpoint in endpoints if known[endpoint.id]}
 
 
