@@ -10,8 +10,9 @@ finish transaction), so that a task run twice sends once:
    when it settles); cancel it when the user withdrew ``partner_sharing``;
    wait when the endpoint already has ``SMARTSVC_WEBHOOK_MAX_IN_FLIGHT``
    batches in flight (isolation: a slow or dead endpoint holds that many
-   worker slots at most; each batch that finishes releases the earliest
-   waiting deliveries); otherwise record the attempt (and, on the first one,
+   worker slots at most; each batch that finishes well releases the earliest
+   waiting deliveries, one that fails only the earliest, as a probe);
+   otherwise record the attempt (and, on the first one,
    the sharing ledger);
 2. send, signed with the endpoint's secrets (both during a rotation), with
    the same ``webhook-id`` on every attempt; a batch stops sending to an
@@ -162,21 +163,23 @@ def set_waiting(session: Session, ids: Sequence[uuid.UUID], since: datetime | No
         session.execute(update(table).where(among(session, table.c.id, chunk)).values(waiting_since=since))
 
 
-def release_waiting(uow: UnitOfWork, webhook_id: uuid.UUID, now: datetime) -> int:
-    """Queue the endpoint's earliest deliveries waiting for a slot, a batch for each free slot; how many."""
+def release_waiting(uow: UnitOfWork, webhook_id: uuid.UUID, now: datetime, at_most: int | None = None) -> int:
+    """Queue the endpoint's earliest deliveries waiting for a slot, a batch for each free slot (``at_most`` of
+    them when given); how many."""
     session = uow.session
     assert session is not None
     settings = uow.database.settings
     free = settings.webhook_max_in_flight - in_flight(session, webhook_id, now)
     if free <= 0:
         return 0
+    limit = free * settings.webhook_batch_size if at_most is None else min(at_most, free * settings.webhook_batch_size)
     # SKIP LOCKED: two batches to one endpoint finish side by side (webhook_outcomes._endpoints), and each
     # releases waiting deliveries the other has not taken.
     waiting = session.execute(
         select(WebhookDelivery.id, WebhookDelivery.user_id).where(WebhookDelivery.webhook_id == webhook_id,
                                                                   WebhookDelivery.waiting_since.is_not(None),
                                                                   WebhookDelivery.status == "pending")
-        .order_by(WebhookDelivery.id).limit(free * settings.webhook_batch_size)
+        .order_by(WebhookDelivery.id).limit(limit)
         .with_for_update(skip_locked=True)).all()
     set_waiting(session, [delivery_id for delivery_id, _user in waiting], None)
     _loaded_now(session, {delivery_id: {"waiting_since": None} for delivery_id, _user in waiting})

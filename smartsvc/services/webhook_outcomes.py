@@ -5,7 +5,8 @@ per the retry schedule; giving up when it is used up; 410 (or failing for
 ``SMARTSVC_WEBHOOK_DISABLE_AFTER_S``) disables the endpoint. A delivery the
 batch did not send gives its attempt (and a first attempt's ledger entry)
 back and waits for a slot. Then the next delivery of each settled subject
-and the endpoint's waiting ones are released.
+and the endpoint's waiting ones are released (after a failure only one, a
+probe).
 """
 
 from __future__ import annotations
@@ -185,9 +186,15 @@ def finish(database: Database, sent: Sequence[tuple[Claim, Any]], unsent: Sequen
             release_next(uow, webhook_id, subjects, now)
         session.flush()  # these sends no longer count as in flight
         for endpoint in endpoints.values():
-            if endpoint.enabled and (endpoint.id in succeeded or not breaker_open(endpoint)):
-                # A failure of an endpoint whose breaker is open releases nothing: the waiting would only fail too.
+            if not endpoint.enabled:
+                continue
+            if endpoint.id in succeeded:
                 release_waiting(uow, endpoint.id, now)
+            elif not breaker_open(endpoint):
+                # After a failure one waiting delivery goes as a probe (its success releases the rest): a batch
+                # a slot each, as before, sent a dead endpoint's waiting back through the queue to be parked
+                # again, and that churn pushed the healthy endpoint beside it past 1 s (BENCHMARKS.md, 7).
+                release_waiting(uow, endpoint.id, now, at_most=1)
         complete_many(session, outbox_ids)
         uow.commit()
     return statuses

@@ -469,3 +469,31 @@ def test_new_events_to_an_endpoint_failing_for_a_second_wait_unqueued_before_its
     rows = _delivery_rows(world, hook["id"])
     assert [r.waiting_since is not None for r in rows] == [waits, waits]
     assert len(_due_items(world)) == (0 if waits else 2)
+
+
+def test_a_failure_sends_one_waiting_delivery_as_a_probe_and_its_success_the_rest(world):
+    """An endpoint that failed: a batch sends one delivery and parks the rest. Its failure queues only the
+    earliest waiting one (not a batch per free slot: those would be parked again, and again); that one's
+    success queues all the others."""
+    from smartsvc.models import WebhookEndpoint
+
+    with WebhookReceiver() as receiver:
+        hook = world.register(receiver.url(), ["suggestion.created"])
+        webhook_id = uuid.UUID(hook["id"])
+        with world.database.unit_of_work() as uow:
+            uow.session.get(WebhookEndpoint, webhook_id).consecutive_failures = 1
+            uow.commit()
+        ids = [world.suggest(world.user(f"user{n}"), title=f"event {n}") for n in range(EVENTS)]
+        receiver.script(500)
+        with world.app.app_context():
+            statuses = webhook_batch.deliver_webhooks(world.app.extensions["smartsvc"], _due_items(world))
+        assert sorted(statuses.values()) == ["pending"] + ["skipped"] * (EVENTS - 1)
+        rows = _delivery_rows(world, hook["id"])
+        parked = sorted(r.id for r in rows if r.attempts == 0)
+        assert len(parked) == EVENTS - 1
+        assert [d for d, _o in _due_items(world) if d in parked] == [parked[0]]  # the probe
+        assert [r.id for r in rows if r.waiting_since is not None] == parked[1:]  # the others still wait
+        world.drain()
+        received = [json.loads(r.body)["data"]["id"] for r in receiver.requests]
+        assert len(received) == EVENTS and sorted(received) == sorted(ids)
+        assert sorted(d["status"] for d in world.deliveries(hook["id"])) == ["delivered"] * (EVENTS - 1) + ["pending"]

@@ -93,6 +93,40 @@ def test_the_send_resolves_once_and_uses_that_answer(receiver):
     assert calls == ["partner.example"]
 
 
+def test_a_client_keeps_an_approval_for_a_batch_s_seconds_and_never_a_refusal(receiver, monkeypatch):
+    """A batch's sends to one endpoint resolve once; after CHECK_KEPT_S the next send checks again, and a
+    DNS answer that turned private then is refused. A refused URL is checked again on every send."""
+    from smartsvc.webhooks import transport
+
+    answers: list[list[str]] = []
+
+    def resolving(host: str, port: int) -> list[str]:
+        answers.append([PUBLIC_V4] if len(answers) < 2 else ["127.0.0.1"])
+        return answers[-1]
+
+    clock = [1000.0]
+    monkeypatch.setattr(transport.time, "monotonic", lambda: clock[0])
+    client = make_client()
+    url = receiver.url(host="partner.example")
+    try:
+        first = client.check(url, allow_private=False, allow_http=True, resolve=resolving)
+        clock[0] += transport.PinnedClient.CHECK_KEPT_S - 0.5
+        assert client.check(url, allow_private=False, allow_http=True, resolve=resolving) is first
+        assert len(answers) == 1
+        clock[0] += 1.0
+        assert client.check(url, allow_private=False, allow_http=True, resolve=resolving).addresses == (PUBLIC_V4,)
+        assert len(answers) == 2
+        clock[0] += transport.PinnedClient.CHECK_KEPT_S
+        for _ in range(2):
+            refused = send_webhook(url, BODY, {}, allow_private=False, allow_http=True, resolve=resolving,
+                                   client=client)
+            assert refused.unsafe and "resolves to 127.0.0.1" in refused.error
+        assert len(answers) == 4
+    finally:
+        client.close()
+    assert receiver.requests == []
+
+
 def test_a_pinned_client_refuses_hosts_no_send_has_checked(receiver):
     from smartsvc.webhooks.ssrf import Destination
     from smartsvc.webhooks.transport import _Deadline
