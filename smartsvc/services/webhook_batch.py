@@ -130,6 +130,8 @@ def deliver_webhooks(source: Any, items: Sequence[Item], *, now: datetime | None
     began = time.perf_counter()
     claims, statuses = claim(database, items, clock())
     if not claims:
+        log.info("webhooks not sent", extra={"items": len(items),
+                                             "claim_ms": round(1000 * (time.perf_counter() - began))})
         return statuses
     claimed_at = time.perf_counter()
     sent, unsent = send(claims, database.settings, clock, sender)

@@ -172,8 +172,9 @@ def _enabled_endpoints(session: Session) -> list[WebhookEndpoint]:
     return cached
 
 
-# An endpoint with a delivery waiting for a slot this long is busy (a slot of a healthy one frees in far less).
-BUSY_AFTER = timedelta(seconds=1)
+# An endpoint with a delivery waiting for a slot this long is busy (a slot of a healthy one frees in far less). At
+# 1 s a hanging endpoint had 2,600 deliveries queued to it, each claimed only to wait (BENCHMARKS.md, 7).
+BUSY_AFTER = timedelta(seconds=0.25)
 
 
 def _long_waiting() -> Any:
@@ -197,10 +198,16 @@ def _long_waiting() -> Any:
 _LONG_WAITING = _long_waiting()
 
 
+# An endpoint whose every attempt failed for this long is failing. A healthy endpoint's hiccup is over sooner: the
+# batches in flight to it succeed within milliseconds. At 1 s a refusing endpoint had 2,000 deliveries queued to it
+# first, each claimed only to wait behind a probe (BENCHMARKS.md, 7).
+FAILING_AFTER = BUSY_AFTER
+
+
 def failing_long(endpoint: WebhookEndpoint, now: datetime) -> bool:
-    """True when every attempt to the endpoint for :data:`BUSY_AFTER` or more failed (none succeeded since)."""
+    """True when every attempt to the endpoint for :data:`FAILING_AFTER` or more failed (none succeeded since)."""
     return (bool(endpoint.consecutive_failures) and endpoint.failing_since is not None
-            and endpoint.failing_since <= now - BUSY_AFTER)
+            and endpoint.failing_since <= now - FAILING_AFTER)
 
 
 def busy_endpoints(session: Session, endpoints: Sequence[WebhookEndpoint], now: datetime) -> set[uuid.UUID]:
@@ -213,7 +220,7 @@ def busy_endpoints(session: Session, endpoints: Sequence[WebhookEndpoint], now: 
     per slot that frees (``release_waiting``), and by the beat's sweep if none frees. A healthy endpoint
     whose slots are full for a moment is not busy: its deliveries are queued as before.
 
-    So is one whose every attempt has failed for :data:`BUSY_AFTER` or more (:func:`failing_long`), before
+    So is one whose every attempt has failed for :data:`FAILING_AFTER` or more (:func:`failing_long`), before
     its breaker opens: a refusing endpoint failed its fifth attempt only after 2.5 s at 2,000 events/s, and
     the 5,000 deliveries queued to it meanwhile were each claimed to wait behind a probe (BENCHMARKS.md, 7).
     """

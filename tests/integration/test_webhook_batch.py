@@ -324,7 +324,7 @@ def test_events_emitted_together_to_an_endpoint_whose_breaker_is_open_wait_unque
     assert _due_items(world) == []  # nothing for the workers until the endpoint answers again
 
 
-@pytest.mark.parametrize("waited_s, busy", [(5.0, True), (0.2, False)])
+@pytest.mark.parametrize("waited_s, busy", [(1.0, True), (0.05, False)])
 def test_new_events_to_an_endpoint_whose_deliveries_wait_long_for_a_slot_wait_behind_them(world, waited_s, busy):
     """All of an endpoint's slots taken for a while (slow or hanging): new deliveries wait, unqueued, and go out
     in order when a slot frees. Slots full for a moment (a healthy endpoint under load): queued as usual."""
@@ -449,11 +449,11 @@ def test_a_subject_s_next_delivery_is_looked_up_by_subject_not_read_from_the_end
         database.engine.dispose()
 
 
-@pytest.mark.parametrize("failing_for_s, waits", [(3.0, True), (0.3, False)])
-def test_new_events_to_an_endpoint_failing_for_a_second_wait_unqueued_before_its_breaker_opens(world, failing_for_s,
+@pytest.mark.parametrize("failing_for_s, waits", [(0.5, True), (0.05, False)])
+def test_new_events_to_an_endpoint_failing_for_a_moment_wait_unqueued_before_its_breaker_opens(world, failing_for_s,
                                                                                               waits):
     """One failed attempt a moment ago (a healthy endpoint's hiccup): new events are queued. Every attempt failed
-    for a second or more: they wait for the endpoint's next success, as behind an open breaker."""
+    for a quarter of a second or more: they wait for the endpoint's next success, as behind an open breaker."""
     from smartsvc.models import WebhookEndpoint
     from smartsvc.services.webhook_events import BREAKER_FAILURES
 
@@ -497,3 +497,62 @@ def test_a_failure_sends_one_waiting_delivery_as_a_probe_and_its_success_the_res
         received = [json.loads(r.body)["data"]["id"] for r in receiver.requests]
         assert len(received) == EVENTS and sorted(received) == sorted(ids)
         assert sorted(d["status"] for d in world.deliveries(hook["id"])) == ["delivered"] * (EVENTS - 1) + ["pending"]
+
+
+def test_finishes_of_two_failing_batches_to_one_endpoint_run_side_by_side_and_both_count(tmp_path, postgres_url,
+                                                                                        monkeypatch):
+    """A finish does not lock its endpoint's row: the finishes to a refusing endpoint do not queue on it (each
+    holding a worker slot). The failure streak is written after, atomically: both failures count."""
+    import threading
+
+    from smartsvc.models import WebhookEndpoint
+    from smartsvc.services import webhook_outcomes
+
+    app = make_app(webhook_settings(tmp_path / "var", database_url=postgres_url))
+    world = webhook_world(app)
+    database = app.extensions["smartsvc"].database
+    locked, go = threading.Event(), threading.Event()
+    lock_deliveries = webhook_outcomes.lock_deliveries
+    paused: list[bool] = []
+
+    def pausing(session, ids):  # the first finish holds its transaction open here until the main thread says go
+        found = lock_deliveries(session, ids)
+        if not paused:
+            paused.append(True)
+            locked.set()
+            go.wait(30)
+        return found
+
+    monkeypatch.setattr(webhook_outcomes, "lock_deliveries", pausing)
+    try:
+        with WebhookReceiver(default=500) as receiver:
+            hook = world.register(receiver.url(), ["suggestion.created"])
+            for name in ("first", "second"):
+                world.suggest(world.user(name))
+            items = _due_items(world)
+            assert len(items) == 2
+            batches = []
+            for item in items:  # two batches, claimed before either failed: two slots
+                claims, _ = webhook_batch.claim(database, [item], utcnow())
+                sent, unsent = webhook_batch.send(claims, app.extensions["smartsvc"].settings, utcnow)
+                assert [outcome.status_code for _, outcome in sent] == [500]
+                batches.append((sent, unsent, [item[1]]))
+            first = threading.Thread(target=webhook_batch.finish, args=(database, *batches[0], utcnow()))
+            first.start()
+            assert locked.wait(30)
+            second = threading.Thread(target=webhook_batch.finish, args=(database, *batches[1], utcnow()),
+                                      daemon=True)
+            second.start()
+            second.join(10)
+            waited = second.is_alive()
+            go.set()
+            first.join(30)
+            second.join(30)
+            assert not waited, "a finish waited for another finish to the same endpoint"
+            with database.session() as session:
+                endpoint = session.get(WebhookEndpoint, uuid.UUID(hook["id"]))
+                assert endpoint.consecutive_failures == 2 and endpoint.failing_since is not None
+            assert [d["status"] for d in world.deliveries(hook["id"])] == ["pending", "pending"]
+    finally:
+        go.set()
+        database.engine.dispose()
