@@ -173,7 +173,7 @@ def release_waiting(uow: UnitOfWork, webhook_id: uuid.UUID, now: datetime, at_mo
     if free <= 0:
         return 0
     limit = free * settings.webhook_batch_size if at_most is None else min(at_most, free * settings.webhook_batch_size)
-    # SKIP LOCKED: two batches to one endpoint finish side by side (webhook_outcomes._endpoints), and each
+    # SKIP LOCKED: two batches to one endpoint finish side by side (a finish does not lock it), and each
     # releases waiting deliveries the other has not taken.
     waiting = session.execute(
         select(WebhookDelivery.id, WebhookDelivery.user_id).where(WebhookDelivery.webhook_id == webhook_id,

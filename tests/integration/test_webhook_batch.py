@@ -355,27 +355,48 @@ def test_new_events_to_an_endpoint_whose_deliveries_wait_long_for_a_slot_wait_be
         assert [d for d in order if d in {first.id, *(r.id for r in later)}][-3:] == [first.id, *(r.id for r in later)]
 
 
-def test_events_for_an_endpoint_are_emitted_while_a_worker_finishes_a_batch_to_it(tmp_path, postgres_url,
-                                                                                  monkeypatch):
-    """A finish locks its endpoint against the other finishes, not against the app writing new deliveries to it
-    (PostgreSQL: SQLite writes one transaction at a time anyway)."""
+def _waits_for_a_finish(monkeypatch, finish_args: tuple[Any, ...], other: Any) -> bool:
+    """Run ``webhook_batch.finish(*finish_args)``, held open just after it locked its deliveries, and ``other()``
+    meanwhile; whether ``other`` had to wait (10 s) for that finish to commit."""
     import threading
 
     from smartsvc.services import webhook_outcomes
 
-    app = make_app(webhook_settings(tmp_path / "var", database_url=postgres_url))
-    world = webhook_world(app)
-    database = app.extensions["smartsvc"].database
     locked, go = threading.Event(), threading.Event()
     lock_deliveries = webhook_outcomes.lock_deliveries
+    paused: list[bool] = []
 
-    def pausing(session, ids):  # the finish holds its locks here until the main thread says go
+    def pausing(session, ids):  # the first finish holds its transaction open here until the main thread says go
         found = lock_deliveries(session, ids)
-        locked.set()
-        go.wait(30)
+        if not paused:
+            paused.append(True)
+            locked.set()
+            go.wait(30)
         return found
 
     monkeypatch.setattr(webhook_outcomes, "lock_deliveries", pausing)
+    holding = threading.Thread(target=webhook_batch.finish, args=finish_args)
+    holding.start()
+    try:
+        assert locked.wait(30)
+        waiting = threading.Thread(target=other, daemon=True)
+        waiting.start()
+        waiting.join(10)
+        blocked = waiting.is_alive()
+    finally:
+        go.set()
+        holding.join(30)
+    waiting.join(30)
+    return blocked
+
+
+def test_events_for_an_endpoint_are_emitted_while_a_worker_finishes_a_batch_to_it(tmp_path, postgres_url,
+                                                                                  monkeypatch):
+    """A finish does not hold up the app writing new deliveries to its endpoint (PostgreSQL: SQLite writes one
+    transaction at a time anyway)."""
+    app = make_app(webhook_settings(tmp_path / "var", database_url=postgres_url))
+    world = webhook_world(app)
+    database = app.extensions["smartsvc"].database
     try:
         with WebhookReceiver() as receiver:
             hook = world.register(receiver.url(), ["suggestion.created"])
@@ -384,25 +405,15 @@ def test_events_for_an_endpoint_are_emitted_while_a_worker_finishes_a_batch_to_i
             items = _due_items(world)
             claims, _ = webhook_batch.claim(database, items, utcnow())
             sent, unsent = webhook_batch.send(claims, app.extensions["smartsvc"].settings, utcnow)
-            finishing = threading.Thread(target=webhook_batch.finish,
-                                         args=(database, sent, unsent, [o for _, o in items], utcnow()))
-            finishing.start()
-            assert locked.wait(30)
             emitted: list[str] = []
-            emitting = threading.Thread(target=lambda: emitted.append(world.suggest(second)), daemon=True)
-            emitting.start()
-            emitting.join(10)
-            blocked = emitting.is_alive()
-            go.set()
-            finishing.join(30)
-            emitting.join(30)
+            blocked = _waits_for_a_finish(monkeypatch, (database, sent, unsent, [o for _, o in items], utcnow()),
+                                          lambda: emitted.append(world.suggest(second)))
             assert not blocked, "emitting an event waited for the worker's finish to commit"
             assert len(emitted) == 1
             world.drain()
             assert sorted(d["status"] for d in world.deliveries(hook["id"])) == ["delivered", "delivered"]
             assert len(receiver.requests) == 2
     finally:
-        go.set()
         database.engine.dispose()
 
 
@@ -503,27 +514,11 @@ def test_finishes_of_two_failing_batches_to_one_endpoint_run_side_by_side_and_bo
                                                                                         monkeypatch):
     """A finish does not lock its endpoint's row: the finishes to a refusing endpoint do not queue on it (each
     holding a worker slot). The failure streak is written after, atomically: both failures count."""
-    import threading
-
     from smartsvc.models import WebhookEndpoint
-    from smartsvc.services import webhook_outcomes
 
     app = make_app(webhook_settings(tmp_path / "var", database_url=postgres_url))
     world = webhook_world(app)
     database = app.extensions["smartsvc"].database
-    locked, go = threading.Event(), threading.Event()
-    lock_deliveries = webhook_outcomes.lock_deliveries
-    paused: list[bool] = []
-
-    def pausing(session, ids):  # the first finish holds its transaction open here until the main thread says go
-        found = lock_deliveries(session, ids)
-        if not paused:
-            paused.append(True)
-            locked.set()
-            go.wait(30)
-        return found
-
-    monkeypatch.setattr(webhook_outcomes, "lock_deliveries", pausing)
     try:
         with WebhookReceiver(default=500) as receiver:
             hook = world.register(receiver.url(), ["suggestion.created"])
@@ -536,23 +531,12 @@ def test_finishes_of_two_failing_batches_to_one_endpoint_run_side_by_side_and_bo
                 claims, _ = webhook_batch.claim(database, [item], utcnow())
                 sent, unsent = webhook_batch.send(claims, app.extensions["smartsvc"].settings, utcnow)
                 assert [outcome.status_code for _, outcome in sent] == [500]
-                batches.append((sent, unsent, [item[1]]))
-            first = threading.Thread(target=webhook_batch.finish, args=(database, *batches[0], utcnow()))
-            first.start()
-            assert locked.wait(30)
-            second = threading.Thread(target=webhook_batch.finish, args=(database, *batches[1], utcnow()),
-                                      daemon=True)
-            second.start()
-            second.join(10)
-            waited = second.is_alive()
-            go.set()
-            first.join(30)
-            second.join(30)
-            assert not waited, "a finish waited for another finish to the same endpoint"
+                batches.append((database, sent, unsent, [item[1]], utcnow()))
+            blocked = _waits_for_a_finish(monkeypatch, batches[0], lambda: webhook_batch.finish(*batches[1]))
+            assert not blocked, "a finish waited for another finish to the same endpoint"
             with database.session() as session:
                 endpoint = session.get(WebhookEndpoint, uuid.UUID(hook["id"]))
                 assert endpoint.consecutive_failures == 2 and endpoint.failing_since is not None
             assert [d["status"] for d in world.deliveries(hook["id"])] == ["pending", "pending"]
     finally:
-        go.set()
         database.engine.dispose()
