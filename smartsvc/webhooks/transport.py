@@ -1,8 +1,7 @@
 """Sending one webhook request: checked again, pinned to the checked address, bounded in time and size.
 
 :func:`send_webhook` re-runs :func:`~smartsvc.webhooks.ssrf.check_url` at send
-time (DNS can change after registration; a client keeps an approval for a
-batch's few seconds, :attr:`PinnedClient.CHECK_KEPT_S`), then connects to exactly the
+time (DNS can change after registration; :meth:`PinnedClient.check`), then connects to exactly the
 addresses that check approved — the request still names the host (``Host``,
 TLS SNI) and the certificate is verified for it, only the TCP connect goes to
 the pinned IP. Redirects are never followed, the whole exchange has one
@@ -21,6 +20,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import http.client
+import ipaddress
 import os
 import socket
 import ssl
@@ -86,29 +86,28 @@ class PinnedClient:
     """
 
     MAX_IDLE = 8
-    # A check's answer serves this client's sends to the same URL for this long (a batch's sends, at most
-    # SEND_BUDGET_S): the check (parse, resolve, classify every address) cost a tenth of a send's CPU.
-    CHECK_KEPT_S = 5.0
 
     def __init__(self, ssl_context: ssl.SSLContext | None, max_connections: int) -> None:
         self._context = ssl_context
         self._max_idle = max(1, min(max_connections, self.MAX_IDLE))
         self._idle: dict[tuple[str, str, int, tuple[str, ...]], list[socket.socket]] = {}
-        self._checked: dict[tuple[Any, ...], tuple[float, Destination]] = {}
+        self._fixed: dict[tuple[str, bool, bool], Destination] = {}
         self._lock = threading.Lock()
 
     def check(self, url: str, *, allow_private: bool, allow_http: bool, resolve: Resolver | None) -> Destination:
-        """:func:`~smartsvc.webhooks.ssrf.check_url` for ``url``, its approval reused for :data:`CHECK_KEPT_S`
-        (a refusal is never kept). Every connection still goes to an address that a check approved."""
-        key = (url, allow_private, allow_http, resolve)
-        now = time.monotonic()
+        """:func:`~smartsvc.webhooks.ssrf.check_url` for this send. A host name is resolved and checked at
+        every send (DNS can change); the approval of a URL whose host is an IP address (or ``localhost``),
+        which no DNS answer can change, is kept for this client's sends: parsing and classifying it again
+        cost ~15 µs of a webhook's ~300 µs of worker CPU (BENCHMARKS.md, 7). A refusal is never kept."""
+        key = (url, allow_private, allow_http)
         with self._lock:
-            kept = self._checked.get(key)
-        if kept is not None and now - kept[0] < self.CHECK_KEPT_S:
-            return kept[1]
+            kept = self._fixed.get(key)
+        if kept is not None:
+            return kept
         dest = check_url(url, allow_private=allow_private, allow_http=allow_http, resolve=resolve)
-        with self._lock:
-            self._checked[key] = (now, dest)
+        if _answers_without_dns(dest.host):
+            with self._lock:
+                self._fixed[key] = dest
         return dest
 
     def _key(self, dest: Destination) -> tuple[str, str, int, tuple[str, ...]]:
@@ -171,6 +170,17 @@ class PinnedClient:
         for socks in idle.values():
             for sock in socks:
                 sock.close()
+
+
+def _answers_without_dns(host: str) -> bool:
+    """True for an IP address, and for ``localhost`` names (always loopback, :func:`check_url`)."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=1)

@@ -93,38 +93,46 @@ def test_the_send_resolves_once_and_uses_that_answer(receiver):
     assert calls == ["partner.example"]
 
 
-def test_a_client_keeps_an_approval_for_a_batch_s_seconds_and_never_a_refusal(receiver, monkeypatch):
-    """A batch's sends to one endpoint resolve once; after CHECK_KEPT_S the next send checks again, and a
-    DNS answer that turned private then is refused. A refused URL is checked again on every send."""
+def test_a_client_resolves_a_host_name_at_every_send_and_checks_an_address_once(receiver, monkeypatch):
+    """One batch's client: a host name is resolved again for each send, so DNS turning private mid-batch is
+    refused at the next send; a URL with an IP address is checked once (no DNS answer can change it)."""
     from smartsvc.webhooks import transport
 
-    answers: list[list[str]] = []
+    answers: list[str] = []
 
-    def resolving(host: str, port: int) -> list[str]:
-        answers.append([PUBLIC_V4] if len(answers) < 2 else ["127.0.0.1"])
-        return answers[-1]
+    def rebinding(host: str, port: int) -> list[str]:
+        answers.append("127.0.0.1" if answers else PUBLIC_V4)
+        return [answers[-1]]
 
-    clock = [1000.0]
-    monkeypatch.setattr(transport.time, "monotonic", lambda: clock[0])
+    checks: list[str] = []
+    real_check = transport.check_url
+
+    def counting(url: str, **options):
+        checks.append(url)
+        return real_check(url, **options)
+
+    monkeypatch.setattr(transport, "check_url", counting)
     client = make_client()
-    url = receiver.url(host="partner.example")
     try:
-        first = client.check(url, allow_private=False, allow_http=True, resolve=resolving)
-        clock[0] += transport.PinnedClient.CHECK_KEPT_S - 0.5
-        assert client.check(url, allow_private=False, allow_http=True, resolve=resolving) is first
-        assert len(answers) == 1
-        clock[0] += 1.0
-        assert client.check(url, allow_private=False, allow_http=True, resolve=resolving).addresses == (PUBLIC_V4,)
+        named = receiver.url(host="partner.example")
+        assert client.check(named, allow_private=False, allow_http=True, resolve=rebinding).addresses == (PUBLIC_V4,)
+        refused = send_webhook(named, BODY, {}, allow_private=False, allow_http=True, resolve=rebinding,
+                               client=client)
+        assert refused.unsafe and "partner.example resolves to 127.0.0.1" in refused.error
         assert len(answers) == 2
-        clock[0] += transport.PinnedClient.CHECK_KEPT_S
-        for _ in range(2):
-            refused = send_webhook(url, BODY, {}, allow_private=False, allow_http=True, resolve=resolving,
-                                   client=client)
-            assert refused.unsafe and "resolves to 127.0.0.1" in refused.error
-        assert len(answers) == 4
+        del checks[:]
+        outcomes = [send(receiver.url(), client=client) for _ in range(3)]
+        assert all(o.ok for o in outcomes) and checks == [receiver.url()]
+        refusing = make_client()
+        try:  # a refusal is not kept: the same URL with private addresses refused is checked at each send
+            for _ in range(2):
+                assert send(receiver.url(), allow_private=False, client=refusing).unsafe
+        finally:
+            refusing.close()
+        assert checks == [receiver.url()] * 3
     finally:
         client.close()
-    assert receiver.requests == []
+    assert len(receiver.requests) == 3
 
 
 def test_a_pinned_client_refuses_hosts_no_send_has_checked(receiver):
