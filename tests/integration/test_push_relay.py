@@ -105,3 +105,28 @@ def test_the_relay_task_publishes_a_batch_task_with_every_outbox_id(db_app, data
     assert kwargs == {"items": [{"suggestion_id": "s0", "outbox_id": ids[0]},
                                 {"suggestion_id": "s1", "outbox_id": ids[1]}]}
     assert task_id != published[0][2]
+
+
+def test_webhook_batches_are_published_to_a_queue_pushes_are_not_on(db_app, database, monkeypatch):
+    """A partner's endpoint can hold a webhook task for its whole timeout: webhook batches go to a queue of
+    their own (docs/webhooks.md: a worker of its own), so the workers taking pushes are never handed one."""
+    from smartsvc.services.webhook_batch import DELIVER_BATCH_TASK
+    from smartsvc.services.webhook_events import DELIVER_TASK, WEBHOOK_QUEUE
+    from workers.celery_app import QUEUE
+
+    with database.unit_of_work() as uow:
+        outbox.enqueue(uow, PUSH_TASK, {"suggestion_id": "s0"})
+        outbox.enqueue(uow, DELIVER_TASK, {"delivery_id": "d0"}, ordering_key="webhook:w0")
+        uow.commit()
+    router = db_app.extensions["celery"].amqp.router
+    queues: dict[str, str] = {}
+
+    class Celery:  # the routing the real app applies to what the relay publishes
+        def send_task(self, name: str, kwargs: dict[str, Any], task_id: str, **options: Any) -> None:
+            queues[name] = router.route(dict(options), name)["queue"].name
+
+    monkeypatch.setattr(relay_task, "current_celery", Celery())
+    with db_app.app_context():
+        assert relay_task.relay.run() == 2
+    assert queues == {PUSH_BATCH_TASK: QUEUE, DELIVER_BATCH_TASK: WEBHOOK_QUEUE}
+    assert QUEUE != WEBHOOK_QUEUE
