@@ -172,7 +172,9 @@ def release_waiting(uow: UnitOfWork, webhook_id: uuid.UUID, now: datetime, at_mo
     free = settings.webhook_max_in_flight - in_flight(session, webhook_id, now)
     if free <= 0:
         return 0
-    limit = free * settings.webhook_batch_size if at_most is None else min(at_most, free * settings.webhook_batch_size)
+    limit = free * settings.webhook_batch_size
+    if at_most is not None:
+        limit = min(limit, at_most)
     # SKIP LOCKED: two batches to one endpoint finish side by side (a finish does not lock it), and each
     # releases waiting deliveries the other has not taken.
     waiting = session.execute(

@@ -42,8 +42,8 @@ from .webhook_events import BREAKER_FAILURES, breaker_open, enqueue_delivery
 def _give_back(session: Session, given: Sequence[tuple[WebhookDelivery, uuid.UUID]], now: datetime) -> None:
     """Claimed deliveries the batch did not send (each with its attempt's id): they wait for a slot again, and
     their attempts and a first attempt's ledger entry (which has the attempt's id) are deleted, a statement for
-    each table. One DELETE a delivery, by reference on the ledger, cost a dead endpoint's first batches
-    seconds each while they held its lock (BENCHMARKS.md, 7)."""
+    each table. One DELETE a delivery, by reference on the ledger (a scan: that column has no index), cost a
+    dead endpoint's first batches seconds each (BENCHMARKS.md, 7)."""
     firsts: list[uuid.UUID] = []
     for delivery, attempt_id in given:
         delivery.attempts = max(0, delivery.attempts - 1)

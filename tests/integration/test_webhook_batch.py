@@ -41,6 +41,16 @@ def world(db_app) -> WebhookWorld:
     return webhook_world(db_app)
 
 
+@pytest.fixture
+def pg_world(tmp_path, postgres_url):
+    """A world on PostgreSQL only (tests of row locks: SQLite writes one transaction at a time)."""
+    world = webhook_world(make_app(webhook_settings(tmp_path / "var", database_url=postgres_url)))
+    try:
+        yield world
+    finally:
+        world.database.engine.dispose()
+
+
 def _due_items(world: WebhookWorld) -> list[tuple[uuid.UUID, int]]:
     """The due webhook messages as one batch's items (without stamping them: the relay is not run)."""
     with world.database.session() as session:
@@ -390,36 +400,30 @@ def _waits_for_a_finish(monkeypatch, finish_args: tuple[Any, ...], other: Any) -
     return blocked
 
 
-def test_events_for_an_endpoint_are_emitted_while_a_worker_finishes_a_batch_to_it(tmp_path, postgres_url,
-                                                                                  monkeypatch):
+def test_events_for_an_endpoint_are_emitted_while_a_worker_finishes_a_batch_to_it(pg_world, monkeypatch):
     """A finish does not hold up the app writing new deliveries to its endpoint (PostgreSQL: SQLite writes one
     transaction at a time anyway)."""
-    app = make_app(webhook_settings(tmp_path / "var", database_url=postgres_url))
-    world = webhook_world(app)
-    database = app.extensions["smartsvc"].database
-    try:
-        with WebhookReceiver() as receiver:
-            hook = world.register(receiver.url(), ["suggestion.created"])
-            first, second = world.user("first"), world.user("second")
-            world.suggest(first)
-            items = _due_items(world)
-            claims, _ = webhook_batch.claim(database, items, utcnow())
-            sent, unsent = webhook_batch.send(claims, app.extensions["smartsvc"].settings, utcnow)
-            emitted: list[str] = []
-            blocked = _waits_for_a_finish(monkeypatch, (database, sent, unsent, [o for _, o in items], utcnow()),
-                                          lambda: emitted.append(world.suggest(second)))
-            assert not blocked, "emitting an event waited for the worker's finish to commit"
-            assert len(emitted) == 1
-            world.drain()
-            assert sorted(d["status"] for d in world.deliveries(hook["id"])) == ["delivered", "delivered"]
-            assert len(receiver.requests) == 2
-    finally:
-        database.engine.dispose()
+    world = pg_world
+    app, database = world.app, world.database
+    with WebhookReceiver() as receiver:
+        hook = world.register(receiver.url(), ["suggestion.created"])
+        first, second = world.user("first"), world.user("second")
+        world.suggest(first)
+        items = _due_items(world)
+        claims, _ = webhook_batch.claim(database, items, utcnow())
+        sent, unsent = webhook_batch.send(claims, app.extensions["smartsvc"].settings, utcnow)
+        emitted: list[str] = []
+        blocked = _waits_for_a_finish(monkeypatch, (database, sent, unsent, [o for _, o in items], utcnow()),
+                                      lambda: emitted.append(world.suggest(second)))
+        assert not blocked, "emitting an event waited for the worker's finish to commit"
+        assert len(emitted) == 1
+        world.drain()
+        assert sorted(d["status"] for d in world.deliveries(hook["id"])) == ["delivered", "delivered"]
+        assert len(receiver.requests) == 2
 
 
 @pytest.mark.postgres
-def test_a_subject_s_next_delivery_is_looked_up_by_subject_not_read_from_the_endpoint_s_history(tmp_path,
-                                                                                               postgres_url):
+def test_a_subject_s_next_delivery_is_looked_up_by_subject_not_read_from_the_endpoint_s_history(pg_world):
     """Each settle releases the next delivery of its subjects. Read with a window over the endpoint's rows not
     being sent, it scanned the endpoint's whole history (every delivered row) per batch; it is one look-up in
     the subject index per subject, on a table never analysed too."""
@@ -428,36 +432,32 @@ def test_a_subject_s_next_delivery_is_looked_up_by_subject_not_read_from_the_end
     from smartsvc.services.webhook_delivery import _EARLIEST_PENDING
     from smartsvc.services.webhook_events import emit_events
 
-    app = make_app(webhook_settings(tmp_path / "var", database_url=postgres_url))
-    world = webhook_world(app)
-    database = app.extensions["smartsvc"].database
-    try:
-        with WebhookReceiver() as receiver:
-            hook = world.register(receiver.url(), ["suggestion.created"])
-        subjects = [f"device:{n}" for n in range(300)]
-        with database.unit_of_work() as uow:
-            emit_events(uow, "suggestion.created", [(subjects[n % 300], {"n": n}, None) for n in range(6000)])
-            uow.commit()
-        with database.unit_of_work() as uow:  # the history: all but each subject's last two delivered
-            uow.session.execute(text("UPDATE webhook_deliveries SET status = 'delivered', waiting_since = NULL "
-                                     "WHERE id IN (SELECT id FROM webhook_deliveries ORDER BY id LIMIT 5400)"))
-            uow.commit()
-        with database.session() as session:
-            statement = _EARLIEST_PENDING[True]
-            parameters = {"webhook_id": uuid.UUID(hook["id"]), "subjects": subjects[:200]}
-            found = session.execute(statement, parameters).all()
-            compiled = statement.compile(dialect=session.get_bind().dialect)
-            cursor = session.connection().connection.dbapi_connection.cursor()
-            cursor.execute(f"EXPLAIN {compiled}", {**compiled.params, **parameters})
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-            first_pending = session.execute(text(
-                "SELECT DISTINCT ON (subject) id FROM webhook_deliveries WHERE status = 'pending' "
-                "AND subject = ANY(:subjects) ORDER BY subject, id"), {"subjects": subjects[:200]}).scalars().all()
-        assert sorted(row.id for row in found) == sorted(first_pending) and len(found) == 200
-        assert "ix_webhook_deliveries_webhook_id_subject_status" in plan, plan
-        assert "sending_since" not in plan and "Seq Scan on webhook_deliveries" not in plan, plan
-    finally:
-        database.engine.dispose()
+    world = pg_world
+    database = world.database
+    with WebhookReceiver() as receiver:
+        hook = world.register(receiver.url(), ["suggestion.created"])
+    subjects = [f"device:{n}" for n in range(300)]
+    with database.unit_of_work() as uow:
+        emit_events(uow, "suggestion.created", [(subjects[n % 300], {"n": n}, None) for n in range(6000)])
+        uow.commit()
+    with database.unit_of_work() as uow:  # the history: all but each subject's last two delivered
+        uow.session.execute(text("UPDATE webhook_deliveries SET status = 'delivered', waiting_since = NULL "
+                                 "WHERE id IN (SELECT id FROM webhook_deliveries ORDER BY id LIMIT 5400)"))
+        uow.commit()
+    with database.session() as session:
+        statement = _EARLIEST_PENDING[True]
+        parameters = {"webhook_id": uuid.UUID(hook["id"]), "subjects": subjects[:200]}
+        found = session.execute(statement, parameters).all()
+        compiled = statement.compile(dialect=session.get_bind().dialect)
+        cursor = session.connection().connection.dbapi_connection.cursor()
+        cursor.execute(f"EXPLAIN {compiled}", {**compiled.params, **parameters})
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        first_pending = session.execute(text(
+            "SELECT DISTINCT ON (subject) id FROM webhook_deliveries WHERE status = 'pending' "
+            "AND subject = ANY(:subjects) ORDER BY subject, id"), {"subjects": subjects[:200]}).scalars().all()
+    assert sorted(row.id for row in found) == sorted(first_pending) and len(found) == 200
+    assert "ix_webhook_deliveries_webhook_id_subject_status" in plan, plan
+    assert "sending_since" not in plan and "Seq Scan on webhook_deliveries" not in plan, plan
 
 
 @pytest.mark.parametrize("failing_for_s, waits", [(0.5, True), (0.05, False)])
@@ -510,33 +510,28 @@ def test_a_failure_sends_one_waiting_delivery_as_a_probe_and_its_success_the_res
         assert sorted(d["status"] for d in world.deliveries(hook["id"])) == ["delivered"] * (EVENTS - 1) + ["pending"]
 
 
-def test_finishes_of_two_failing_batches_to_one_endpoint_run_side_by_side_and_both_count(tmp_path, postgres_url,
-                                                                                        monkeypatch):
+def test_finishes_of_two_failing_batches_to_one_endpoint_run_side_by_side_and_both_count(pg_world, monkeypatch):
     """A finish does not lock its endpoint's row: the finishes to a refusing endpoint do not queue on it (each
     holding a worker slot). The failure streak is written after, atomically: both failures count."""
     from smartsvc.models import WebhookEndpoint
 
-    app = make_app(webhook_settings(tmp_path / "var", database_url=postgres_url))
-    world = webhook_world(app)
-    database = app.extensions["smartsvc"].database
-    try:
-        with WebhookReceiver(default=500) as receiver:
-            hook = world.register(receiver.url(), ["suggestion.created"])
-            for name in ("first", "second"):
-                world.suggest(world.user(name))
-            items = _due_items(world)
-            assert len(items) == 2
-            batches = []
-            for item in items:  # two batches, claimed before either failed: two slots
-                claims, _ = webhook_batch.claim(database, [item], utcnow())
-                sent, unsent = webhook_batch.send(claims, app.extensions["smartsvc"].settings, utcnow)
-                assert [outcome.status_code for _, outcome in sent] == [500]
-                batches.append((database, sent, unsent, [item[1]], utcnow()))
-            blocked = _waits_for_a_finish(monkeypatch, batches[0], lambda: webhook_batch.finish(*batches[1]))
-            assert not blocked, "a finish waited for another finish to the same endpoint"
-            with database.session() as session:
-                endpoint = session.get(WebhookEndpoint, uuid.UUID(hook["id"]))
-                assert endpoint.consecutive_failures == 2 and endpoint.failing_since is not None
-            assert [d["status"] for d in world.deliveries(hook["id"])] == ["pending", "pending"]
-    finally:
-        database.engine.dispose()
+    world = pg_world
+    app, database = world.app, world.database
+    with WebhookReceiver(default=500) as receiver:
+        hook = world.register(receiver.url(), ["suggestion.created"])
+        for name in ("first", "second"):
+            world.suggest(world.user(name))
+        items = _due_items(world)
+        assert len(items) == 2
+        batches = []
+        for item in items:  # two batches, claimed before either failed: two slots
+            claims, _ = webhook_batch.claim(database, [item], utcnow())
+            sent, unsent = webhook_batch.send(claims, app.extensions["smartsvc"].settings, utcnow)
+            assert [outcome.status_code for _, outcome in sent] == [500]
+            batches.append((database, sent, unsent, [item[1]], utcnow()))
+        blocked = _waits_for_a_finish(monkeypatch, batches[0], lambda: webhook_batch.finish(*batches[1]))
+        assert not blocked, "a finish waited for another finish to the same endpoint"
+        with database.session() as session:
+            endpoint = session.get(WebhookEndpoint, uuid.UUID(hook["id"]))
+            assert endpoint.consecutive_failures == 2 and endpoint.failing_since is not None
+        assert [d["status"] for d in world.deliveries(hook["id"])] == ["pending", "pending"]
